@@ -1,0 +1,1 @@
+"""kdflow pipeline steps: one sub-package per step, each a KFP component plus the code it runs."""

@@ -1,0 +1,63 @@
+"""The prepared-data artifact: tokenized splits, the tokenizer that made them, and what describes them.
+
+Layout of the folder (a KFP `Dataset` artifact):
+
+    splits/          datasets.DatasetDict with train, validation and test; columns
+                     text, label, input_ids, attention_mask, length (no padding)
+    tokenizer/       the tokenizer that produced input_ids
+    data_info.json   num_labels, source, max_length, rows per split
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import KdflowInputError
+
+TEXT = "text"
+LABEL = "label"
+LENGTH = "length"
+MODEL_INPUTS = ["input_ids", "attention_mask"]
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class PreparedData:
+    splits: "datasets.DatasetDict"  # noqa: F821 (imported lazily)
+    tokenizer: "transformers.PreTrainedTokenizerBase"  # noqa: F821
+    info: dict
+
+    @property
+    def num_labels(self) -> int:
+        return int(self.info["num_labels"])
+
+    @property
+    def max_length(self) -> int:
+        return int(self.info["max_length"])
+
+
+def save_prepared(path: str, splits, tokenizer, info: dict) -> None:
+    root = Path(path)
+    splits.save_to_disk(str(root / "splits"))
+    tokenizer.save_pretrained(str(root / "tokenizer"))
+    (root / "data_info.json").write_text(json.dumps(info, indent=2))
+
+
+def load_prepared(path: str) -> PreparedData:
+    import datasets
+    from transformers import AutoTokenizer
+
+    root = Path(path)
+    if not (root / "data_info.json").exists():
+        raise KdflowInputError(f"{path} is not a kdflow prepared-data folder: produce it with the data_prep step.")
+    return PreparedData(
+        splits=datasets.load_from_disk(str(root / "splits")),
+        tokenizer=AutoTokenizer.from_pretrained(str(root / "tokenizer")),
+        info=json.loads((root / "data_info.json").read_text()),
+    )
+
+
+def model_columns(split):
+    """The split with only what a model's forward pass and the padding collator need."""
+    keep = set(MODEL_INPUTS) | {LABEL}
+    return split.remove_columns([c for c in split.column_names if c not in keep])

@@ -1,0 +1,8 @@
+"""The one error type for mistakes a user can fix: bad data, parameters or models."""
+
+
+class KdflowInputError(ValueError):
+    """A problem with the user's input, stated in one sentence that names the parameter and the fix.
+
+    Raised before any expensive work starts; the command line prints the message alone, without a traceback.
+    """

@@ -1,0 +1,209 @@
+"""Teacher and student models: what a model specification means, how it is loaded, and what must match.
+
+A model specification is one string:
+
+- `config:NAME` or `config:PATH/config.json`: a model built from a configuration, randomly initialised
+  (NAME is one of `TINY_CONFIGS`, small models for tests and the smoke preset);
+- `from_teacher` (students only): a DistilBERT built from a BERT teacher, the DistilBERT paper's recipe;
+- anything else: a Hugging Face checkpoint, as a hub id, a local folder or a `gs://` URI.
+"""
+
+import json
+from pathlib import Path
+
+from .errors import KdflowInputError
+from .storage import local_copy
+
+CONFIG_PREFIX = "config:"
+FROM_TEACHER = "from_teacher"
+
+# Small enough to train from scratch on a CPU in a minute; vocab_size is set from the tokenizer.
+TINY_CONFIGS = {
+    "tiny-bert": {
+        "model_type": "bert", "hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 2,
+        "intermediate_size": 128, "max_position_embeddings": 256,
+    },
+    "tiny-distilbert": {
+        "model_type": "distilbert", "dim": 64, "n_layers": 2, "n_heads": 2, "hidden_dim": 128,
+        "max_position_embeddings": 256,
+    },
+}
+
+
+def is_config_spec(spec: str) -> bool:
+    return spec.startswith(CONFIG_PREFIX)
+
+
+def load_config(spec: str, *, num_labels: int | None = None, vocab_size: int | None = None):
+    """The configuration a specification names, with the data's label count and vocabulary size where given."""
+    from transformers import AutoConfig
+
+    overrides = {}
+    if num_labels is not None:
+        overrides["num_labels"] = num_labels
+    if is_config_spec(spec):
+        if vocab_size is not None:
+            overrides["vocab_size"] = vocab_size
+        name = spec[len(CONFIG_PREFIX):]
+        if name in TINY_CONFIGS:
+            values = dict(TINY_CONFIGS[name])
+            return AutoConfig.for_model(values.pop("model_type"), **values, **overrides)
+        path = Path(local_copy(name))
+        path = path / "config.json" if path.is_dir() else path
+        if not path.exists():
+            raise KdflowInputError(
+                f"Model specification {spec!r} names no configuration: use config:{' or config:'.join(TINY_CONFIGS)}"
+                " or config:PATH to a config.json."
+            )
+        values = json.loads(path.read_text())
+        return AutoConfig.for_model(values.pop("model_type"), **values, **overrides)
+    return AutoConfig.from_pretrained(checkpoint_path(spec), **overrides)
+
+
+def checkpoint_path(uri: str) -> str:
+    """A local folder for a checkpoint URI, or the hub id itself (transformers resolves those)."""
+    return local_copy(uri)
+
+
+def load_tokenizer(uri: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(checkpoint_path(uri))
+    except OSError as error:
+        raise KdflowInputError(
+            f"No tokenizer could be loaded from {uri!r} ({first_line(error)}): give a checkpoint with tokenizer "
+            "files, or set the tokenizer parameter."
+        ) from None
+
+
+def load_classifier(spec: str, num_labels: int, vocab_size: int | None = None, *, require_head: bool = False,
+                    **kwargs):
+    """A sequence classifier from a specification (not `from_teacher`, see `student_from_teacher`).
+
+    With `require_head`, a checkpoint whose classification head is missing (a base model, not a fine-tuned
+    classifier) is refused instead of being given a random head.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    if is_config_spec(spec):
+        config = load_config(spec, num_labels=num_labels, vocab_size=vocab_size)
+        return AutoModelForSequenceClassification.from_config(config, **kwargs)
+    try:
+        model, loading_info = AutoModelForSequenceClassification.from_pretrained(
+            checkpoint_path(spec), num_labels=num_labels, output_loading_info=True, **kwargs
+        )
+    except (OSError, ValueError) as error:
+        raise KdflowInputError(f"No model could be loaded from {spec!r} ({first_line(error)}).") from None
+    if require_head and loading_info["missing_keys"]:
+        raise KdflowInputError(
+            f"Checkpoint {spec!r} has no trained classification head (missing {sorted(loading_info['missing_keys'])[0]}"
+            "): give a fine-tuned classifier, or set train_teacher=true to fine-tune it first."
+        )
+    return model
+
+
+def student_from_teacher(teacher, num_layers: int = 0):
+    """A DistilBERT classifier initialised from a BERT classifier, as in the DistilBERT paper.
+
+    The student keeps the teacher's width and takes every other layer (or `num_layers` evenly spaced ones).
+    BERT adds token-type embedding 0 to every token and DistilBERT has none, so it is folded into the
+    position embeddings; BERT's pooler initialises DistilBERT's pre-classifier.
+    """
+    import torch
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    config = teacher.config
+    if config.model_type != "bert":
+        raise KdflowInputError(
+            f"student=from_teacher needs a BERT teacher, not {config.model_type!r}: give the student as a "
+            "checkpoint or config: specification."
+        )
+    num_layers = num_layers or max(1, config.num_hidden_layers // 2)
+    if num_layers > config.num_hidden_layers:
+        raise KdflowInputError(
+            f"student_layers={num_layers} is more than the teacher's {config.num_hidden_layers} layers: "
+            f"set student_layers to at most {config.num_hidden_layers} (0 takes half)."
+        )
+    student = DistilBertForSequenceClassification(DistilBertConfig(
+        vocab_size=config.vocab_size, max_position_embeddings=config.max_position_embeddings,
+        dim=config.hidden_size, n_layers=num_layers, n_heads=config.num_attention_heads,
+        hidden_dim=config.intermediate_size, activation=config.hidden_act, dropout=config.hidden_dropout_prob,
+        attention_dropout=config.attention_probs_dropout_prob, initializer_range=config.initializer_range,
+        pad_token_id=config.pad_token_id, num_labels=config.num_labels, id2label=config.id2label,
+        label2id=config.label2id,
+    ))
+    bert, distil = teacher.bert, student.distilbert
+    with torch.no_grad():
+        distil.embeddings.word_embeddings.weight.copy_(bert.embeddings.word_embeddings.weight)
+        distil.embeddings.position_embeddings.weight.copy_(
+            bert.embeddings.position_embeddings.weight + bert.embeddings.token_type_embeddings.weight[0]
+        )
+        distil.embeddings.LayerNorm.load_state_dict(bert.embeddings.LayerNorm.state_dict())
+        for student_layer, teacher_index in zip(distil.transformer.layer, teacher_layer_indices(config, num_layers)):
+            source = bert.encoder.layer[teacher_index]
+            pairs = {
+                student_layer.attention.q_lin: source.attention.self.query,
+                student_layer.attention.k_lin: source.attention.self.key,
+                student_layer.attention.v_lin: source.attention.self.value,
+                student_layer.attention.out_lin: source.attention.output.dense,
+                student_layer.sa_layer_norm: source.attention.output.LayerNorm,
+                student_layer.ffn.lin1: source.intermediate.dense,
+                student_layer.ffn.lin2: source.output.dense,
+                student_layer.output_layer_norm: source.output.LayerNorm,
+            }
+            for target, origin in pairs.items():
+                target.load_state_dict(origin.state_dict())
+        if bert.pooler is not None:
+            student.pre_classifier.load_state_dict(bert.pooler.dense.state_dict())
+        student.classifier.load_state_dict(teacher.classifier.state_dict())
+    return student
+
+
+def teacher_layer_indices(config, num_layers: int) -> list[int]:
+    """The teacher layers a `num_layers` student starts from: evenly spaced from the first (0, 2, 4 for 6 -> 3)."""
+    return [round(i * config.num_hidden_layers / num_layers) for i in range(num_layers)]
+
+
+def position_limit(config) -> int:
+    return int(getattr(config, "max_position_embeddings", 0) or 0)
+
+
+def check_max_length(config, max_length: int, role: str) -> None:
+    limit = position_limit(config)
+    if limit and max_length > limit:
+        raise KdflowInputError(
+            f"max_length={max_length} is above the {role}'s position limit of {limit} tokens: set max_length <= {limit}."
+        )
+
+
+def check_num_labels(config, num_labels: int, role: str, spec: str) -> None:
+    if config.num_labels != num_labels:
+        raise KdflowInputError(
+            f"The {role} {spec!r} predicts {config.num_labels} labels but the data has num_labels={num_labels}: "
+            f"give a {role} trained for {num_labels} labels, or set train_teacher=true to fine-tune it."
+        )
+
+
+def check_same_vocabulary(tokenizer, other, role: str) -> None:
+    if tokenizer.get_vocab() != other.get_vocab():
+        raise KdflowInputError(
+            f"The {role}'s vocabulary differs from the tokenizer the data was prepared with, so cached teacher "
+            "logits cannot be used: set distill_mode=online, or use models that share one tokenizer."
+        )
+
+
+def first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def check_teacher_fits_data(spec: str, data, config) -> None:
+    """The checks a teacher checkpoint must pass before any training: labels, positions, vocabulary."""
+    check_max_length(config, data.max_length, "teacher")
+    if not is_config_spec(spec):
+        teacher_tokenizer = load_tokenizer(spec)
+        if teacher_tokenizer.get_vocab() != data.tokenizer.get_vocab():
+            raise KdflowInputError(
+                f"The teacher {spec!r} has a vocabulary of its own, unlike the tokenizer the data was prepared with: "
+                "leave the tokenizer parameter empty so the data is tokenized with the teacher's tokenizer."
+            )

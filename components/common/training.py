@@ -1,0 +1,96 @@
+"""What the teacher_train and distill steps share: Trainer settings, the padding collator, the curves report."""
+
+import base64
+import html
+import io
+import json
+
+from .data import LABEL, MODEL_INPUTS
+from .errors import KdflowInputError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def precision_flags(precision: str) -> dict:
+    """TrainingArguments flags for a precision; `auto` is bf16 on GPUs that have it, else fp16, and fp32 on CPU."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise KdflowInputError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}: pick one of them.")
+    on_gpu = torch.cuda.is_available()
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if on_gpu else "fp32"
+    if precision == "fp16" and not on_gpu:
+        raise KdflowInputError("precision=fp16 needs a GPU: use precision=bf16 or fp32 on a CPU.")
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16", "use_cpu": not on_gpu}
+
+
+def trainer_settings(*, output_dir: str, epochs: float, batch_size: int, learning_rate: float, seed: int,
+                     precision: str, train_rows: int, gradient_accumulation_steps: int = 1,
+                     dataloader_num_workers: int = 0) -> dict:
+    """Keyword arguments for `TrainingArguments` shared by every kdflow training step.
+
+    Batches are grouped by length (dynamic padding then pads little), the validation split is evaluated each
+    epoch, about 20 loss points are logged per run, and no checkpoints are written into the model artifact.
+    """
+    steps = max(1, int(epochs * train_rows / (batch_size * gradient_accumulation_steps)))
+    return dict(
+        output_dir=output_dir,
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size * 2,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        learning_rate=learning_rate,
+        weight_decay=0.01,
+        warmup_steps=0.1,
+        seed=seed,
+        train_sampling_strategy="group_by_length",
+        eval_strategy="epoch",
+        save_strategy="no",
+        logging_steps=max(1, steps // 20),
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=dataloader_num_workers,
+        # The collators pick their columns; Trainer would otherwise drop extra ones such as teacher_logits.
+        remove_unused_columns=False,
+        **precision_flags(precision),
+    )
+
+
+def curves_html(log_history: list[dict], title: str) -> str:
+    """A self-contained HTML page (the plot inlined as a data URI) with the training and validation losses."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    series = {}
+    for entry in log_history:
+        for key, value in entry.items():
+            if key.endswith("loss") and "step" in entry:
+                series.setdefault(key, []).append((entry["step"], value))
+    for key, points in sorted(series.items()):
+        axes.plot(*zip(*points), marker="o" if key.startswith("eval") else None, label=key)
+    axes.set_xlabel("optimizer step")
+    axes.set_ylabel("loss")
+    axes.legend()
+    axes.set_title(title)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    picture = base64.b64encode(buffer.getvalue()).decode()
+    return (
+        f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
+        f"<h2>{html.escape(title)}</h2><img alt='losses' src='data:image/png;base64,{picture}'>"
+        f"<h3>Log</h3><pre>{html.escape(json.dumps(log_history, indent=1))}</pre></body></html>"
+    )
+
+
+def pad_batch(tokenizer, rows: list[dict]) -> dict:
+    """Model inputs padded to the longest row of the batch, and the labels; other columns are left out."""
+    import torch
+
+    batch = tokenizer.pad([{name: row[name] for name in MODEL_INPUTS} for row in rows], return_tensors="pt")
+    batch["labels"] = torch.tensor([row[LABEL] for row in rows], dtype=torch.long)
+    return dict(batch)

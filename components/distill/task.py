@@ -1,0 +1,149 @@
+"""The distill step: trains the student on the teacher's softened outputs and the hard labels.
+
+Run as a KFP component (component.py) or directly:
+
+    python -m kdflow.components.distill.task --data DATA_DIR --teacher-logits LOGITS_DIR \
+        --teacher TEACHER_URI --student from_teacher --output STUDENT_DIR --curves curves.html
+"""
+
+import argparse
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from kdflow.components.common import models
+from kdflow.components.common.data import LENGTH, TEXT, load_prepared
+from kdflow.components.common.errors import KdflowInputError
+from kdflow.components.common.training import curves_html, trainer_settings
+
+from .hyperparameters import MODES, check_distillation_hyperparameters
+from .trainer import (
+    TEACHER_INPUT_PREFIX, TEACHER_LOGITS, DistillationArguments, DistillationCollator, DistillationTrainer,
+)
+
+TRAINING_LOG = "training_log.json"
+
+
+def run(*, data_dir: str, teacher_logits_dir: str, teacher: str, student: str, output_dir: str, curves_path: str,
+        student_layers: int = 0, distill_mode: str = "cached", temperature: float = 2.0, alpha: float = 0.5,
+        epochs: float = 2.0, batch_size: int = 8, learning_rate: float = 5e-5, gradient_accumulation_steps: int = 1,
+        precision: str = "auto", seed: int = 42, dataloader_num_workers: int = 0) -> dict:
+    """Distills `teacher` into `student` and saves the student (with its tokenizer) in `output_dir`.
+
+    Returns the training figures (runtime, samples per second, last losses).
+    """
+    import datasets
+    from transformers import set_seed
+
+    check_distillation_hyperparameters(temperature, alpha, distill_mode)
+    set_seed(seed)
+    data = load_prepared(data_dir)
+    teacher_model = None
+    if distill_mode == "online" or student == models.FROM_TEACHER:
+        teacher_model = models.load_classifier(teacher, data.num_labels, require_head=True)
+    student_model, student_tokenizer = build_student(student, data, teacher_model, student_layers)
+    models.check_max_length(student_model.config, data.max_length, "student")
+
+    train, validation = data.splits["train"], data.splits["validation"]
+    same_vocabulary = student_tokenizer.get_vocab() == data.tokenizer.get_vocab()
+    if distill_mode == "cached":
+        models.check_same_vocabulary(data.tokenizer, student_tokenizer, "student")
+        logits = datasets.load_from_disk(teacher_logits_dir)
+        train, validation = attach_teacher_logits(train, logits["train"]), attach_teacher_logits(validation, logits["validation"])
+        teacher_model = None  # only needed to initialise the student
+    elif not same_vocabulary:
+        train, validation = (retokenize_for_student(split, student_tokenizer, data.max_length) for split in (train, validation))
+
+    with tempfile.TemporaryDirectory(prefix="kdflow-distill-") as scratch:
+        args = DistillationArguments(
+            temperature=temperature, alpha=alpha,
+            **trainer_settings(
+                output_dir=scratch, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                precision=precision, train_rows=len(train), gradient_accumulation_steps=gradient_accumulation_steps,
+                dataloader_num_workers=dataloader_num_workers,
+            ),
+        )
+        trainer = DistillationTrainer(
+            model=student_model, args=args, train_dataset=train, eval_dataset=validation,
+            data_collator=DistillationCollator(student_tokenizer, None if same_vocabulary else data.tokenizer),
+            processing_class=student_tokenizer, teacher=teacher_model,
+        )
+        result = trainer.train()
+        figures = {**result.metrics, **trainer.evaluate()}
+        trainer.save_model(scratch + "/student")
+        Path(scratch, "student", TRAINING_LOG).write_text(json.dumps(trainer.state.log_history, indent=1))
+        # Moved in only now: a failed run leaves no student that looks finished.
+        move_contents(Path(scratch, "student"), Path(output_dir))
+    Path(curves_path).write_text(curves_html(trainer.state.log_history, "Distillation losses"))
+    return figures
+
+
+def build_student(student: str, data, teacher_model, student_layers: int):
+    """The student model and its tokenizer: a checkpoint's own, else the one the data was prepared with."""
+    if student == models.FROM_TEACHER:
+        return models.student_from_teacher(teacher_model, student_layers), data.tokenizer
+    if models.is_config_spec(student):
+        return models.load_classifier(student, data.num_labels, vocab_size=len(data.tokenizer)), data.tokenizer
+    return models.load_classifier(student, data.num_labels), models.load_tokenizer(student)
+
+
+def attach_teacher_logits(split, logits):
+    if len(logits) != len(split):
+        raise KdflowInputError(
+            f"The teacher logits hold {len(logits)} rows but the split has {len(split)}: recompute them with "
+            "teacher_eval on this data."
+        )
+    return split.add_column(TEACHER_LOGITS, logits[TEACHER_LOGITS])
+
+
+def retokenize_for_student(split, tokenizer, max_length: int):
+    """Keeps the data's token ids for the teacher and adds the student's own, from the text."""
+    split = split.rename_columns({name: TEACHER_INPUT_PREFIX + name for name in ("input_ids", "attention_mask")})
+
+    def tokenize(batch):
+        encoded = tokenizer(batch[TEXT], truncation=True, max_length=max_length, return_token_type_ids=False)
+        return {**encoded, LENGTH: [len(ids) for ids in encoded["input_ids"]]}
+
+    return split.map(tokenize, batched=True, desc="tokenizing for the student")
+
+
+def move_contents(source: Path, destination: Path) -> None:
+    destination.mkdir(parents=True, exist_ok=True)
+    for item in source.iterdir():
+        shutil.move(str(item), str(destination / item.name))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="prepared-data folder (data_prep output)")
+    parser.add_argument("--teacher-logits", default="", help="teacher logits folder (teacher_eval output)")
+    parser.add_argument("--teacher", required=True, help="fine-tuned teacher: folder, hub id or gs:// URI")
+    parser.add_argument("--student", default=models.FROM_TEACHER, help="from_teacher, config:NAME or a checkpoint")
+    parser.add_argument("--output", required=True, help="folder for the student")
+    parser.add_argument("--curves", required=True, help="HTML file for the loss curves")
+    parser.add_argument("--student-layers", type=int, default=0)
+    parser.add_argument("--distill-mode", choices=MODES, default="cached")
+    parser.add_argument("--temperature", type=float, default=2.0)
+    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    figures = run(
+        data_dir=args.data, teacher_logits_dir=args.teacher_logits, teacher=args.teacher, student=args.student,
+        output_dir=args.output, curves_path=args.curves, student_layers=args.student_layers,
+        distill_mode=args.distill_mode, temperature=args.temperature, alpha=args.alpha, epochs=args.epochs,
+        batch_size=args.batch_size, learning_rate=args.learning_rate,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, precision=args.precision, seed=args.seed,
+    )
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

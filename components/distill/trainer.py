@@ -1,0 +1,85 @@
+"""The recipe's Trainer subclass: hyperparameters, the collator, and `compute_loss`, which only orchestrates."""
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+from kdflow.components.common.training import pad_batch
+
+from .hyperparameters import check_distillation_hyperparameters
+from .losses import distillation_loss
+
+TEACHER_LOGITS = "teacher_logits"
+# In online mode with a student tokenizer of its own, the teacher reads the data's original token ids.
+TEACHER_INPUT_PREFIX = "teacher_"
+TEACHER_INPUTS = ["teacher_input_ids", "teacher_attention_mask"]
+
+
+@dataclass
+class DistillationArguments(TrainingArguments):
+    temperature: float = field(default=2.0, metadata={"help": "Softmax temperature of the soft term; above 0."})
+    alpha: float = field(default=0.5, metadata={"help": "Weight of the hard-label cross-entropy, in [0, 1]."})
+
+    def __post_init__(self):
+        check_distillation_hyperparameters(self.temperature, self.alpha)
+        super().__post_init__()
+
+
+class DistillationCollator:
+    """Pads a batch for the student; passes cached teacher logits, or pads the teacher's own token ids."""
+
+    def __init__(self, tokenizer, teacher_tokenizer=None):
+        self.tokenizer = tokenizer
+        self.teacher_tokenizer = teacher_tokenizer
+
+    def __call__(self, rows: list[dict]) -> dict:
+        batch = pad_batch(self.tokenizer, rows)
+        if TEACHER_LOGITS in rows[0]:
+            batch[TEACHER_LOGITS] = torch.tensor([row[TEACHER_LOGITS] for row in rows], dtype=torch.float32)
+        if TEACHER_INPUTS[0] in rows[0]:
+            teacher_rows = [{name[len(TEACHER_INPUT_PREFIX):]: row[name] for name in TEACHER_INPUTS} for row in rows]
+            padded = self.teacher_tokenizer.pad(teacher_rows, return_tensors="pt")
+            batch.update({TEACHER_INPUT_PREFIX + name: value for name, value in padded.items()})
+        return batch
+
+
+class DistillationTrainer(Trainer):
+    """A Trainer whose loss mixes the hard labels with the teacher's softened distribution.
+
+    The teacher's logits come with the batch (cached, computed once by teacher_eval) or, in online mode,
+    from `teacher`, run in eval mode without gradients. The student is the `model` argument, so DDP
+    wrapping works. The hard and soft terms are logged beside the total.
+    """
+
+    # The loss is a per-batch mean: Trainer must divide it by the accumulation steps (FACTS: otherwise
+    # gradient accumulation 2 doubles the loss, since DistilBERT's forward accepts loss kwargs).
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, teacher=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.teacher = teacher
+        if teacher is not None:
+            self.teacher.to(self.args.device).eval().requires_grad_(False)
+        self._loss_terms = {"hard_loss": [], "soft_loss": []}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        teacher_logits = inputs.pop(TEACHER_LOGITS, None)
+        teacher_inputs = {name[len(TEACHER_INPUT_PREFIX):]: inputs.pop(name) for name in TEACHER_INPUTS if name in inputs}
+        outputs = model(**inputs)
+        if teacher_logits is None:
+            with torch.no_grad():
+                teacher_logits = self.teacher(**(teacher_inputs or inputs)).logits
+        loss = distillation_loss(outputs.logits, teacher_logits, labels, self.args.temperature, self.args.alpha)
+        if model.training:
+            self._loss_terms["hard_loss"].append(loss.hard.detach())
+            self._loss_terms["soft_loss"].append(loss.soft.detach())
+        return (loss.total, outputs) if return_outputs else loss.total
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._loss_terms["hard_loss"]:
+            for name, values in self._loss_terms.items():
+                logs[name] = round(torch.stack(values).mean().item(), 6)
+                values.clear()
+        super().log(logs, start_time)

@@ -1,0 +1,45 @@
+"""The student_eval step: the student's test metrics, its retention of the teacher's accuracy, and the gate.
+
+    python -m kdflow.components.student_eval.task --data DATA_DIR --student STUDENT_DIR \
+        --teacher-metrics teacher_metrics.json --min-retention 0.97
+"""
+
+import argparse
+import json
+
+from kdflow.components.common.data import load_prepared
+from kdflow.components.common.errors import KdflowInputError
+from kdflow.components.common.inference import evaluate_on_test
+from kdflow.components.common.metrics import read_metrics
+
+
+def run(*, data_dir: str, student_dir: str, teacher_metrics_path: str, min_retention: float = 0.97,
+        batch_size: int = 64) -> dict:
+    """Test metrics of the student, `retention` = student accuracy / teacher accuracy, and `passed`."""
+    from transformers import AutoModelForSequenceClassification
+
+    if not 0 <= min_retention:
+        raise KdflowInputError(f"min_retention={min_retention} must be 0 or more: 0.97 keeps 97% of the teacher's accuracy.")
+    data = load_prepared(data_dir)
+    teacher_accuracy = read_metrics(teacher_metrics_path)["accuracy"]
+    metrics = evaluate_on_test(AutoModelForSequenceClassification.from_pretrained(student_dir), data, batch_size)
+    retention = metrics["accuracy"] / teacher_accuracy if teacher_accuracy else 0.0
+    return {
+        **metrics, "label_names": data.info["label_names"], "teacher_accuracy": teacher_accuracy,
+        "retention": retention, "min_retention": min_retention, "passed": retention >= min_retention,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="prepared-data folder (data_prep output)")
+    parser.add_argument("--student", required=True, help="the student's save_pretrained folder")
+    parser.add_argument("--teacher-metrics", required=True, help="teacher_eval's metrics JSON")
+    parser.add_argument("--min-retention", type=float, default=0.97)
+    args = parser.parse_args(argv)
+    print(json.dumps(run(data_dir=args.data, student_dir=args.student, teacher_metrics_path=args.teacher_metrics,
+                         min_retention=args.min_retention), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""KFP definition of the teacher_eval step; the work is in task.py."""
+
+from kfp import dsl
+from kfp.dsl import ClassificationMetrics, Dataset, Input, Metrics, Output
+
+from kdflow.components.common.images import TRAINER_IMAGE
+
+
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
+def teacher_eval(
+    data: Input[Dataset],
+    teacher_logits: Output[Dataset],
+    teacher_metrics: Output[Metrics],
+    teacher_confusion: Output[ClassificationMetrics],
+    teacher: str,
+    batch_size: int = 64,
+):
+    """Evaluates the teacher on the test split and caches its logits on the training data.
+
+    Args:
+        data: Tokenized splits from data_prep.
+        teacher: URI of the fine-tuned teacher: a folder, a hub id or gs://.
+        batch_size: Inference batch size (batches are grouped by length).
+
+    Returns:
+        teacher_logits: The teacher's logits on the train and validation splits, one row per data row, in order.
+        teacher_metrics: Test accuracy, macro F1 and confusion matrix (also as JSON at the artifact's path).
+        teacher_confusion: The test confusion matrix, drawn by the KFP UI.
+    """
+    from kdflow.components.common.metrics import write_confusion_matrix, write_metrics
+    from kdflow.components.teacher_eval import task
+
+    metrics = task.run(data_dir=data.path, teacher=teacher, logits_dir=teacher_logits.path, batch_size=batch_size)
+    write_metrics(teacher_metrics, metrics)
+    write_confusion_matrix(teacher_confusion, metrics["confusion_matrix"], metrics["label_names"])

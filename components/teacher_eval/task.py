@@ -1,0 +1,48 @@
+"""The teacher_eval step: the teacher's test metrics, and its logits on the training data, computed once.
+
+    python -m kdflow.components.teacher_eval.task --data DATA_DIR --teacher TEACHER_URI --logits LOGITS_DIR
+"""
+
+import argparse
+import json
+
+from kdflow.components.common import models
+from kdflow.components.common.data import load_prepared
+from kdflow.components.common.inference import evaluate_on_test, predict_logits
+
+# Splits whose logits the distill step reads: train to learn from, validation for its evaluation loss.
+LOGIT_SPLITS = ("train", "validation")
+
+
+def run(*, data_dir: str, teacher: str, logits_dir: str, batch_size: int = 64) -> dict:
+    """Evaluates `teacher` on the test split and stores its logits, row-aligned, in `logits_dir`.
+
+    The logits are a DatasetDict with one float column `teacher_logits` per split, in the splits' row order.
+    Returns the test metrics.
+    """
+    import datasets
+
+    data = load_prepared(data_dir)
+    model = models.load_classifier(teacher, data.num_labels, require_head=True)
+    models.check_num_labels(model.config, data.num_labels, "teacher", teacher)
+    metrics = evaluate_on_test(model, data, batch_size)
+    logits = datasets.DatasetDict({
+        name: datasets.Dataset.from_dict({"teacher_logits": predict_logits(model, data.splits[name], data.tokenizer, batch_size)})
+        for name in LOGIT_SPLITS
+    })
+    logits.save_to_disk(logits_dir)
+    return {**metrics, "label_names": data.info["label_names"]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="prepared-data folder (data_prep output)")
+    parser.add_argument("--teacher", required=True, help="fine-tuned teacher: folder, hub id or gs:// URI")
+    parser.add_argument("--logits", required=True, help="folder for the teacher's logits")
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    print(json.dumps(run(data_dir=args.data, teacher=args.teacher, logits_dir=args.logits, batch_size=args.batch_size), indent=2))
+
+
+if __name__ == "__main__":
+    main()

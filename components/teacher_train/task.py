@@ -1,0 +1,65 @@
+"""The teacher_train step: fine-tunes a base checkpoint, or trains a configured model from scratch, on the data.
+
+    python -m kdflow.components.teacher_train.task --data DATA_DIR --teacher config:tiny-bert \
+        --output TEACHER_DIR --curves curves.html
+"""
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from kdflow.components.common import models
+from kdflow.components.common.data import load_prepared
+from kdflow.components.common.training import curves_html, pad_batch, trainer_settings
+
+
+def run(*, data_dir: str, teacher: str, output_dir: str, curves_path: str, epochs: float = 2.0,
+        batch_size: int = 16, learning_rate: float = 5e-5, precision: str = "auto", seed: int = 42) -> dict:
+    """Trains `teacher` on the train split, saves it with the data's tokenizer in `output_dir`; returns figures."""
+    from transformers import Trainer, TrainingArguments, set_seed
+
+    set_seed(seed)
+    data = load_prepared(data_dir)
+    model = models.load_classifier(teacher, data.num_labels, vocab_size=len(data.tokenizer))
+    models.check_teacher_fits_data(teacher, data, model.config)
+    with tempfile.TemporaryDirectory(prefix="kdflow-teacher-") as scratch:
+        trainer = Trainer(
+            model=model,
+            args=TrainingArguments(**trainer_settings(
+                output_dir=scratch, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                precision=precision, train_rows=len(data.splits["train"]),
+            )),
+            train_dataset=data.splits["train"],
+            eval_dataset=data.splits["validation"],
+            data_collator=lambda rows: pad_batch(data.tokenizer, rows),
+            processing_class=data.tokenizer,
+        )
+        figures = {**trainer.train().metrics, **trainer.evaluate()}
+        trainer.save_model(output_dir)
+    Path(curves_path).write_text(curves_html(trainer.state.log_history, "Teacher training losses"))
+    return figures
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="prepared-data folder (data_prep output)")
+    parser.add_argument("--teacher", required=True, help="base checkpoint (folder, hub id, gs://) or config:NAME")
+    parser.add_argument("--output", required=True, help="folder for the fine-tuned teacher")
+    parser.add_argument("--curves", required=True, help="HTML file for the loss curves")
+    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args(argv)
+    figures = run(
+        data_dir=args.data, teacher=args.teacher, output_dir=args.output, curves_path=args.curves,
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+        precision=args.precision, seed=args.seed,
+    )
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The kdflow pipeline, its presets and the `kdflow` command line."""

@@ -1,0 +1,161 @@
+"""The `kdflow` command line.
+
+    kdflow run --preset smoke --output runs/smoke          # the whole pipeline in this process (kfp.local)
+    kdflow run --preset imdb --set teacher=PATH --set max_train_samples=2000
+    kdflow compile --output distillation.yaml              # the pipeline as KFP YAML, for a cluster
+"""
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+from kdflow.components.common.errors import KdflowInputError
+
+from . import presets
+
+# kfp.local streams each task's log through print(); a task's own input error ends up in it as this line.
+INPUT_ERROR_LINE = re.compile(r"KdflowInputError: (.+)$")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.command(args)
+    except KdflowInputError as error:
+        print(f"kdflow: error: {error}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kdflow", description="Knowledge distillation as Kubeflow Pipelines.")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the pipeline locally, every step in this process (kfp.local)")
+    run.add_argument("--preset", default="smoke", help=f"parameter set: {', '.join(presets.PRESETS)} (default smoke)")
+    run.add_argument("--data", help="dataset: a local folder or gs:// prefix with train/test files, or a hub name")
+    run.add_argument("--output", default="runs/latest", help="folder for summary.json and the run's artifacts")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                     help="override a pipeline parameter (repeatable)")
+    run.set_defaults(command=run_command)
+
+    compile_ = commands.add_parser("compile", help="compile the pipeline to KFP YAML")
+    compile_.add_argument("--output", default="distillation.yaml", help="where to write the YAML")
+    compile_.set_defaults(command=compile_command)
+    return parser
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    overrides = {}
+    for pair in pairs:
+        name, separator, value = pair.partition("=")
+        if not separator or not name:
+            raise KdflowInputError(f"--set {pair!r} is not NAME=VALUE: write e.g. --set epochs=1.")
+        overrides[name.strip()] = value.strip()
+    return overrides
+
+
+def run_command(args) -> int:
+    parameters = presets.resolve(args.preset, parse_overrides(args.overrides), args.data)
+    output = Path(args.output).resolve()
+    summary_path = output / "summary.json"
+    summary_path.unlink(missing_ok=True)  # a stale summary must not pass for this run's
+    started = time.monotonic()
+    outputs = run_locally(parameters, output / "pipeline_root")
+    summary = build_summary(outputs, parameters, args.preset, time.monotonic() - started)
+    output.mkdir(parents=True, exist_ok=True)
+    summary_path.write_text(json.dumps(summary, indent=2))
+    print(results_table(summary))
+    print(f"\nsummary: {summary_path}")
+    return 0
+
+
+def run_locally(parameters: dict, pipeline_root: Path) -> dict:
+    """Runs the pipeline with kfp.local in this interpreter; returns its output artifacts by name."""
+    import kfp.local
+
+    from .distillation import distillation_pipeline
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
+    log = Tee(sys.stdout)
+    try:
+        with contextlib.redirect_stdout(log):
+            return distillation_pipeline(**parameters).outputs
+    except RuntimeError as failure:
+        reasons = [match.group(1) for line in log.lines() if (match := INPUT_ERROR_LINE.search(line))]
+        if reasons:
+            raise KdflowInputError(reasons[-1]) from None
+        raise SystemExit(f"kdflow: error: the pipeline failed ({failure}); the failing step's log is above.") from None
+
+
+class Tee(io.TextIOBase):
+    """Writes through to a stream and keeps a copy, so a failed run's log can be searched for its reason."""
+
+    def __init__(self, stream):
+        self.stream, self.copy = stream, io.StringIO()
+
+    def write(self, text: str) -> int:
+        self.copy.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def lines(self) -> list[str]:
+        return self.copy.getvalue().splitlines()
+
+
+def build_summary(outputs: dict, parameters: dict, preset: str, duration_s: float) -> dict:
+    """summary.json: the figures of the run and where its artifacts are."""
+    teacher = json.loads(Path(outputs["teacher_metrics"].path).read_text())
+    student = json.loads(Path(outputs["student_metrics"].path).read_text())
+    onnx = json.loads((Path(outputs["onnx_model"].path) / "onnx_report.json").read_text())
+    scores = ("accuracy", "macro_f1", "confusion_matrix", "rows")
+    return {
+        "preset": preset,
+        "teacher": {name: teacher[name] for name in scores},
+        "student": {name: student[name] for name in scores},
+        "retention": student["retention"],
+        "gate": {"passed": student["passed"], "min_retention": student["min_retention"]},
+        "onnx": onnx,
+        "parameters": parameters,
+        "duration_s": round(duration_s, 1),
+        "artifacts": {name: artifact.path for name, artifact in outputs.items()},
+    }
+
+
+def results_table(summary: dict) -> str:
+    onnx = summary["onnx"]
+    rows = [
+        ("teacher", summary["teacher"]["accuracy"], summary["teacher"]["macro_f1"]),
+        ("student", summary["student"]["accuracy"], summary["student"]["macro_f1"]),
+        ("student onnx fp32", onnx["fp32_accuracy"], None),
+        ("student onnx int8", onnx["int8_accuracy"], None),
+    ]
+    lines = [f"{'model':<20}{'accuracy':>10}{'macro F1':>10}"]
+    lines += [f"{name:<20}{accuracy:>10.4f}{'' if f1 is None else f'{f1:.4f}':>10}" for name, accuracy, f1 in rows]
+    gate = "passed" if summary["gate"]["passed"] else "FAILED"
+    lines.append(f"retention {summary['retention']:.4f} (gate {gate} at {summary['gate']['min_retention']}), "
+                 f"ONNX max |diff| {onnx['max_abs_diff']:.2e}, {summary['duration_s']:.0f} s")
+    return "\n".join(lines)
+
+
+def compile_command(args) -> int:
+    from kfp import compiler
+
+    from .distillation import distillation_pipeline
+
+    compiler.Compiler().compile(distillation_pipeline, package_path=args.output)
+    print(f"compiled pipeline: {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The kdflow pipeline, read top to bottom as its DAG:
+
+    data_prep -> teacher_train (or teacher_check) -> teacher_eval -> distill -> student_eval
+                                                                                 -> onnx_export
+
+Parameter defaults are the `imdb` preset: the notebook recipe (BERT teacher -> DistilBERT student on IMDb,
+T = 2, alpha = 0.5, 2 epochs, batch 8), so the compiled YAML runs the recipe unless told otherwise.
+"""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Markdown, Metrics, Model
+
+from kdflow.components.data_prep.component import data_prep
+from kdflow.components.distill.component import distill
+from kdflow.components.onnx_export.component import onnx_export
+from kdflow.components.student_eval.component import student_eval
+from kdflow.components.teacher_check.component import teacher_check
+from kdflow.components.teacher_eval.component import teacher_eval
+from kdflow.components.teacher_train.component import teacher_train
+
+from .platform import on_gpu
+
+PIPELINE_NAME = "kdflow-distillation"
+
+Outputs = NamedTuple(
+    "Outputs",
+    data_report=Markdown,
+    teacher_metrics=Metrics,
+    student=Model,
+    training_curves=HTML,
+    student_metrics=Metrics,
+    onnx_model=Model,
+    onnx_metrics=Metrics,
+)
+
+
+@dsl.pipeline(name=PIPELINE_NAME, description="Distills a fine-tuned text classifier into a smaller student, "
+              "evaluates both and exports the student to ONNX.")
+def distillation_pipeline(
+    source: str = "imdb",
+    text_column: str = "text",
+    label_column: str = "label",
+    num_labels: int = 2,
+    tokenizer: str = "",
+    max_length: int = 512,
+    max_train_samples: int = 0,
+    max_eval_samples: int = 0,
+    validation_fraction: float = 0.1,
+    teacher: str = "",
+    train_teacher: bool = False,
+    teacher_epochs: float = 2.0,
+    teacher_batch_size: int = 16,
+    teacher_learning_rate: float = 5e-5,
+    student: str = "distilbert-base-uncased",
+    student_layers: int = 0,
+    distill_mode: str = "cached",
+    temperature: float = 2.0,
+    alpha: float = 0.5,
+    epochs: float = 2.0,
+    batch_size: int = 8,
+    learning_rate: float = 5e-5,
+    gradient_accumulation_steps: int = 1,
+    precision: str = "auto",
+    min_retention: float = 0.97,
+    parity_tolerance: float = 1e-4,
+    seed: int = 42,
+) -> Outputs:
+    prepared = data_prep(
+        source=source, text_column=text_column, label_column=label_column, num_labels=num_labels,
+        tokenizer=tokenizer, teacher=teacher, max_length=max_length, max_train_samples=max_train_samples,
+        max_eval_samples=max_eval_samples, validation_fraction=validation_fraction, seed=seed,
+    )
+    data = prepared.outputs["data"]
+
+    with dsl.If(train_teacher == True):  # noqa: E712 (a KFP condition, not a Python comparison)
+        trained = on_gpu(teacher_train(
+            data=data, teacher=teacher, epochs=teacher_epochs, batch_size=teacher_batch_size,
+            learning_rate=teacher_learning_rate, precision=precision, seed=seed,
+        ))
+    with dsl.Else():
+        checked = teacher_check(data=data, teacher=teacher)
+    teacher_uri = dsl.OneOf(trained.outputs["Output"], checked.output)
+
+    evaluated_teacher = on_gpu(teacher_eval(data=data, teacher=teacher_uri))
+
+    distilled = on_gpu(distill(
+        data=data, teacher_logits=evaluated_teacher.outputs["teacher_logits"], teacher=teacher_uri,
+        student_spec=student, student_layers=student_layers, distill_mode=distill_mode, temperature=temperature,
+        alpha=alpha, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+        gradient_accumulation_steps=gradient_accumulation_steps, precision=precision, seed=seed,
+    ))
+
+    evaluated_student = student_eval(
+        data=data, student=distilled.outputs["student"], teacher_metrics=evaluated_teacher.outputs["teacher_metrics"],
+        min_retention=min_retention,
+    )
+
+    exported = onnx_export(data=data, student=distilled.outputs["student"], parity_tolerance=parity_tolerance)
+
+    return Outputs(
+        data_report=prepared.outputs["report"],
+        teacher_metrics=evaluated_teacher.outputs["teacher_metrics"],
+        student=distilled.outputs["student"],
+        training_curves=distilled.outputs["training_curves"],
+        student_metrics=evaluated_student.outputs["student_metrics"],
+        onnx_model=exported.outputs["onnx_model"],
+        onnx_metrics=exported.outputs["onnx_metrics"],
+    )

@@ -1,0 +1,91 @@
+"""Named parameter sets for the pipeline, and the checks a parameter set must pass before a run starts."""
+
+import difflib
+
+from kdflow.components.common.errors import KdflowInputError
+from kdflow.components.common.training import PRECISIONS
+from kdflow.components.distill.hyperparameters import check_distillation_hyperparameters
+
+from .distillation import distillation_pipeline
+
+PRESETS = {
+    # The notebook recipe, for machines with hub access and a GPU; the compiled pipeline's defaults.
+    "imdb": {},
+    # Everything offline on a CPU in a few minutes: synthetic reviews, a tiny BERT teacher trained from
+    # scratch, a DistilBERT student made from its layers. The student must reach 0.90 test accuracy.
+    "smoke": {
+        "source": "synthetic",
+        "tokenizer": "wordpiece",
+        "max_length": 128,
+        "max_train_samples": 3000,
+        "max_eval_samples": 500,
+        "teacher": "config:tiny-bert",
+        "train_teacher": True,
+        "teacher_epochs": 3.0,
+        "teacher_batch_size": 32,
+        "teacher_learning_rate": 1e-3,
+        "student": "from_teacher",
+        "epochs": 3.0,
+        "batch_size": 32,
+        "learning_rate": 5e-4,
+    },
+}
+
+def pipeline_parameters() -> dict:
+    """Every pipeline parameter with its default, from the pipeline definition itself."""
+    inputs = distillation_pipeline.component_spec.inputs
+    return {name: spec.default for name, spec in inputs.items()}
+
+
+def parse_value(name: str, text: str, default):
+    """`text` as the type of the parameter's default (bool, int, float or str)."""
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("true", "1", "yes")
+        return type(default)(text)
+    except ValueError:
+        raise KdflowInputError(
+            f"--set {name}={text} is not a valid {type(default).__name__}: give e.g. {name}={default}."
+        ) from None
+
+
+def resolve(preset: str, overrides: dict[str, str], data: str | None = None) -> dict:
+    """The parameters of a run: pipeline defaults, then the preset, then `--data`, then `--set` overrides."""
+    if preset not in PRESETS:
+        raise KdflowInputError(f"--preset {preset!r} is unknown: use one of {', '.join(PRESETS)}.")
+    defaults = pipeline_parameters()
+    parameters = {**defaults, **PRESETS[preset]}
+    if data:
+        parameters["source"] = data
+    for name, text in overrides.items():
+        if name not in defaults:
+            close = difflib.get_close_matches(name, defaults, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"parameters are: {', '.join(defaults)}."
+            raise KdflowInputError(f"--set {name}=... names no pipeline parameter: {hint}")
+        parameters[name] = parse_value(name, text, defaults[name])
+    check(parameters, preset)
+    return parameters
+
+
+def check(parameters: dict, preset: str) -> None:
+    """The checks that need no data and no model, so a bad run stops before anything starts."""
+    check_distillation_hyperparameters(parameters["temperature"], parameters["alpha"], parameters["distill_mode"])
+    if parameters["precision"] not in PRECISIONS:
+        raise KdflowInputError(f"precision={parameters['precision']!r} is not one of {', '.join(PRECISIONS)}.")
+    if not parameters["teacher"]:
+        raise KdflowInputError(
+            f"The {preset} preset needs a teacher: pass --set teacher=PATH_OR_HUB_ID of a fine-tuned classifier "
+            "(or a base checkpoint with --set train_teacher=true)."
+        )
+    for name in ("max_length", "num_labels", "epochs", "batch_size", "teacher_epochs", "teacher_batch_size",
+                 "gradient_accumulation_steps"):
+        if not parameters[name] > 0:
+            raise KdflowInputError(f"{name}={parameters[name]} must be above 0.")
+    if parameters["num_labels"] < 2:
+        raise KdflowInputError(f"num_labels={parameters['num_labels']} must be at least 2 for a classifier.")
+    if not 0 < parameters["validation_fraction"] < 1:
+        raise KdflowInputError(
+            f"validation_fraction={parameters['validation_fraction']} must lie in (0, 1): 0.1 keeps a tenth of train."
+        )

@@ -1,0 +1,74 @@
+"""Shared fixtures: a tokenizer built here and a small prepared-data folder, no model hub involved."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+WORDS = (
+    "the a movie film plot actors story was is and but not very really quite "
+    "good great wonderful excellent enjoyable bad awful terrible boring dull"
+).split()
+
+POSITIVE = ["good", "great", "wonderful", "excellent", "enjoyable"]
+NEGATIVE = ["bad", "awful", "terrible", "boring", "dull"]
+
+
+def build_tokenizer(folder):
+    """A BERT WordPiece tokenizer over a fixed word list, saved in `folder`."""
+    from transformers import BertTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(vocab)}, model_max_length=128)
+    tokenizer.save_pretrained(str(folder))
+    return tokenizer
+
+
+def make_rows(count, seed):
+    import random
+
+    rng = random.Random(seed)
+    rows = {"text": [], "label": []}
+    for _ in range(count):
+        label = rng.randrange(2)
+        cue = rng.choice(POSITIVE if label else NEGATIVE)
+        filler = rng.choices(["the", "movie", "film", "plot", "was", "really", "and"], k=rng.randrange(2, 20))
+        filler.insert(rng.randrange(len(filler) + 1), cue)
+        rows["text"].append(" ".join(filler))
+        rows["label"].append(label)
+    return rows
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tokenizer")
+    build_tokenizer(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def prepared_data_dir(tmp_path_factory, tokenizer_dir):
+    """A prepared-data folder in the layout data_prep writes (see kdflow.components.common.data)."""
+    import datasets
+    from transformers import AutoTokenizer
+
+    from kdflow.components.common.data import save_prepared
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    splits = datasets.DatasetDict({
+        name: datasets.Dataset.from_dict(make_rows(count, seed))
+        for name, count, seed in [("train", 96, 0), ("validation", 32, 1), ("test", 48, 2)]
+    })
+    splits = splits.map(
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=64, return_token_type_ids=False),
+        batched=True,
+    ).map(lambda row: {"length": len(row["input_ids"])})
+    folder = tmp_path_factory.mktemp("prepared")
+    save_prepared(str(folder), splits, tokenizer, {
+        "num_labels": 2, "max_length": 64, "source": "test rows", "label_names": ["negative", "positive"],
+        "rows": {name: len(split) for name, split in splits.items()},
+    })
+    return folder

@@ -1,0 +1,191 @@
+"""The Trainer subclass, the student initialisation and the distill step, on tiny models built from configs."""
+
+import json
+
+import pytest
+import torch
+from transformers import (
+    AutoTokenizer, BertConfig, BertForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification,
+)
+
+from kdflow.components.common import models
+from kdflow.components.common.data import load_prepared
+from kdflow.components.common.errors import KdflowInputError
+from kdflow.components.distill import task
+from kdflow.components.distill.trainer import DistillationArguments, DistillationCollator, DistillationTrainer
+
+
+def tiny_bert(vocab_size, layers=4, seed=0):
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(BertConfig(
+        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )).eval()
+
+
+def tiny_distilbert(vocab_size, seed=0, positions=128):
+    torch.manual_seed(seed)
+    return DistilBertForSequenceClassification(DistilBertConfig(
+        vocab_size=vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=positions,
+        dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0,
+    ))
+
+
+def rows_with_logits(prepared_data_dir, count=8):
+    data = load_prepared(str(prepared_data_dir))
+    split = data.splits["train"].select(range(count))
+    logits = torch.randn(count, 2, generator=torch.Generator().manual_seed(1)).tolist()
+    return data, split.add_column("teacher_logits", logits)
+
+
+def one_step(tmp_path, data, split, batch_size, accumulation):
+    """Trains a fresh student one optimizer step; returns its parameters and the logged loss."""
+    args = DistillationArguments(
+        output_dir=str(tmp_path / f"ga{accumulation}"), per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation, max_steps=1, learning_rate=0.5, optim="sgd", weight_decay=0.0,
+        lr_scheduler_type="constant", logging_steps=1, report_to="none", use_cpu=True, save_strategy="no",
+        remove_unused_columns=False, disable_tqdm=True, temperature=2.0, alpha=0.5,
+    )
+    student = tiny_distilbert(len(data.tokenizer))
+    trainer = DistillationTrainer(model=student, args=args, train_dataset=split,
+                                  data_collator=DistillationCollator(data.tokenizer))
+    trainer.train()
+    loss = next(entry["loss"] for entry in trainer.state.log_history if "loss" in entry)
+    return torch.nn.utils.parameters_to_vector(student.parameters()).detach(), loss
+
+
+def test_gradient_accumulation_2_equals_accumulation_1_on_the_same_samples(tmp_path, prepared_data_dir):
+    data, split = rows_with_logits(prepared_data_dir, count=8)
+    params_1, loss_1 = one_step(tmp_path, data, split, batch_size=8, accumulation=1)
+    params_2, loss_2 = one_step(tmp_path, data, split, batch_size=4, accumulation=2)
+    assert loss_2 == pytest.approx(loss_1, rel=1e-4)
+    assert torch.allclose(params_1, params_2, atol=1e-5)
+
+
+def test_cached_logits_give_the_same_loss_as_the_online_teacher(tmp_path, prepared_data_dir):
+    data = load_prepared(str(prepared_data_dir))
+    teacher = tiny_bert(len(data.tokenizer))
+    split = data.splits["train"].select(range(6))
+    with torch.no_grad():
+        batch = DistillationCollator(data.tokenizer)([split[i] for i in range(6)])
+        cached = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    args = DistillationArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", temperature=2.0, alpha=0.5)
+    student = tiny_distilbert(len(data.tokenizer)).eval()
+    online = DistillationTrainer(model=student, args=args, teacher=teacher)
+    offline = DistillationTrainer(model=student, args=args)
+    online_loss = online.compute_loss(student, dict(batch))
+    offline_loss = offline.compute_loss(student, {**batch, "teacher_logits": cached})
+    assert online_loss.item() == pytest.approx(offline_loss.item(), rel=1e-6)
+
+
+def test_from_teacher_copies_every_other_layer_and_folds_token_types_into_positions():
+    teacher = tiny_bert(40, layers=4)
+    student = models.student_from_teacher(teacher)
+    assert student.config.n_layers == 2
+    for student_index, teacher_index in enumerate([0, 2]):
+        source, target = teacher.bert.encoder.layer[teacher_index], student.distilbert.transformer.layer[student_index]
+        assert torch.equal(target.attention.q_lin.weight, source.attention.self.query.weight)
+        assert torch.equal(target.attention.v_lin.bias, source.attention.self.value.bias)
+        assert torch.equal(target.ffn.lin2.weight, source.output.dense.weight)
+        assert torch.equal(target.output_layer_norm.weight, source.output.LayerNorm.weight)
+    embeddings = teacher.bert.embeddings
+    assert torch.equal(student.distilbert.embeddings.position_embeddings.weight,
+                       embeddings.position_embeddings.weight + embeddings.token_type_embeddings.weight[0])
+    assert torch.equal(student.classifier.weight, teacher.classifier.weight)
+
+
+def test_from_teacher_with_all_layers_computes_the_teachers_hidden_states():
+    # Copying every layer must reproduce BERT's encoder exactly: the mapping is complete and in the right places.
+    teacher = tiny_bert(40, layers=2)
+    student = models.student_from_teacher(teacher, num_layers=2).eval()
+    input_ids = torch.randint(5, 40, (3, 9))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 6:] = 0
+    expected = teacher.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    got = student.distilbert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    assert torch.allclose(got[attention_mask.bool()], expected[attention_mask.bool()], atol=1e-5)
+
+
+@pytest.mark.parametrize("temperature, alpha, needle", [(0.0, 0.5, "temperature"), (-1.0, 0.5, "temperature"),
+                                                        (2.0, 1.5, "alpha"), (2.0, -0.1, "alpha")])
+def test_bad_hyperparameters_are_refused(tmp_path, temperature, alpha, needle):
+    with pytest.raises(KdflowInputError, match=needle):
+        DistillationArguments(output_dir=str(tmp_path), temperature=temperature, alpha=alpha)
+
+
+def save_teacher(folder, tokenizer_dir, layers=4):
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    teacher = tiny_bert(len(tokenizer), layers=layers)
+    teacher.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return str(folder)
+
+
+def logits_for(teacher_dir, prepared_data_dir, folder):
+    from kdflow.components.teacher_eval import task as teacher_eval
+
+    teacher_eval.run(data_dir=str(prepared_data_dir), teacher=teacher_dir, logits_dir=str(folder))
+    return str(folder)
+
+
+def test_distill_step_writes_a_student_with_its_log(tmp_path, prepared_data_dir, tokenizer_dir):
+    teacher_dir = save_teacher(tmp_path / "teacher", tokenizer_dir)
+    logits_dir = logits_for(teacher_dir, prepared_data_dir, tmp_path / "logits")
+    figures = task.run(
+        data_dir=str(prepared_data_dir), teacher_logits_dir=logits_dir, teacher=teacher_dir, student="from_teacher",
+        output_dir=str(tmp_path / "student"), curves_path=str(tmp_path / "curves.html"), epochs=1, batch_size=16,
+        learning_rate=1e-3,
+    )
+    assert (tmp_path / "student" / "model.safetensors").exists()
+    assert (tmp_path / "student" / "tokenizer_config.json").exists()
+    log = json.loads((tmp_path / "student" / "training_log.json").read_text())
+    losses = [entry for entry in log if "loss" in entry]
+    assert losses and {"hard_loss", "soft_loss"} <= set(losses[0])
+    assert "data:image/png;base64," in (tmp_path / "curves.html").read_text()
+    assert figures["eval_loss"] > 0
+
+
+def test_cached_mode_refuses_a_student_with_another_vocabulary(tmp_path, prepared_data_dir, tokenizer_dir):
+    from transformers import BertTokenizer
+
+    teacher_dir = save_teacher(tmp_path / "teacher", tokenizer_dir)
+    logits_dir = logits_for(teacher_dir, prepared_data_dir, tmp_path / "logits")
+    other_tokenizer = BertTokenizer(vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "movie"])})
+    student = tiny_distilbert(len(other_tokenizer))
+    student.save_pretrained(str(tmp_path / "other"))
+    other_tokenizer.save_pretrained(str(tmp_path / "other"))
+    with pytest.raises(KdflowInputError, match="distill_mode=online"):
+        task.run(data_dir=str(prepared_data_dir), teacher_logits_dir=logits_dir, teacher=teacher_dir,
+                 student=str(tmp_path / "other"), output_dir=str(tmp_path / "student"),
+                 curves_path=str(tmp_path / "curves.html"), epochs=1)
+    assert not (tmp_path / "student").exists()
+
+
+def test_online_mode_trains_a_student_with_its_own_tokenizer(tmp_path, prepared_data_dir, tokenizer_dir):
+    from transformers import BertTokenizer
+
+    from conftest import WORDS
+
+    teacher_dir = save_teacher(tmp_path / "teacher", tokenizer_dir)
+    # The same words in another order: a different vocabulary, so the student needs its own token ids.
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *reversed(WORDS)]
+    student_tokenizer = BertTokenizer(vocab={t: i for i, t in enumerate(vocab)})
+    tiny_distilbert(len(student_tokenizer)).save_pretrained(str(tmp_path / "base"))
+    student_tokenizer.save_pretrained(str(tmp_path / "base"))
+    task.run(data_dir=str(prepared_data_dir), teacher_logits_dir="", teacher=teacher_dir, student=str(tmp_path / "base"),
+             output_dir=str(tmp_path / "student"), curves_path=str(tmp_path / "curves.html"), distill_mode="online",
+             epochs=1, batch_size=16)
+    saved = AutoTokenizer.from_pretrained(str(tmp_path / "student"))
+    assert saved.get_vocab() == student_tokenizer.get_vocab()
+
+
+def test_max_length_above_the_students_position_limit_is_refused(tmp_path, prepared_data_dir, tokenizer_dir):
+    teacher_dir = save_teacher(tmp_path / "teacher", tokenizer_dir)
+    # The prepared data was cut at 64 tokens.
+    student = tiny_distilbert(len(AutoTokenizer.from_pretrained(str(tokenizer_dir))), positions=32)
+    student.save_pretrained(str(tmp_path / "short"))
+    AutoTokenizer.from_pretrained(str(tokenizer_dir)).save_pretrained(str(tmp_path / "short"))
+    with pytest.raises(KdflowInputError, match="max_length"):
+        task.run(data_dir=str(prepared_data_dir), teacher_logits_dir="", teacher=teacher_dir,
+                 student=str(tmp_path / "short"), output_dir=str(tmp_path / "student"),
+                 curves_path=str(tmp_path / "c.html"), distill_mode="online")
