@@ -77,29 +77,34 @@ def load_tokenizer(uri: str):
         ) from None
 
 
-def load_classifier(spec: str, num_labels: int, vocab_size: int | None = None, *, require_head: bool = False,
+def load_classifier(spec: str, num_labels: int, vocab_size: int | None = None, *, fine_tuned: bool = False,
                     **kwargs):
     """A sequence classifier from a specification (not `from_teacher`, see `student_from_teacher`).
 
-    With `require_head`, a checkpoint whose classification head is missing (a base model, not a fine-tuned
-    classifier) is refused instead of being given a random head.
+    A `fine_tuned` checkpoint must bring its own trained head for `num_labels` labels: a base model (no head)
+    or a classifier for another label count is refused instead of being given a new, random head.
     """
     from transformers import AutoModelForSequenceClassification
 
     if is_config_spec(spec):
         config = load_config(spec, num_labels=num_labels, vocab_size=vocab_size)
         return AutoModelForSequenceClassification.from_config(config, **kwargs)
+    if not fine_tuned:
+        kwargs["num_labels"] = num_labels
     try:
         model, loading_info = AutoModelForSequenceClassification.from_pretrained(
-            checkpoint_path(spec), num_labels=num_labels, output_loading_info=True, **kwargs
+            checkpoint_path(spec), output_loading_info=True, **kwargs
         )
     except (OSError, ValueError) as error:
         raise KdflowInputError(f"No model could be loaded from {spec!r} ({first_line(error)}).") from None
-    if require_head and loading_info["missing_keys"]:
-        raise KdflowInputError(
-            f"Checkpoint {spec!r} has no trained classification head (missing {sorted(loading_info['missing_keys'])[0]}"
-            "): give a fine-tuned classifier, or set train_teacher=true to fine-tune it first."
-        )
+    if fine_tuned:
+        if loading_info["missing_keys"]:
+            raise KdflowInputError(
+                f"Checkpoint {spec!r} has no trained classification head (missing "
+                f"{sorted(loading_info['missing_keys'])[0]}): give a fine-tuned classifier, or set train_teacher=true "
+                "to fine-tune it first."
+            )
+        check_num_labels(model.config, num_labels, "teacher", spec)
     return model
 
 

@@ -42,7 +42,7 @@ def run(*, data_dir: str, teacher_logits_dir: str, teacher: str, student: str, o
     data = load_prepared(data_dir)
     teacher_model = None
     if distill_mode == "online" or student == models.FROM_TEACHER:
-        teacher_model = models.load_classifier(teacher, data.num_labels, require_head=True)
+        teacher_model = models.load_classifier(teacher, data.num_labels, fine_tuned=True)
     student_model, student_tokenizer = build_student(student, data, teacher_model, student_layers)
     models.check_max_length(student_model.config, data.max_length, "student")
 

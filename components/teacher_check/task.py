@@ -9,8 +9,7 @@ from kdflow.components.common.data import load_prepared
 def run(*, data_dir: str, teacher: str) -> str:
     """Checks that `teacher` is a fine-tuned classifier that fits the data, and returns its URI."""
     data = load_prepared(data_dir)
-    model = models.load_classifier(teacher, data.num_labels, require_head=True)
-    models.check_num_labels(model.config, data.num_labels, "teacher", teacher)
+    model = models.load_classifier(teacher, data.num_labels, fine_tuned=True)
     models.check_teacher_fits_data(teacher, data, model.config)
     return teacher
 

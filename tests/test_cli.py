@@ -1,0 +1,68 @@
+"""`kdflow run` end to end on the smoke preset, and the sentences it answers bad input with."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from kdflow.pipelines.cli import main
+
+
+@pytest.fixture(scope="module")
+def smoke_summary(tmp_path_factory):
+    output = tmp_path_factory.mktemp("smoke")
+    assert main(["run", "--preset", "smoke", "--output", str(output)]) == 0
+    return json.loads((output / "summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_smoke_run_learns_and_exports(smoke_summary):
+    assert smoke_summary["student"]["accuracy"] >= 0.90
+    assert smoke_summary["teacher"]["accuracy"] >= 0.90
+    assert smoke_summary["retention"] == pytest.approx(
+        smoke_summary["student"]["accuracy"] / smoke_summary["teacher"]["accuracy"])
+    assert smoke_summary["gate"]["passed"] == (smoke_summary["retention"] >= smoke_summary["gate"]["min_retention"])
+    assert smoke_summary["onnx"]["max_abs_diff"] <= 1e-4
+    assert smoke_summary["onnx"]["int8_accuracy"] >= 0.85
+
+
+@pytest.mark.slow
+def test_smoke_summary_points_at_the_artifacts(smoke_summary):
+    from pathlib import Path
+
+    artifacts = smoke_summary["artifacts"]
+    assert (Path(artifacts["student"]) / "model.safetensors").exists()
+    assert (Path(artifacts["onnx_model"]) / "model.onnx").exists()
+    assert "data:image/png;base64," in Path(artifacts["training_curves"]).read_text()
+    assert smoke_summary["parameters"]["source"] == "synthetic"
+
+
+@pytest.mark.parametrize("arguments, needle", [
+    (["--preset", "nope"], "--preset 'nope' is unknown"),
+    (["--set", "temprature=3"], "did you mean temperature"),
+    (["--set", "epochs=two"], "epochs=two is not a valid float"),
+    (["--set", "temperature=0"], "temperature=0.0 must be above 0"),
+    (["--set", "alpha=1.5"], "alpha=1.5 must lie in [0, 1]"),
+    (["--set", "distill_mode=fast"], "distill_mode='fast'"),
+    (["--set", "epochs"], "is not NAME=VALUE"),
+    (["--preset", "imdb"], "needs a teacher"),
+])
+def test_bad_parameters_stop_before_the_pipeline_starts(tmp_path, capsys, arguments, needle):
+    assert main(["run", "--output", str(tmp_path / "out"), *arguments]) == 2
+    error = capsys.readouterr().err.strip()
+    assert needle in error
+    assert len(error.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_data_error_inside_the_pipeline_is_reported_in_one_sentence(tmp_path, capsys):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rows = pd.DataFrame({"review": ["good film", "bad film"] * 10, "label": [1, 0] * 10})
+    rows.to_parquet(folder / "train.parquet")
+    rows.to_parquet(folder / "test.parquet")
+    output = tmp_path / "out"
+    assert main(["run", "--preset", "smoke", "--data", str(folder), "--output", str(output)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "text_column" in error and "review" in error
+    assert not (output / "summary.json").exists()

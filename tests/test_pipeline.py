@@ -1,0 +1,94 @@
+"""The compiled pipeline: committed and current, GPU requests, presets, and a local run of the YAML itself."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kdflow.pipelines import presets
+
+COMMITTED_YAML = Path(__file__).parents[1] / "pipelines" / "distillation.yaml"
+GPU_TASKS = ("teacher-train", "teacher-eval", "distill")
+
+
+def compile_to(path: Path, **environment) -> str:
+    # A fresh interpreter, so the image registry is read from this environment and nothing else.
+    env = {key: value for key, value in os.environ.items() if key != "KDFLOW_IMAGE_REGISTRY"}
+    subprocess.run([sys.executable, "-m", "kdflow.pipelines.cli", "compile", "--output", str(path)],
+                   check=True, env={**env, **environment}, capture_output=True)
+    return path.read_text()
+
+
+def without_sdk_version(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "sdkVersion" not in line]
+
+
+def test_committed_yaml_is_current(tmp_path):
+    fresh = compile_to(tmp_path / "pipeline.yaml")
+    assert without_sdk_version(COMMITTED_YAML.read_text()) == without_sdk_version(fresh), (
+        "pipelines/distillation.yaml is stale: run `kdflow compile --output pipelines/distillation.yaml`"
+    )
+
+
+def test_training_tasks_request_one_gpu_and_others_none():
+    spec = yaml.safe_load(COMMITTED_YAML.read_text())
+    executors = spec["deploymentSpec"]["executors"]
+    for name, executor in executors.items():
+        resources = executor["container"].get("resources", {})
+        accelerator = resources.get("accelerator", {})
+        if any(name == f"exec-{task}" for task in GPU_TASKS):
+            assert accelerator.get("resourceType") == "nvidia.com/gpu", name
+            assert accelerator.get("resourceCount") == "1", name
+        else:
+            assert not accelerator, name
+
+
+def test_training_steps_use_the_trainer_image_and_the_rest_the_runtime_image():
+    executors = yaml.safe_load(COMMITTED_YAML.read_text())["deploymentSpec"]["executors"]
+    for name, executor in executors.items():
+        kind = "trainer" if any(name == f"exec-{task}" for task in GPU_TASKS) else "cpu"
+        assert executor["container"]["image"].rsplit(":", 1)[0].endswith(f"/kdflow-{kind}"), name
+
+
+def test_compiled_defaults_are_the_imdb_recipe():
+    parameters = yaml.safe_load(COMMITTED_YAML.read_text())["root"]["inputDefinitions"]["parameters"]
+    defaults = {name: spec.get("defaultValue") for name, spec in parameters.items()}
+    assert defaults["source"] == "imdb"
+    assert defaults["student"] == "distilbert-base-uncased"
+    assert (defaults["epochs"], defaults["batch_size"], defaults["temperature"], defaults["alpha"]) == (2, 8, 2, 0.5)
+    # Every input of every step carries its docstring line into the YAML, where cluster users read it.
+    components = yaml.safe_load(COMMITTED_YAML.read_text())["components"]
+    for name, component in components.items():
+        for group in ("parameters", "artifacts"):
+            for input_name, spec in component.get("inputDefinitions", {}).get(group, {}).items():
+                if not name.startswith("comp-condition") and not name.startswith("comp-importer"):
+                    assert spec.get("description"), f"{name}.{input_name} has no description"
+
+
+def test_imdb_preset_resolves_with_a_teacher_and_refuses_without():
+    parameters = presets.resolve("imdb", {"teacher": "my-org/bert-imdb"})
+    assert parameters["teacher"] == "my-org/bert-imdb"
+    assert parameters["distill_mode"] == "cached"
+    with pytest.raises(presets.KdflowInputError, match="teacher"):
+        presets.resolve("imdb", {})
+
+
+@pytest.mark.slow
+def test_compiled_yaml_loaded_back_runs_locally(tmp_path):
+    import kfp.local
+    from kfp.components import load_component_from_file
+
+    from kdflow.components.common.metrics import read_metrics
+
+    pipeline = load_component_from_file(str(COMMITTED_YAML))
+    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path))
+    parameters = presets.resolve("smoke", {"max_train_samples": "400", "max_eval_samples": "100", "epochs": "1",
+                                           "teacher_epochs": "1", "max_length": "64"})
+    run = pipeline(**parameters)
+    student = read_metrics(run.outputs["student_metrics"].path)
+    assert student["rows"] == 100
+    assert 0.0 <= student["accuracy"] <= 1.0
+    assert (Path(run.outputs["onnx_model"].path) / "model.int8.onnx").exists()
