@@ -61,3 +61,21 @@ def model_columns(split):
     """The split with only what a model's forward pass and the padding collator need."""
     keep = set(MODEL_INPUTS) | {LABEL}
     return split.remove_columns([c for c in split.column_names if c not in keep])
+
+
+def retokenize(split, tokenizer, max_length: int):
+    """The split's text encoded by another tokenizer: new input_ids, attention_mask and length."""
+
+    def tokenize(batch):
+        encoded = tokenizer(batch[TEXT], truncation=True, max_length=max_length, return_token_type_ids=False)
+        return {**encoded, LENGTH: [len(ids) for ids in encoded["input_ids"]]}
+
+    return split.map(tokenize, batched=True, desc="tokenizing for the student")
+
+
+def split_for_tokenizer(data: PreparedData, name: str, tokenizer):
+    """A split as `tokenizer` encodes it: as prepared when it is the data's vocabulary, else re-tokenized."""
+    split = data.splits[name]
+    if tokenizer.get_vocab() == data.tokenizer.get_vocab():
+        return split
+    return retokenize(split, tokenizer, data.max_length)

@@ -1,7 +1,17 @@
-"""Locations outside a run (datasets, checkpoints, published models): local paths or `gs://bucket/prefix` URIs."""
+"""Locations outside a run (datasets, checkpoints, published models): local paths or `gs://bucket/prefix` URIs.
 
+GCS access goes through google-cloud-storage: credentials come from the environment (Workload Identity on
+a cluster, `GOOGLE_APPLICATION_CREDENTIALS` or gcloud elsewhere; `STORAGE_EMULATOR_HOST` for an emulator),
+transient errors are retried with the library's backoff, and files are streamed to and from disk (large ones
+in resumable chunks), never held in memory.
+"""
+
+import base64
+import hashlib
 import os
+import shutil
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 from .errors import KdflowInputError
@@ -14,30 +24,136 @@ def is_gcs(uri: str) -> bool:
 
 
 def split_gcs_uri(uri: str) -> tuple[str, str]:
+    """`gs://bucket/a/b/` -> (`bucket`, `a/b`)."""
     bucket, _, prefix = uri[len(GCS_SCHEME):].partition("/")
+    if not bucket:
+        raise KdflowInputError(f"{uri!r} names no bucket: write gs://BUCKET/PATH.")
     return bucket, prefix.strip("/")
 
 
-def local_copy(uri: str) -> str:
-    """Returns a local path holding the contents of `uri`: the path itself, or a download of a `gs://` prefix."""
-    if not is_gcs(uri):
-        return uri
+def join(uri: str, *parts: str) -> str:
+    return "/".join([uri.rstrip("/"), *(part.strip("/") for part in parts)])
+
+
+@lru_cache(maxsize=1)
+def client():
     from google.cloud import storage
 
-    bucket_name, prefix = split_gcs_uri(uri)
+    return storage.Client()
+
+
+def bucket_of(uri: str):
+    """The bucket of a gs:// URI; refuses at once (one sentence) when it is missing or cannot be read."""
+    from google.api_core import exceptions
+
+    name, _ = split_gcs_uri(uri)
+    try:
+        return client().get_bucket(name)
+    except exceptions.NotFound:
+        raise KdflowInputError(f"Bucket gs://{name} does not exist: create it or fix the URI {uri}.") from None
+    except exceptions.Forbidden:
+        raise KdflowInputError(
+            f"This job may not read bucket gs://{name}: grant its service account access, or fix the URI {uri}."
+        ) from None
+
+
+def list_files(uri: str) -> list[str]:
+    """Paths relative to `uri` of every file under it (a local folder or a gs:// prefix)."""
+    if not is_gcs(uri):
+        root = Path(uri)
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+    bucket = bucket_of(uri)
+    _, prefix = split_gcs_uri(uri)
+    start = f"{prefix}/" if prefix else ""
+    return sorted(blob.name[len(start):] for blob in bucket.list_blobs(prefix=start) if not blob.name.endswith("/"))
+
+
+def local_copy(uri: str) -> str:
+    """A local path holding the contents of `uri`: the path itself, or a download of a gs:// prefix or file."""
+    if not is_gcs(uri):
+        return uri
+    bucket = bucket_of(uri)
+    _, prefix = split_gcs_uri(uri)
     destination = Path(tempfile.mkdtemp(prefix="kdflow-"))
-    blobs = list(storage.Client().list_blobs(bucket_name, prefix=f"{prefix}/" if prefix else None))
-    if not blobs:
-        raise KdflowInputError(f"Nothing was found at {uri}: check the URI and that this job can read the bucket.")
-    for blob in blobs:
-        relative = blob.name[len(prefix):].lstrip("/") if prefix else blob.name
-        if not relative or blob.name.endswith("/"):
-            continue
-        target = destination / relative
+    single = bucket.get_blob(prefix) if prefix else None
+    if single is not None:  # a file, not a folder
+        target = destination / Path(prefix).name
+        single.download_to_filename(str(target))
+        return str(target)
+    names = list_files(uri)
+    if not names:
+        raise KdflowInputError(f"Nothing was found under {uri}: check the URI.")
+    for name in names:
+        target = destination / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        blob.download_to_filename(str(target))
+        bucket.blob(f"{prefix}/{name}" if prefix else name).download_to_filename(str(target))
     return str(destination)
 
 
-def exists_locally(uri: str) -> bool:
-    return not is_gcs(uri) and os.path.exists(uri)
+def md5_base64(path: Path) -> str:
+    """The MD5 of a file in GCS's notation (base64), computed in chunks."""
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return base64.b64encode(digest.digest()).decode()
+
+
+def upload_folder(local_dir: str, uri: str) -> list[dict]:
+    """Copies every file of `local_dir` to `uri` and checks each copy's size and MD5; returns what was copied.
+
+    Uploads are retried on transient errors (the paths are versioned, so a repeated upload writes the same
+    bytes); a file that arrives different raises an error.
+    """
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    files = []
+    for name in list_files(local_dir):
+        path = Path(local_dir, name)
+        files.append({"path": name, "size": path.stat().st_size, "md5": md5_base64(path)})
+    if not is_gcs(uri):
+        shutil.copytree(local_dir, uri, dirs_exist_ok=True)
+        return files
+    bucket = bucket_of(uri)
+    _, prefix = split_gcs_uri(uri)
+    for entry in files:
+        blob = bucket.blob(f"{prefix}/{entry['path']}" if prefix else entry["path"])
+        blob.upload_from_filename(str(Path(local_dir, entry["path"])), retry=DEFAULT_RETRY)
+        blob.reload(retry=DEFAULT_RETRY)
+        if blob.size != entry["size"] or blob.md5_hash != entry["md5"]:
+            raise RuntimeError(f"The upload of {entry['path']} to {uri} arrived damaged (size or MD5 differ).")
+    return files
+
+
+def read_text(uri: str) -> str | None:
+    """The text at `uri`, or None when there is no such file."""
+    if not is_gcs(uri):
+        return Path(uri).read_text() if os.path.exists(uri) else None
+    bucket = bucket_of(uri)
+    blob = bucket.get_blob(split_gcs_uri(uri)[1])
+    return None if blob is None else blob.download_as_text()
+
+
+def write_text(uri: str, text: str) -> None:
+    """Writes `text` to `uri` in one step: readers see the old file or the new one, never a part."""
+    if not is_gcs(uri):
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(f"{uri}.partial")
+        partial.write_text(text)
+        os.replace(partial, uri)  # atomic on one file system
+        return
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    bucket_of(uri).blob(split_gcs_uri(uri)[1]).upload_from_string(text, content_type="application/json",
+                                                                   retry=DEFAULT_RETRY)
+
+
+def move_into(source: Path, destination: Path, last: str | None = None) -> None:
+    """Moves finished files from a scratch folder into an output folder, the file named `last` at the end.
+
+    Steps build their outputs in scratch space and move them in only when every check passed, so a failed
+    step leaves nothing that looks like a result; the `last` file (a report) marks the folder complete.
+    """
+    destination.mkdir(parents=True, exist_ok=True)
+    for item in sorted(source.iterdir(), key=lambda item: item.name == last):
+        shutil.move(str(item), str(destination / item.name))

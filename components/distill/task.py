@@ -9,13 +9,13 @@ Run as a KFP component (component.py) or directly:
 import argparse
 import json
 import logging
-import shutil
 import tempfile
 from pathlib import Path
 
 from kdflow.components.common import models
-from kdflow.components.common.data import LENGTH, TEXT, load_prepared
+from kdflow.components.common.data import MODEL_INPUTS, load_prepared, retokenize
 from kdflow.components.common.errors import KdflowInputError
+from kdflow.components.common.storage import move_into
 from kdflow.components.common.training import curves_html, trainer_settings
 
 from .hyperparameters import MODES, check_distillation_hyperparameters
@@ -75,7 +75,7 @@ def run(*, data_dir: str, teacher_logits_dir: str, teacher: str, student: str, o
         trainer.save_model(scratch + "/student")
         Path(scratch, "student", TRAINING_LOG).write_text(json.dumps(trainer.state.log_history, indent=1))
         # Moved in only now: a failed run leaves no student that looks finished.
-        move_contents(Path(scratch, "student"), Path(output_dir))
+        move_into(Path(scratch, "student"), Path(output_dir))
     Path(curves_path).write_text(curves_html(trainer.state.log_history, "Distillation losses"))
     return figures
 
@@ -100,19 +100,8 @@ def attach_teacher_logits(split, logits):
 
 def retokenize_for_student(split, tokenizer, max_length: int):
     """Keeps the data's token ids for the teacher and adds the student's own, from the text."""
-    split = split.rename_columns({name: TEACHER_INPUT_PREFIX + name for name in ("input_ids", "attention_mask")})
-
-    def tokenize(batch):
-        encoded = tokenizer(batch[TEXT], truncation=True, max_length=max_length, return_token_type_ids=False)
-        return {**encoded, LENGTH: [len(ids) for ids in encoded["input_ids"]]}
-
-    return split.map(tokenize, batched=True, desc="tokenizing for the student")
-
-
-def move_contents(source: Path, destination: Path) -> None:
-    destination.mkdir(parents=True, exist_ok=True)
-    for item in source.iterdir():
-        shutil.move(str(item), str(destination / item.name))
+    renamed = split.rename_columns({name: TEACHER_INPUT_PREFIX + name for name in MODEL_INPUTS})
+    return retokenize(renamed, tokenizer, max_length)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,13 +16,14 @@ from kdflow.components.common.metrics import read_metrics
 def run(*, data_dir: str, student_dir: str, teacher_metrics_path: str, min_retention: float = 0.97,
         batch_size: int = 64) -> dict:
     """Test metrics of the student, `retention` = student accuracy / teacher accuracy, and `passed`."""
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if not 0 <= min_retention:
         raise KdflowInputError(f"min_retention={min_retention} must be 0 or more: 0.97 keeps 97% of the teacher's accuracy.")
     data = load_prepared(data_dir)
     teacher_accuracy = read_metrics(teacher_metrics_path)["accuracy"]
-    metrics = evaluate_on_test(AutoModelForSequenceClassification.from_pretrained(student_dir), data, batch_size)
+    model = AutoModelForSequenceClassification.from_pretrained(student_dir)
+    metrics = evaluate_on_test(model, AutoTokenizer.from_pretrained(student_dir), data, batch_size)
     retention = metrics["accuracy"] / teacher_accuracy if teacher_accuracy else 0.0
     return {
         **metrics, "label_names": data.info["label_names"], "teacher_accuracy": teacher_accuracy,

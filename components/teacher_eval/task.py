@@ -24,7 +24,7 @@ def run(*, data_dir: str, teacher: str, logits_dir: str, batch_size: int = 64) -
 
     data = load_prepared(data_dir)
     model = models.load_classifier(teacher, data.num_labels, fine_tuned=True)
-    metrics = evaluate_on_test(model, data, batch_size)
+    metrics = evaluate_on_test(model, data.tokenizer, data, batch_size)
     logits = datasets.DatasetDict({
         name: datasets.Dataset.from_dict({"teacher_logits": predict_logits(model, data.splits[name], data.tokenizer, batch_size)})
         for name in LOGIT_SPLITS

@@ -1,0 +1,188 @@
+"""onnx_export on tiny models: parity with PyTorch, dynamic shapes, int8, the report, and a failed check."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+from transformers import (
+    AutoTokenizer, BertConfig, BertForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification,
+)
+
+from kdflow.components.common.data import MODEL_INPUTS, load_prepared
+from kdflow.components.common.errors import KdflowInputError
+from kdflow.components.onnx_export import task
+
+REPORT_KEYS = {"max_abs_diff", "parity_tolerance", "fp32_accuracy", "int8_accuracy", "pytorch_accuracy",
+               "int8_max_abs_diff", "latency_ms", "size_mb", "rows"}
+
+
+def save_classifier(model, folder: Path, tokenizer_dir) -> str:
+    model.save_pretrained(str(folder))
+    AutoTokenizer.from_pretrained(str(tokenizer_dir)).save_pretrained(str(folder))
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def student_dir(tmp_path_factory, tokenizer_dir):
+    torch.manual_seed(0)
+    config = DistilBertConfig(vocab_size=len(AutoTokenizer.from_pretrained(str(tokenizer_dir))), dim=32, n_layers=2,
+                              n_heads=2, hidden_dim=64, max_position_embeddings=128)
+    model = DistilBertForSequenceClassification(config)
+    return save_classifier(model, tmp_path_factory.mktemp("student"), tokenizer_dir)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, student_dir, prepared_data_dir):
+    """The output folder and report of one export of the DistilBERT student, shared by the tests that read it."""
+    output_dir = tmp_path_factory.mktemp("export") / "onnx"
+    report = task.run(student_dir=student_dir, data_dir=str(prepared_data_dir), output_dir=str(output_dir))
+    return output_dir, report
+
+
+def session(path: Path) -> onnxruntime.InferenceSession:
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()  # as the task does, so its figures can be recomputed
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def pytorch_logits(student_dir, batch) -> np.ndarray:
+    model = DistilBertForSequenceClassification.from_pretrained(student_dir).eval()
+    with torch.no_grad():
+        return model(**{name: torch.from_numpy(values) for name, values in batch.items()}).logits.numpy()
+
+
+def encode(tokenizer, texts) -> dict:
+    batch = tokenizer(texts, padding=True, return_tensors="np", return_token_type_ids=False)
+    return {name: batch[name].astype(np.int64) for name in MODEL_INPUTS}
+
+
+def test_export_writes_both_models_tokenizer_config_and_report(exported, prepared_data_dir):
+    output_dir, report = exported
+    assert {"model.onnx", "model.int8.onnx", "config.json", "tokenizer_config.json", "onnx_report.json"} <= {
+        path.name for path in output_dir.iterdir()}
+    assert json.loads((output_dir / "onnx_report.json").read_text()) == report
+    assert REPORT_KEYS <= set(report)
+    assert report["rows"] == len(load_prepared(str(prepared_data_dir)).splits["test"])
+    assert report["max_abs_diff"] <= 1e-4
+    assert report["fp32_accuracy"] == report["pytorch_accuracy"]
+    assert 0.0 <= report["int8_accuracy"] <= 1.0
+    for runtime in ("pytorch_fp32", "onnx_fp32", "onnx_int8"):
+        assert set(report["latency_ms"][runtime]) == {"1", "32"}
+        assert all(milliseconds > 0 for milliseconds in report["latency_ms"][runtime].values())
+    assert report["size_mb"]["onnx_int8"] < report["size_mb"]["onnx_fp32"]
+    assert (output_dir / "model.int8.onnx").stat().st_size < (output_dir / "model.onnx").stat().st_size
+
+
+def test_reported_difference_is_the_one_measured(exported, student_dir, prepared_data_dir):
+    output_dir, report = exported
+    data = load_prepared(str(prepared_data_dir))
+    parity_rows = data.splits["test"].select(range(report["parity_rows"]))
+    fp32 = session(output_dir / "model.onnx")
+    differences = []
+    # The task's parity batches: test rows in their own order, padded per batch.
+    for start in range(0, len(parity_rows), task.PARITY_BATCH_SIZE):
+        batch = encode(data.tokenizer, parity_rows[start:start + task.PARITY_BATCH_SIZE]["text"])
+        onnx_logits = fp32.run(["logits"], batch)[0]
+        differences.append(np.abs(onnx_logits - pytorch_logits(student_dir, batch)).max())
+    assert report["max_abs_diff"] == pytest.approx(float(max(differences)), rel=1e-3, abs=1e-12)
+
+
+@pytest.mark.parametrize("model_file", ["model.onnx", "model.int8.onnx"])
+def test_onnx_models_take_any_batch_size_and_length(exported, student_dir, tokenizer_dir, model_file):
+    output_dir, _ = exported
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    texts = ["good", "the plot was really dull and the actors were bad", "a wonderful film"]
+    model = session(output_dir / model_file)
+    tolerance = 1e-4 if model_file == "model.onnx" else 0.05
+    for batch in [encode(tokenizer, [text]) for text in texts] + [encode(tokenizer, texts)]:
+        logits = model.run(["logits"], batch)[0]
+        assert logits.shape == (len(batch["input_ids"]), 2)
+        np.testing.assert_allclose(logits, pytorch_logits(student_dir, batch), atol=tolerance)
+
+
+def test_failed_parity_check_leaves_no_result(tmp_path, monkeypatch, student_dir, prepared_data_dir):
+    export = task.export_onnx
+
+    def export_with_a_wrong_weight(model, path):
+        export(model, path)
+        graph = onnx.load(str(path))
+        bias = next(tensor for tensor in graph.graph.initializer if tensor.name.endswith("classifier.bias"))
+        bias.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(bias) + 0.01, bias.name))
+        onnx.save(graph, str(path))
+
+    monkeypatch.setattr(task, "export_onnx", export_with_a_wrong_weight)
+    with pytest.raises(task.ParityError, match=r"parity_tolerance=0\.0001"):
+        task.run(student_dir=student_dir, data_dir=str(prepared_data_dir), output_dir=str(tmp_path / "onnx"))
+    assert list(tmp_path.iterdir()) == []  # neither the output folder nor the scratch folder beside it
+
+
+@pytest.mark.parametrize("tolerance", [0.0, -1.0])
+def test_non_positive_tolerance_is_refused_before_export(tmp_path, student_dir, prepared_data_dir, tolerance):
+    with pytest.raises(KdflowInputError, match="parity_tolerance"):
+        task.run(student_dir=student_dir, data_dir=str(prepared_data_dir), output_dir=str(tmp_path / "onnx"),
+                 parity_tolerance=tolerance)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_non_empty_output_folder_is_refused(tmp_path, student_dir, prepared_data_dir):
+    (tmp_path / "onnx").mkdir()
+    (tmp_path / "onnx" / "model.onnx").write_text("an earlier result")
+    with pytest.raises(KdflowInputError, match="not empty"):
+        task.run(student_dir=student_dir, data_dir=str(prepared_data_dir), output_dir=str(tmp_path / "onnx"))
+
+
+def test_bert_classifier_exports_from_the_command_line(tmp_path, tokenizer_dir, prepared_data_dir):
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(AutoTokenizer.from_pretrained(str(tokenizer_dir))), hidden_size=32,
+                        num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    bert_dir = save_classifier(BertForSequenceClassification(config), tmp_path / "bert", tokenizer_dir)
+    task.main(["--student", bert_dir, "--data", str(prepared_data_dir), "--output", str(tmp_path / "onnx"),
+               "--max-eval-samples", "10", "--latency-batch-sizes", "2"])
+    report = json.loads((tmp_path / "onnx" / "onnx_report.json").read_text())
+    assert report["rows"] == 10
+    assert report["max_abs_diff"] <= 1e-4
+    assert set(report["latency_ms"]["onnx_int8"]) == {"2"}
+
+
+def test_component_runs_under_kfp_local(tmp_path, student_dir, prepared_data_dir):
+    import kfp.local
+    from kfp import dsl
+    from kfp.dsl import Dataset, Model
+
+    from kdflow.components.common.metrics import read_metrics
+    from kdflow.components.onnx_export.component import onnx_export
+
+    @dsl.pipeline
+    def export_only(data_uri: str, student_uri: str):
+        data = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset)
+        student = dsl.importer(artifact_uri=student_uri, artifact_class=Model)
+        onnx_export(data=data.output, student=student.output, max_eval_samples=16)
+
+    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path))
+    export_only(data_uri=str(prepared_data_dir), student_uri=student_dir)
+    [onnx_model] = tmp_path.glob("export-only-*/onnx-export/onnx_model")
+    [onnx_metrics] = tmp_path.glob("export-only-*/onnx-export/onnx_metrics")
+    assert (onnx_model / "model.int8.onnx").exists()
+    metrics = read_metrics(str(onnx_metrics))
+    assert metrics["rows"] == 16
+    assert metrics["max_abs_diff"] <= 1e-4
+    assert metrics["onnx_int8_latency_ms_b1"] > 0
+
+
+
+def test_a_student_with_its_own_vocabulary_is_measured_on_its_own_token_ids(prepared_data_dir):
+    from transformers import BertTokenizer
+
+    data = load_prepared(str(prepared_data_dir))
+    vocabulary = data.tokenizer.get_vocab()
+    reversed_tokens = sorted(vocabulary, key=vocabulary.get, reverse=True)
+    own = BertTokenizer(vocab={token: i for i, token in enumerate(reversed_tokens)})
+    test = task.student_test_split(data, own, max_eval_samples=5)
+    assert len(test) == 5
+    for row in test:
+        assert row["input_ids"] == own(row["text"])["input_ids"] != data.tokenizer(row["text"])["input_ids"]
+        assert row["length"] == len(row["input_ids"])
