@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from kdflow.components.common.errors import KdflowInputError
+from kdflow.components.common.summary import build_summary
 
 from . import presets
 
@@ -68,7 +69,7 @@ def run_command(args) -> int:
     summary_path.unlink(missing_ok=True)  # a stale summary must not pass for this run's
     started = time.monotonic()
     outputs = run_locally(parameters, output / "pipeline_root")
-    summary = build_summary(outputs, parameters, args.preset, time.monotonic() - started)
+    summary = summary_of_run(outputs, parameters, args.preset, time.monotonic() - started)
     output.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(json.dumps(summary, indent=2))
     print(results_table(summary))
@@ -112,23 +113,13 @@ class Tee(io.TextIOBase):
         return self.copy.getvalue().splitlines()
 
 
-def build_summary(outputs: dict, parameters: dict, preset: str, duration_s: float) -> dict:
+def summary_of_run(outputs: dict, parameters: dict, preset: str, duration_s: float) -> dict:
     """summary.json: the figures of the run and where its artifacts are."""
-    teacher = json.loads(Path(outputs["teacher_metrics"].path).read_text())
-    student = json.loads(Path(outputs["student_metrics"].path).read_text())
-    onnx = json.loads((Path(outputs["onnx_model"].path) / "onnx_report.json").read_text())
-    scores = ("accuracy", "macro_f1", "confusion_matrix", "rows")
-    return {
-        "preset": preset,
-        "teacher": {name: teacher[name] for name in scores},
-        "student": {name: student[name] for name in scores},
-        "retention": student["retention"],
-        "gate": {"passed": student["passed"], "min_retention": student["min_retention"]},
-        "onnx": onnx,
-        "parameters": parameters,
-        "duration_s": round(duration_s, 1),
-        "artifacts": {name: artifact.path for name, artifact in outputs.items()},
-    }
+    return build_summary(
+        teacher_metrics_path=outputs["teacher_metrics"].path, student_metrics_path=outputs["student_metrics"].path,
+        onnx_dir=outputs["onnx_model"].path, preset=preset, parameters=parameters, duration_s=round(duration_s, 1),
+        artifacts={name: artifact.path for name, artifact in outputs.items()},
+    )
 
 
 def results_table(summary: dict) -> str:

@@ -1,7 +1,8 @@
 """The kdflow pipeline, read top to bottom as its DAG:
 
-    data_prep -> teacher_train (or teacher_check) -> teacher_eval -> distill -> student_eval
-                                                                                 -> onnx_export
+    data_prep -> teacher_train (or teacher_check) -> teacher_eval -> distill -> student_eval ─┐
+                                                                                 -> onnx_export ──┴─> publish
+                                                                       (publish: gate passed, publish_uri set)
 
 Parameter defaults are the `imdb` preset: the notebook recipe (BERT teacher -> DistilBERT student on IMDb,
 T = 2, alpha = 0.5, 2 epochs, batch 8), so the compiled YAML runs the recipe unless told otherwise.
@@ -15,6 +16,7 @@ from kfp.dsl import HTML, Dataset, Markdown, Metrics, Model
 from kdflow.components.data_prep.component import data_prep
 from kdflow.components.distill.component import distill
 from kdflow.components.onnx_export.component import onnx_export
+from kdflow.components.publish.component import publish
 from kdflow.components.student_eval.component import student_eval
 from kdflow.components.teacher_check.component import teacher_check
 from kdflow.components.teacher_eval.component import teacher_eval
@@ -65,6 +67,10 @@ def distillation_pipeline(
     precision: str = "auto",
     min_retention: float = 0.97,
     parity_tolerance: float = 1e-4,
+    publish_uri: str = "",
+    model_name: str = "kdflow-student",
+    model_version: str = "",
+    promotion_tolerance: float = 0.0,
     seed: int = 42,
 ) -> Outputs:
     prepared = data_prep(
@@ -98,6 +104,15 @@ def distillation_pipeline(
     )
 
     exported = onnx_export(data=data, student=distilled.outputs["student"], parity_tolerance=parity_tolerance)
+
+    with dsl.If(evaluated_student.outputs["passed"] == True):  # noqa: E712
+        with dsl.If(publish_uri != ""):
+            publish(
+                student=distilled.outputs["student"], onnx_model=exported.outputs["onnx_model"],
+                teacher_metrics=evaluated_teacher.outputs["teacher_metrics"],
+                student_metrics=evaluated_student.outputs["student_metrics"], publish_uri=publish_uri,
+                model_name=model_name, model_version=model_version, promotion_tolerance=promotion_tolerance,
+            )
 
     return Outputs(
         data_report=prepared.outputs["report"],

@@ -72,3 +72,30 @@ def prepared_data_dir(tmp_path_factory, tokenizer_dir):
         "rows": {name: len(split) for name, split in splits.items()},
     })
     return folder
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator(tmp_path_factory):
+    """fake-gcs-server on a free port, objects kept on disk; started once for the session."""
+    from gcs_emulator import GcsEmulator
+
+    emulator = GcsEmulator(tmp_path_factory.mktemp("gcs"))
+    emulator.start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture()
+def gcs(gcs_emulator, monkeypatch):
+    """A storage client on the emulator, with STORAGE_EMULATOR_HOST set for kdflow and its subprocesses."""
+    from google.cloud import storage as gcs_storage
+
+    from kdflow.components.common import storage
+
+    if gcs_emulator.process is None:  # a test stopped it
+        gcs_emulator.start()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.url)
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test")
+    storage.client.cache_clear()
+    yield gcs_storage.Client()
+    storage.client.cache_clear()

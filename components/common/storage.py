@@ -35,6 +35,16 @@ def join(uri: str, *parts: str) -> str:
     return "/".join([uri.rstrip("/"), *(part.strip("/") for part in parts)])
 
 
+def retry():
+    """The library's retry policy (backoff on 429, 5xx and connection errors) with a total time limit.
+
+    `KDFLOW_GCS_RETRY_TIMEOUT_S` sets the limit (default 120 s, the library's own); tests shorten it.
+    """
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    return DEFAULT_RETRY.with_timeout(float(os.environ.get("KDFLOW_GCS_RETRY_TIMEOUT_S", "120")))
+
+
 @lru_cache(maxsize=1)
 def client():
     from google.cloud import storage
@@ -48,7 +58,7 @@ def bucket_of(uri: str):
 
     name, _ = split_gcs_uri(uri)
     try:
-        return client().get_bucket(name)
+        return client().get_bucket(name, retry=retry())
     except exceptions.NotFound:
         raise KdflowInputError(f"Bucket gs://{name} does not exist: create it or fix the URI {uri}.") from None
     except exceptions.Forbidden:
@@ -65,7 +75,7 @@ def list_files(uri: str) -> list[str]:
     bucket = bucket_of(uri)
     _, prefix = split_gcs_uri(uri)
     start = f"{prefix}/" if prefix else ""
-    return sorted(blob.name[len(start):] for blob in bucket.list_blobs(prefix=start) if not blob.name.endswith("/"))
+    return sorted(blob.name[len(start):] for blob in bucket.list_blobs(prefix=start, retry=retry()) if not blob.name.endswith("/"))
 
 
 def local_copy(uri: str) -> str:
@@ -75,10 +85,10 @@ def local_copy(uri: str) -> str:
     bucket = bucket_of(uri)
     _, prefix = split_gcs_uri(uri)
     destination = Path(tempfile.mkdtemp(prefix="kdflow-"))
-    single = bucket.get_blob(prefix) if prefix else None
+    single = bucket.get_blob(prefix, retry=retry()) if prefix else None
     if single is not None:  # a file, not a folder
         target = destination / Path(prefix).name
-        single.download_to_filename(str(target))
+        single.download_to_filename(str(target), retry=retry())
         return str(target)
     names = list_files(uri)
     if not names:
@@ -86,7 +96,7 @@ def local_copy(uri: str) -> str:
     for name in names:
         target = destination / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        bucket.blob(f"{prefix}/{name}" if prefix else name).download_to_filename(str(target))
+        bucket.blob(f"{prefix}/{name}" if prefix else name).download_to_filename(str(target), retry=retry())
     return str(destination)
 
 
@@ -105,8 +115,6 @@ def upload_folder(local_dir: str, uri: str) -> list[dict]:
     Uploads are retried on transient errors (the paths are versioned, so a repeated upload writes the same
     bytes); a file that arrives different raises an error.
     """
-    from google.cloud.storage.retry import DEFAULT_RETRY
-
     files = []
     for name in list_files(local_dir):
         path = Path(local_dir, name)
@@ -118,8 +126,8 @@ def upload_folder(local_dir: str, uri: str) -> list[dict]:
     _, prefix = split_gcs_uri(uri)
     for entry in files:
         blob = bucket.blob(f"{prefix}/{entry['path']}" if prefix else entry["path"])
-        blob.upload_from_filename(str(Path(local_dir, entry["path"])), retry=DEFAULT_RETRY)
-        blob.reload(retry=DEFAULT_RETRY)
+        blob.upload_from_filename(str(Path(local_dir, entry["path"])), retry=retry())
+        blob.reload(retry=retry())
         if blob.size != entry["size"] or blob.md5_hash != entry["md5"]:
             raise RuntimeError(f"The upload of {entry['path']} to {uri} arrived damaged (size or MD5 differ).")
     return files
@@ -130,8 +138,8 @@ def read_text(uri: str) -> str | None:
     if not is_gcs(uri):
         return Path(uri).read_text() if os.path.exists(uri) else None
     bucket = bucket_of(uri)
-    blob = bucket.get_blob(split_gcs_uri(uri)[1])
-    return None if blob is None else blob.download_as_text()
+    blob = bucket.get_blob(split_gcs_uri(uri)[1], retry=retry())
+    return None if blob is None else blob.download_as_text(retry=retry())
 
 
 def write_text(uri: str, text: str) -> None:
@@ -142,10 +150,8 @@ def write_text(uri: str, text: str) -> None:
         partial.write_text(text)
         os.replace(partial, uri)  # atomic on one file system
         return
-    from google.cloud.storage.retry import DEFAULT_RETRY
-
     bucket_of(uri).blob(split_gcs_uri(uri)[1]).upload_from_string(text, content_type="application/json",
-                                                                   retry=DEFAULT_RETRY)
+                                                                   retry=retry())
 
 
 def move_into(source: Path, destination: Path, last: str | None = None) -> None:

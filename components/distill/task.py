@@ -24,6 +24,7 @@ from .trainer import (
 )
 
 TRAINING_LOG = "training_log.json"
+PROVENANCE = "distillation.json"
 
 
 def run(*, data_dir: str, teacher_logits_dir: str, teacher: str, student: str, output_dir: str, curves_path: str,
@@ -74,6 +75,13 @@ def run(*, data_dir: str, teacher_logits_dir: str, teacher: str, student: str, o
         figures = {**result.metrics, **trainer.evaluate()}
         trainer.save_model(scratch + "/student")
         Path(scratch, "student", TRAINING_LOG).write_text(json.dumps(trainer.state.log_history, indent=1))
+        # Where the student came from, for its model card.
+        Path(scratch, "student", PROVENANCE).write_text(json.dumps({
+            "teacher": teacher, "student": student, "student_layers": student_layers, "distill_mode": distill_mode,
+            "temperature": temperature, "alpha": alpha, "epochs": epochs, "batch_size": batch_size,
+            "learning_rate": learning_rate, "gradient_accumulation_steps": gradient_accumulation_steps,
+            "precision": precision, "seed": seed, "data": data.info,
+        }, indent=2))
         # Moved in only now: a failed run leaves no student that looks finished.
         move_into(Path(scratch, "student"), Path(output_dir))
     Path(curves_path).write_text(curves_html(trainer.state.log_history, "Distillation losses"))

@@ -22,10 +22,10 @@ from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.inference import padded_batch, predict, torch_runner
 from kdflow.components.common.metrics import argmax, classification_metrics
 from kdflow.components.common.storage import move_into
+from kdflow.components.common.summary import ONNX_REPORT
 
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
-REPORT_FILE = "onnx_report.json"
 OPSET_VERSION = 17
 OUTPUT_NAME = "logits"
 
@@ -117,8 +117,8 @@ def run(*, student_dir: str, data_dir: str, output_dir: str, parity_tolerance: f
         }
         tokenizer.save_pretrained(str(scratch))
         shutil.copy(Path(student_dir, "config.json"), scratch / "config.json")
-        (scratch / REPORT_FILE).write_text(json.dumps(report, indent=2))
-        move_into(scratch, output, last=REPORT_FILE)
+        (scratch / ONNX_REPORT).write_text(json.dumps(report, indent=2))
+        move_into(scratch, output, last=ONNX_REPORT)
     return report
 
 

@@ -1,0 +1,119 @@
+"""Synthetic movie reviews: a seeded, offline stand-in for IMDb that a tiny model learns in a minute.
+
+A review is a few opinion sentences among neutral ones. Each opinion is a cue word, positive or negative,
+optionally after an intensifier ("really") and a negation ("not", "never") that flips it: "not boring"
+counts as positive. The label is the side most opinions take; a review has an odd number of opinions, so
+there are no ties and no label noise. Lengths run from about 8 to 120 words, so padding every batch to
+the longest row wastes much, as with real reviews.
+"""
+
+import math
+import random
+import re
+
+LABEL_NAMES = ["negative", "positive"]
+
+POSITIVE = (
+    "good great wonderful excellent brilliant superb enjoyable delightful moving charming clever fun beautiful "
+    "memorable engaging gripping funny impressive fantastic solid touching stunning amazing entertaining "
+    "compelling refreshing thrilling heartfelt witty powerful"
+).split()
+NEGATIVE = (
+    "bad awful terrible boring dull weak poor predictable tedious clumsy forgettable bland messy painful silly "
+    "lame stupid disappointing annoying pointless flat mediocre unwatchable dreadful shallow lifeless "
+    "confusing overlong cheap horrible"
+).split()
+NEGATIONS = ["not", "never"]
+INTENSIFIERS = ["very", "really", "truly", "quite", "so", "extremely", "incredibly", "rather"]
+
+SUBJECTS = (
+    "movie film plot story script acting cast ending soundtrack score dialogue direction pacing lead villain "
+    "hero cinematography photography editing finale premise sequel characters performances effects humour"
+).split()
+OPINION_VERBS = ["was", "is", "felt", "seemed", "looked", "sounded", "turned out"]
+OPENERS = ["the", "this", "that", "honestly the", "overall the", "i thought the", "to me the", "in the end the"]
+
+# Neutral sentences: templates filled from the lists below, carrying no opinion.
+NEUTRAL_TEMPLATES = [
+    "i watched it {when} with my {person} .",
+    "we saw it at the {place} {when} .",
+    "the {subject} runs about {number} minutes .",
+    "it was directed by a {origin} director in {year} .",
+    "the story takes place in a small {setting} near the {landmark} .",
+    "my {person} had read the book before the {subject} came out .",
+    "there is a scene with a {thing} and a {thing} in the {setting} .",
+    "the {subject} follows a {person} who moves to the {setting} .",
+    "it was released in {year} and shown at the {place} .",
+    "most of the {subject} was shot in the {setting} during the {season} .",
+    "a {person} and a {person} meet at the {landmark} .",
+    "i had heard about it from a {person} at the {place} .",
+    "the {subject} has {number} scenes set in a {thing} factory .",
+    "it is the {ordinal} film by this {origin} studio .",
+]
+FILLERS = {
+    "when": ["yesterday", "last week", "on sunday", "last night", "this morning", "after work"],
+    "person": "friend brother sister father mother neighbour cousin colleague teacher student".split(),
+    "place": "cinema festival theatre library museum mall".split(),
+    "number": "ninety hundred eighty seventy twenty thirty".split(),
+    "origin": "french german italian korean american british spanish".split(),
+    "year": ["nineteen ninety", "two thousand", "two thousand ten", "nineteen eighty"],
+    "setting": "town city village harbour valley desert island house".split(),
+    "landmark": "river station bridge mountain market church".split(),
+    "thing": "car dog train letter clock piano boat camera".split(),
+    "season": "summer winter spring autumn".split(),
+    "subject": SUBJECTS,
+    "ordinal": "first second third fourth".split(),
+}
+
+OPINION_COUNTS = [1, 1, 3, 3, 5]  # odd: a majority always exists
+# Review lengths in words: a neutral sentence (up to 13 words) may take a review past its target.
+MIN_WORDS, MAX_TARGET_WORDS = 8, 105
+
+
+def generate(num_rows: int, seed: int, exclude: set[str] = frozenset()) -> dict[str, list]:
+    """`num_rows` distinct reviews with balanced labels (1 positive, 0 negative); the same for the same seed.
+
+    Texts in `exclude` are not produced, so a test set can be kept apart from a training set.
+    """
+    rng = random.Random(seed)
+    labels = [row % 2 for row in range(num_rows)]
+    rng.shuffle(labels)
+    texts, seen = [], set(exclude)
+    for label in labels:
+        text = review(rng, label)
+        while text in seen:
+            text = review(rng, label)
+        seen.add(text)
+        texts.append(text)
+    return {"text": texts, "label": labels}
+
+
+def review(rng: random.Random, label: int) -> str:
+    """One review whose opinions side with `label` by a majority."""
+    count = rng.choice(OPINION_COUNTS)
+    agreeing = rng.randint(count // 2 + 1, count)
+    sides = [label] * agreeing + [1 - label] * (count - agreeing)
+    sentences = [opinion(rng, side) for side in sides]
+    # Log-uniform target lengths: many short reviews, a long tail of long ones.
+    target = math.exp(rng.uniform(math.log(MIN_WORDS), math.log(MAX_TARGET_WORDS)))
+    while sum(len(sentence.split()) for sentence in sentences) < target:
+        sentences.insert(rng.randint(0, len(sentences)), neutral(rng))
+    return " ".join(sentences)
+
+
+def opinion(rng: random.Random, side: int) -> str:
+    """A sentence whose cue, after any negation, is positive when `side` is 1."""
+    negated = rng.random() < 0.3
+    positive_cue = (side == 1) != negated
+    cue = rng.choice(POSITIVE if positive_cue else NEGATIVE)
+    words = [rng.choice(OPENERS), rng.choice(SUBJECTS), rng.choice(OPINION_VERBS)]
+    if rng.random() < 0.4:
+        words.append(rng.choice(INTENSIFIERS))
+    if negated:
+        words.append(rng.choice(NEGATIONS))
+    return " ".join([*words, cue, "."])
+
+
+def neutral(rng: random.Random) -> str:
+    """A sentence with no opinion in it."""
+    return re.sub(r"\{(\w+)\}", lambda slot: rng.choice(FILLERS[slot.group(1)]), rng.choice(NEUTRAL_TEMPLATES))

@@ -1,0 +1,181 @@
+"""The publish step: uploads a student that passed its gate and promotes it if it is at least as good as the champion.
+
+    python -m kdflow.components.publish.task --student STUDENT_DIR --onnx ONNX_DIR --summary summary.json \
+        --publish-uri gs://bucket/models --model-name imdb-sentiment --version 2026-11-28 --report report.md
+
+What a destination holds (`gs://...` or a local folder):
+
+    MODEL/VERSION/            pytorch/ (the save_pretrained student and tokenizer), model.onnx, model.int8.onnx,
+                              the tokenizer, config.json, onnx_report.json, summary.json, README.md (model card),
+                              manifest.json (every file with its size and MD5, written after all were verified)
+    MODEL/latest.json         the champion: {"version", "uri", "accuracy"}; rewritten only once a new version
+                              is complete, so its reader never sees a partial model
+    MODEL/decisions/VERSION.json   every decision, promoted or not, with both sets of figures
+"""
+
+import argparse
+import json
+import re
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from kdflow.components.common import storage
+from kdflow.components.common.errors import KdflowInputError
+
+LATEST = "latest.json"
+MANIFEST = "manifest.json"
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def run(*, student_dir: str, onnx_dir: str, summary: dict, publish_uri: str, model_name: str, version: str,
+        report_path: str, promotion_tolerance: float = 0.0) -> dict:
+    """Publishes the student as `model_name/version` under `publish_uri` unless the champion is better.
+
+    Returns the decision: promoted or not, the version's URI, and the challenger's and champion's figures.
+    """
+    check_parameters(publish_uri, model_name, version, promotion_tolerance)
+    model_uri = storage.join(publish_uri, model_name)
+    version_uri = storage.join(model_uri, version)
+    champion = read_champion(model_uri)
+    challenger = {"version": version, "accuracy": summary["student"]["accuracy"],
+                  "macro_f1": summary["student"]["macro_f1"], "retention": summary["retention"]}
+    promoted = champion is None or champion["version"] == version or (
+        challenger["accuracy"] >= champion["accuracy"] - promotion_tolerance)
+    decision = {
+        "promoted": promoted, "model": model_name, "version": version, "version_uri": version_uri,
+        "promotion_tolerance": promotion_tolerance, "challenger": challenger, "champion": champion,
+        "decided_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    try:
+        if promoted:
+            upload_version(student_dir, onnx_dir, {**summary, "publish": decision}, version_uri, model_name)
+            # Only now, with every file verified, does the pointer move.
+            storage.write_text(storage.join(model_uri, LATEST), json.dumps(
+                {"version": version, "uri": version_uri, "accuracy": challenger["accuracy"]}, indent=2))
+        storage.write_text(storage.join(model_uri, "decisions", f"{version}.json"), json.dumps(decision, indent=2))
+    except KdflowInputError:
+        raise
+    except Exception as error:  # storage errors of any kind, after the client's own retries
+        raise RuntimeError(
+            f"Publishing {model_name}/{version} to {publish_uri} failed ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); {LATEST} still points at the previous version: "
+            "re-run the step to finish."
+        ) from error
+    Path(report_path).write_text(decision_markdown(decision))
+    return decision
+
+
+def check_parameters(publish_uri: str, model_name: str, version: str, promotion_tolerance: float) -> None:
+    if not publish_uri:
+        raise KdflowInputError("publish_uri is empty: give a gs://bucket/prefix or a local folder to publish to.")
+    for parameter, value in (("model_name", model_name), ("model_version", version)):
+        if not NAME.match(value or ""):
+            raise KdflowInputError(
+                f"{parameter}={value!r} must be letters, digits, '.', '_' or '-' (no '/'): e.g. imdb-sentiment.")
+    if promotion_tolerance < 0:
+        raise KdflowInputError(f"promotion_tolerance={promotion_tolerance} must be 0 or more (accuracy points).")
+    if storage.is_gcs(publish_uri):
+        storage.bucket_of(publish_uri)  # a missing or unreadable bucket fails here, before any upload
+
+
+def read_champion(model_uri: str) -> dict | None:
+    """The published model latest.json points at, with its test figures; None when there is none yet."""
+    pointer = storage.read_text(storage.join(model_uri, LATEST))
+    if pointer is None:
+        return None
+    latest = json.loads(pointer)
+    summary = json.loads(storage.read_text(storage.join(latest["uri"], "summary.json")))
+    return {"version": latest["version"], "accuracy": summary["student"]["accuracy"],
+            "macro_f1": summary["student"]["macro_f1"], "retention": summary["retention"]}
+
+
+def upload_version(student_dir: str, onnx_dir: str, summary: dict, version_uri: str, model_name: str) -> None:
+    """Stages the version's files, uploads and verifies them, then writes the manifest that marks it complete."""
+    with tempfile.TemporaryDirectory(prefix="kdflow-publish-") as staging:
+        shutil.copytree(onnx_dir, staging, dirs_exist_ok=True)
+        shutil.copytree(student_dir, Path(staging, "pytorch"))
+        Path(staging, "summary.json").write_text(json.dumps(summary, indent=2))
+        Path(staging, "README.md").write_text(model_card(model_name, summary, student_dir))
+        files = storage.upload_folder(staging, version_uri)
+    storage.write_text(storage.join(version_uri, MANIFEST), json.dumps({"files": files}, indent=2))
+
+
+def model_card(model_name: str, summary: dict, student_dir: str) -> str:
+    provenance_path = Path(student_dir, "distillation.json")
+    provenance = json.loads(provenance_path.read_text()) if provenance_path.exists() else {}
+    data = provenance.pop("data", {})
+    onnx = summary["onnx"]
+    rows = [
+        ("teacher", summary["teacher"]["accuracy"], summary["teacher"]["macro_f1"]),
+        ("student (PyTorch)", summary["student"]["accuracy"], summary["student"]["macro_f1"]),
+        ("student ONNX fp32", onnx["fp32_accuracy"], None),
+        ("student ONNX int8", onnx["int8_accuracy"], None),
+    ]
+    table = "\n".join(f"| {name} | {acc:.4f} | {'' if f1 is None else f'{f1:.4f}'} |" for name, acc, f1 in rows)
+    settings = "\n".join(f"| {key} | {value} |" for key, value in provenance.items())
+    return f"""# {model_name}
+
+A text classifier distilled by kdflow from the teacher `{provenance.get('teacher', '?')}`.
+Files: `model.onnx` (fp32), `model.int8.onnx` (dynamic int8), the tokenizer, and `pytorch/` (Hugging Face
+`save_pretrained` folder).
+
+## Test metrics ({summary['student']['rows']} rows)
+
+| model | accuracy | macro F1 |
+|---|---|---|
+{table}
+
+Retention (student / teacher accuracy): {summary['retention']:.4f}; largest |PyTorch - ONNX fp32| logit
+difference: {onnx['max_abs_diff']:.2e}.
+
+## Data
+
+Source `{data.get('source', '?')}`, rows {data.get('rows', '?')}, max_length {data.get('max_length', '?')},
+labels {data.get('label_names', '?')}.
+
+## Training
+
+| setting | value |
+|---|---|
+{settings}
+"""
+
+
+def decision_markdown(decision: dict) -> str:
+    champion = decision["champion"]
+    verdict = "promoted: latest.json now points at it" if decision["promoted"] else "not promoted: the champion stays"
+    lines = [
+        f"# Publish decision for {decision['model']}/{decision['version']}", "", f"**{verdict}**", "",
+        f"Rule: promote when challenger accuracy >= champion accuracy - {decision['promotion_tolerance']}.", "",
+        "| model | version | accuracy | macro F1 | retention |", "|---|---|---|---|---|",
+    ]
+    for role, figures in (("challenger", decision["challenger"]), ("champion", champion)):
+        if figures:
+            lines.append(f"| {role} | {figures['version']} | {figures['accuracy']:.4f} | {figures['macro_f1']:.4f} | "
+                         f"{figures['retention']:.4f} |")
+    if champion is None:
+        lines.append("| champion | none yet | | | |")
+    return "\n".join(lines) + f"\n\nDestination: {decision['version_uri']}\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--student", required=True, help="the student's save_pretrained folder")
+    parser.add_argument("--onnx", required=True, help="onnx_export's output folder")
+    parser.add_argument("--summary", required=True, help="the run's summary.json")
+    parser.add_argument("--publish-uri", required=True, help="gs://bucket/prefix or a local folder")
+    parser.add_argument("--model-name", required=True)
+    parser.add_argument("--version", required=True)
+    parser.add_argument("--report", required=True, help="Markdown file for the decision")
+    parser.add_argument("--promotion-tolerance", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    decision = run(student_dir=args.student, onnx_dir=args.onnx, summary=json.loads(Path(args.summary).read_text()),
+                   publish_uri=args.publish_uri, model_name=args.model_name, version=args.version,
+                   report_path=args.report, promotion_tolerance=args.promotion_tolerance)
+    print(json.dumps(decision, indent=2))
+
+
+if __name__ == "__main__":
+    main()

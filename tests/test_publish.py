@@ -1,0 +1,132 @@
+"""The publish step against a real GCS emulator: complete versions, the champion/challenger gate, faults."""
+
+import json
+import uuid
+
+import pytest
+
+from kdflow.components.common import storage
+from kdflow.components.common.errors import KdflowInputError
+from kdflow.components.publish import task
+
+
+def summary_with(accuracy):
+    return {
+        "teacher": {"accuracy": 0.95, "macro_f1": 0.95, "rows": 48},
+        "student": {"accuracy": accuracy, "macro_f1": accuracy, "rows": 48},
+        "retention": accuracy / 0.95, "gate": {"passed": True, "min_retention": 0.9},
+        "onnx": {"max_abs_diff": 1e-7, "fp32_accuracy": accuracy, "int8_accuracy": accuracy},
+    }
+
+
+@pytest.fixture()
+def model_folders(tmp_path):
+    """A student folder and an ONNX folder with a few megabytes of bytes standing in for weights."""
+    student, onnx = tmp_path / "student", tmp_path / "onnx"
+    student.mkdir()
+    onnx.mkdir()
+    (student / "model.safetensors").write_bytes(uuid.uuid4().bytes * 65536)
+    (student / "config.json").write_text("{}")
+    (student / "distillation.json").write_text(json.dumps({"teacher": "config:tiny-bert", "temperature": 2.0,
+                                                           "data": {"source": "synthetic", "rows": {"train": 10}}}))
+    (onnx / "model.onnx").write_bytes(uuid.uuid4().bytes * 131072)
+    (onnx / "model.int8.onnx").write_bytes(uuid.uuid4().bytes * 32768)
+    (onnx / "tokenizer.json").write_text("{}")
+    return str(student), str(onnx)
+
+
+@pytest.fixture()
+def destination(gcs):
+    bucket = gcs.create_bucket(f"models-{uuid.uuid4().hex[:12]}")
+    return f"gs://{bucket.name}/published"
+
+
+def publish(model_folders, destination, tmp_path, version, accuracy, **options):
+    student, onnx = model_folders
+    return task.run(student_dir=student, onnx_dir=onnx, summary=summary_with(accuracy), publish_uri=destination,
+                    model_name="sentiment", version=version, report_path=str(tmp_path / f"{version}.md"), **options)
+
+
+def latest(destination):
+    return json.loads(storage.read_text(f"{destination}/sentiment/latest.json"))
+
+
+def test_first_version_is_published_complete_and_promoted(tmp_path, model_folders, destination):
+    decision = publish(model_folders, destination, tmp_path, "v1", 0.90)
+    assert decision["promoted"] and decision["champion"] is None
+    assert latest(destination) == {"version": "v1", "uri": f"{destination}/sentiment/v1", "accuracy": 0.90}
+    files = storage.list_files(f"{destination}/sentiment/v1")
+    assert {"model.onnx", "model.int8.onnx", "pytorch/model.safetensors", "summary.json", "README.md",
+            "manifest.json"} <= set(files)
+    download = storage.local_copy(f"{destination}/sentiment/v1")
+    assert open(f"{download}/model.onnx", "rb").read() == open(f"{model_folders[1]}/model.onnx", "rb").read()
+    manifest = json.loads(open(f"{download}/manifest.json").read())
+    assert {entry["path"] for entry in manifest["files"]} == set(files) - {"manifest.json"}
+    card = open(f"{download}/README.md").read()
+    assert "| student (PyTorch) | 0.9000 |" in card and "temperature" in card
+    assert "promoted" in (tmp_path / "v1.md").read_text()
+
+
+def test_a_worse_challenger_is_not_promoted_and_latest_stays(tmp_path, model_folders, destination):
+    publish(model_folders, destination, tmp_path, "v1", 0.90)
+    decision = publish(model_folders, destination, tmp_path, "v2", 0.85)
+    assert not decision["promoted"]
+    assert decision["champion"]["version"] == "v1" and decision["champion"]["accuracy"] == 0.90
+    assert latest(destination)["version"] == "v1"
+    assert storage.list_files(f"{destination}/sentiment/v2") == []
+    recorded = json.loads(storage.read_text(f"{destination}/sentiment/decisions/v2.json"))
+    assert recorded["promoted"] is False
+    assert "not promoted" in (tmp_path / "v2.md").read_text()
+
+
+def test_promotion_tolerance_lets_a_slightly_worse_challenger_through(tmp_path, model_folders, destination):
+    publish(model_folders, destination, tmp_path, "v1", 0.90)
+    assert publish(model_folders, destination, tmp_path, "v2", 0.89, promotion_tolerance=0.02)["promoted"]
+    assert latest(destination)["version"] == "v2"
+
+
+def test_failing_storage_mid_publish_keeps_the_old_version_and_a_rerun_completes(
+        tmp_path, model_folders, destination, gcs_emulator, monkeypatch):
+    from gcs_emulator import FaultyProxy
+
+    publish(model_folders, destination, tmp_path, "v1", 0.90)
+    proxy = FaultyProxy(gcs_emulator.port)
+    try:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+        monkeypatch.setenv("KDFLOW_GCS_RETRY_TIMEOUT_S", "2")
+        storage.client.cache_clear()
+        # Two files of v2 go through, then every upload fails (until the retries give up).
+        proxy.match, proxy.pass_first, proxy.fail_next = "/upload/", 2, 10**6
+        with pytest.raises(RuntimeError, match="latest.json still points at the previous version"):
+            publish(model_folders, destination, tmp_path, "v2", 0.95)
+        partial = storage.list_files(f"{destination}/sentiment/v2")
+        assert len(partial) == 2 and "manifest.json" not in partial
+        assert latest(destination)["version"] == "v1"
+        proxy.fail_next = 0
+        assert publish(model_folders, destination, tmp_path, "v2", 0.95)["promoted"]
+        assert latest(destination)["version"] == "v2"
+        assert "manifest.json" in storage.list_files(f"{destination}/sentiment/v2")
+    finally:
+        proxy.close()
+        storage.client.cache_clear()
+
+
+def test_rerunning_the_same_version_is_safe(tmp_path, model_folders, destination):
+    publish(model_folders, destination, tmp_path, "v1", 0.90)
+    assert publish(model_folders, destination, tmp_path, "v1", 0.90)["promoted"]
+    assert latest(destination)["version"] == "v1"
+
+
+@pytest.mark.parametrize("options, needle", [
+    ({"publish_uri": "gs://no-such-bucket-kdflow/models"}, "Bucket gs://no-such-bucket-kdflow does not exist"),
+    ({"model_name": "a/b"}, "model_name='a/b'"),
+    ({"version": ""}, "model_version=''"),
+    ({"promotion_tolerance": -0.1}, "promotion_tolerance=-0.1"),
+])
+def test_bad_publish_parameters_are_refused_before_any_upload(tmp_path, model_folders, destination, options, needle):
+    student, onnx = model_folders
+    arguments = dict(student_dir=student, onnx_dir=onnx, summary=summary_with(0.9), publish_uri=destination,
+                     model_name="sentiment", version="v1", report_path=str(tmp_path / "r.md"))
+    with pytest.raises(KdflowInputError, match=needle):
+        task.run(**{**arguments, **options})
+    assert storage.read_text(f"{destination}/sentiment/latest.json") is None
