@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from kdflow.components.common.errors import KdflowInputError
@@ -42,12 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", default="smoke", help=f"parameter set: {', '.join(presets.PRESETS)} (default smoke)")
     run.add_argument("--data", help="dataset: a local folder or gs:// prefix with train/test files, or a hub name")
     run.add_argument("--output", default="runs/latest", help="folder for summary.json and the run's artifacts")
+    run.add_argument("--publish-uri", help="publish a student that passes its gate here (gs://bucket/prefix or a folder)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                      help="override a pipeline parameter (repeatable)")
     run.set_defaults(command=run_command)
 
     compile_ = commands.add_parser("compile", help="compile the pipeline to KFP YAML")
     compile_.add_argument("--output", default="distillation.yaml", help="where to write the YAML")
+    compile_.add_argument("--gcp-key-secret", default="",
+                          help="mount this Kubernetes secret's key.json as GCS credentials in every task "
+                               "(default: the pod's service account, through Workload Identity)")
     compile_.set_defaults(command=compile_command)
     return parser
 
@@ -63,13 +68,21 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
 
 
 def run_command(args) -> int:
-    parameters = presets.resolve(args.preset, parse_overrides(args.overrides), args.data)
+    overrides = parse_overrides(args.overrides)
+    if args.publish_uri:
+        overrides["publish_uri"] = args.publish_uri
+    parameters = presets.resolve(args.preset, overrides, args.data)
+    if parameters["publish_uri"] and not parameters["model_version"]:
+        # Versions sort by time; the run knows its version, so it can report the publish decision.
+        parameters["model_version"] = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     output = Path(args.output).resolve()
     summary_path = output / "summary.json"
     summary_path.unlink(missing_ok=True)  # a stale summary must not pass for this run's
     started = time.monotonic()
     outputs = run_locally(parameters, output / "pipeline_root")
     summary = summary_of_run(outputs, parameters, args.preset, time.monotonic() - started)
+    if parameters["publish_uri"]:
+        summary["publish"] = publish_decision(parameters)
     output.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(json.dumps(summary, indent=2))
     print(results_table(summary))
@@ -122,6 +135,18 @@ def summary_of_run(outputs: dict, parameters: dict, preset: str, duration_s: flo
     )
 
 
+def publish_decision(parameters: dict) -> dict:
+    """The publish step's decision, as it recorded it at the destination; none when the gate stopped it."""
+    from kdflow.components.common import storage
+
+    recorded = storage.read_text(storage.join(
+        parameters["publish_uri"], parameters["model_name"], "decisions", f"{parameters['model_version']}.json"))
+    if recorded is None:
+        return {"promoted": False, "version": parameters["model_version"],
+                "reason": "the student did not pass its gate, so publish did not run"}
+    return json.loads(recorded)
+
+
 def results_table(summary: dict) -> str:
     onnx = summary["onnx"]
     rows = [
@@ -135,15 +160,25 @@ def results_table(summary: dict) -> str:
     gate = "passed" if summary["gate"]["passed"] else "FAILED"
     lines.append(f"retention {summary['retention']:.4f} (gate {gate} at {summary['gate']['min_retention']}), "
                  f"ONNX max |diff| {onnx['max_abs_diff']:.2e}, {summary['duration_s']:.0f} s")
+    if "publish" in summary:
+        decision = summary["publish"]
+        verdict = "promoted to latest" if decision["promoted"] else "not promoted"
+        lines.append(f"publish: version {decision['version']} {verdict} ({decision.get('version_uri', decision.get('reason'))})")
     return "\n".join(lines)
 
 
 def compile_command(args) -> int:
-    from kfp import compiler
+    from kfp import compiler, dsl
 
+    from . import platform
     from .distillation import distillation_pipeline
 
-    compiler.Compiler().compile(distillation_pipeline, package_path=args.output)
+    pipeline = distillation_pipeline
+    if args.gcp_key_secret:
+        platform.SETTINGS.gcp_key_secret = args.gcp_key_secret
+        # The body runs again so that every task gets the secret.
+        pipeline = dsl.pipeline(name=pipeline.name, description=pipeline.description)(pipeline.pipeline_func)
+    compiler.Compiler().compile(pipeline, package_path=args.output)
     print(f"compiled pipeline: {args.output}")
     return 0
 

@@ -22,7 +22,7 @@ from kdflow.components.teacher_check.component import teacher_check
 from kdflow.components.teacher_eval.component import teacher_eval
 from kdflow.components.teacher_train.component import teacher_train
 
-from .platform import on_gpu
+from .platform import apply_cluster_settings, on_gpu
 
 PIPELINE_NAME = "kdflow-distillation"
 
@@ -114,6 +114,7 @@ def distillation_pipeline(
                 model_name=model_name, model_version=model_version, promotion_tolerance=promotion_tolerance,
             )
 
+    apply_cluster_settings()
     return Outputs(
         data_report=prepared.outputs["report"],
         teacher_metrics=evaluated_teacher.outputs["teacher_metrics"],

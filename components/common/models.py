@@ -70,7 +70,7 @@ def load_tokenizer(uri: str):
 
     try:
         return AutoTokenizer.from_pretrained(checkpoint_path(uri))
-    except OSError as error:
+    except (OSError, ValueError) as error:
         raise KdflowInputError(
             f"No tokenizer could be loaded from {uri!r} ({first_line(error)}): give a checkpoint with tokenizer "
             "files, or set the tokenizer parameter."
