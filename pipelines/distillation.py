@@ -105,8 +105,9 @@ def distillation_pipeline(
 
     exported = onnx_export(data=data, student=distilled.outputs["student"], parity_tolerance=parity_tolerance)
 
-    with dsl.If(evaluated_student.outputs["passed"] == True):  # noqa: E712
-        with dsl.If(publish_uri != ""):
+    # The parameter's condition outside, the task output's inside: kfp.local resolves only this nesting.
+    with dsl.If(publish_uri != ""):
+        with dsl.If(evaluated_student.outputs["passed"] == True):  # noqa: E712
             publish(
                 student=distilled.outputs["student"], onnx_model=exported.outputs["onnx_model"],
                 teacher_metrics=evaluated_teacher.outputs["teacher_metrics"],
