@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from kdflow.components.common.errors import KdflowInputError
-from kdflow.components.common.summary import build_summary
+from kdflow.components.common.summary import build_summary, score_rows
 
 from . import presets
 
@@ -149,14 +149,9 @@ def publish_decision(parameters: dict) -> dict:
 
 def results_table(summary: dict) -> str:
     onnx = summary["onnx"]
-    rows = [
-        ("teacher", summary["teacher"]["accuracy"], summary["teacher"]["macro_f1"]),
-        ("student", summary["student"]["accuracy"], summary["student"]["macro_f1"]),
-        ("student onnx fp32", onnx["fp32_accuracy"], None),
-        ("student onnx int8", onnx["int8_accuracy"], None),
-    ]
     lines = [f"{'model':<20}{'accuracy':>10}{'macro F1':>10}"]
-    lines += [f"{name:<20}{accuracy:>10.4f}{'' if f1 is None else f'{f1:.4f}':>10}" for name, accuracy, f1 in rows]
+    lines += [f"{name:<20}{accuracy:>10.4f}{'' if f1 is None else f'{f1:.4f}':>10}"
+              for name, accuracy, f1 in score_rows(summary)]
     gate = "passed" if summary["gate"]["passed"] else "FAILED"
     lines.append(f"retention {summary['retention']:.4f} (gate {gate} at {summary['gate']['min_retention']}), "
                  f"ONNX max |diff| {onnx['max_abs_diff']:.2e}, {summary['duration_s']:.0f} s")

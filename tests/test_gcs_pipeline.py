@@ -51,3 +51,13 @@ def test_a_missing_bucket_for_the_data_stops_the_run_in_one_sentence(tmp_path, g
                  "--output", str(tmp_path / "out")]) == 2
     assert "Bucket gs://no-such-bucket-kdflow does not exist" in capsys.readouterr().err.strip().splitlines()[-1]
     assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_a_gcs_prefix_without_train_and_test_files_stops_the_run_in_one_sentence(tmp_path, gcs, capsys):
+    bucket = gcs.create_bucket(f"kdflow-{uuid.uuid4().hex[:12]}")
+    storage.write_text(f"gs://{bucket.name}/datasets/notes/readme.json", "{}")
+    assert main(["run", "--preset", "smoke", "--data", f"gs://{bucket.name}/datasets/notes",
+                 "--output", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("kdflow: error:") and "train" in error
+    assert not (tmp_path / "out" / "summary.json").exists()

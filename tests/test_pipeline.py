@@ -92,3 +92,19 @@ def test_compiled_yaml_loaded_back_runs_locally(tmp_path):
     assert student["rows"] == 100
     assert 0.0 <= student["accuracy"] <= 1.0
     assert (Path(run.outputs["onnx_model"].path) / "model.int8.onnx").exists()
+
+
+def test_gcp_key_secret_is_mounted_in_every_task_by_name_only(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key != "KDFLOW_IMAGE_REGISTRY"}
+    subprocess.run([sys.executable, "-m", "kdflow.pipelines.cli", "compile", "--gcp-key-secret", "kdflow-gcp-key",
+                    "--output", str(tmp_path / "p.yaml")], check=True, env=env, capture_output=True)
+    documents = list(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))
+    executors = documents[0]["deploymentSpec"]["executors"]
+    kubernetes = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(kubernetes) == set(executors)
+    for name, executor in executors.items():
+        assert kubernetes[name]["secretAsVolume"][0]["secretName"] == "kdflow-gcp-key"
+        variables = {item["name"]: item["value"] for item in executor["container"].get("env", [])}
+        assert variables["GOOGLE_APPLICATION_CREDENTIALS"] == "/var/secrets/google/key.json"
+    # The default pipeline relies on the pod's service account: no secret at all.
+    assert len(list(yaml.safe_load_all(COMMITTED_YAML.read_text()))) == 1

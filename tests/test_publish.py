@@ -63,7 +63,7 @@ def test_first_version_is_published_complete_and_promoted(tmp_path, model_folder
     manifest = json.loads(open(f"{download}/manifest.json").read())
     assert {entry["path"] for entry in manifest["files"]} == set(files) - {"manifest.json"}
     card = open(f"{download}/README.md").read()
-    assert "| student (PyTorch) | 0.9000 |" in card and "temperature" in card
+    assert "| student | 0.9000 |" in card and "temperature" in card
     assert "promoted" in (tmp_path / "v1.md").read_text()
 
 

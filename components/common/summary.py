@@ -19,3 +19,14 @@ def build_summary(*, teacher_metrics_path: str, student_metrics_path: str, onnx_
         "onnx": json.loads(Path(onnx_dir, ONNX_REPORT).read_text()),
         **extra,
     }
+
+
+def score_rows(summary: dict) -> list[tuple[str, float, float | None]]:
+    """(model, accuracy, macro F1 or None) for the teacher, the student and its two ONNX exports."""
+    onnx = summary["onnx"]
+    return [
+        ("teacher", summary["teacher"]["accuracy"], summary["teacher"]["macro_f1"]),
+        ("student", summary["student"]["accuracy"], summary["student"]["macro_f1"]),
+        ("student onnx fp32", onnx["fp32_accuracy"], None),
+        ("student onnx int8", onnx["int8_accuracy"], None),
+    ]

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from kdflow.components.common import storage
 from kdflow.components.common.errors import KdflowInputError
+from kdflow.components.common.summary import score_rows
 
 LATEST = "latest.json"
 MANIFEST = "manifest.json"
@@ -107,13 +108,8 @@ def model_card(model_name: str, summary: dict, student_dir: str) -> str:
     provenance = json.loads(provenance_path.read_text()) if provenance_path.exists() else {}
     data = provenance.pop("data", {})
     onnx = summary["onnx"]
-    rows = [
-        ("teacher", summary["teacher"]["accuracy"], summary["teacher"]["macro_f1"]),
-        ("student (PyTorch)", summary["student"]["accuracy"], summary["student"]["macro_f1"]),
-        ("student ONNX fp32", onnx["fp32_accuracy"], None),
-        ("student ONNX int8", onnx["int8_accuracy"], None),
-    ]
-    table = "\n".join(f"| {name} | {acc:.4f} | {'' if f1 is None else f'{f1:.4f}'} |" for name, acc, f1 in rows)
+    table = "\n".join(f"| {name} | {accuracy:.4f} | {'' if f1 is None else f'{f1:.4f}'} |"
+                      for name, accuracy, f1 in score_rows(summary))
     settings = "\n".join(f"| {key} | {value} |" for key, value in provenance.items())
     return f"""# {model_name}
 
