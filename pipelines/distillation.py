@@ -11,7 +11,7 @@ T = 2, alpha = 0.5, 2 epochs, batch 8), so the compiled YAML runs the recipe unl
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import HTML, Dataset, Markdown, Metrics, Model
+from kfp.dsl import HTML, Markdown, Metrics, Model
 
 from kdflow.components.data_prep.component import data_prep
 from kdflow.components.distill.component import distill
