@@ -11,13 +11,14 @@ import io
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from kdflow.components.common.errors import KdflowInputError
-from kdflow.components.common.summary import build_summary, score_rows
+from kdflow.components.common.summary import score_rows
 
 from . import presets
 
@@ -77,16 +78,19 @@ def run_command(args) -> int:
         parameters["model_version"] = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     output = Path(args.output).resolve()
     summary_path = output / "summary.json"
-    summary_path.unlink(missing_ok=True)  # a stale summary must not pass for this run's
+    report_path = output / "quality_report.html"
+    for stale in (summary_path, report_path):  # a previous run's results must not pass for this run's
+        stale.unlink(missing_ok=True)
     started = time.monotonic()
     outputs = run_locally(parameters, output / "pipeline_root")
     summary = summary_of_run(outputs, parameters, args.preset, time.monotonic() - started)
     if parameters["publish_uri"]:
         summary["publish"] = publish_decision(parameters)
     output.mkdir(parents=True, exist_ok=True)
+    shutil.copy(summary["artifacts"]["quality_report"], report_path)
     summary_path.write_text(json.dumps(summary, indent=2))
     print(results_table(summary))
-    print(f"\nsummary: {summary_path}")
+    print(f"\nsummary: {summary_path}\nquality report: {report_path}")
     return 0
 
 
@@ -127,12 +131,12 @@ class Tee(io.TextIOBase):
 
 
 def summary_of_run(outputs: dict, parameters: dict, preset: str, duration_s: float) -> dict:
-    """summary.json: the figures of the run and where its artifacts are."""
-    return build_summary(
-        teacher_metrics_path=outputs["teacher_metrics"].path, student_metrics_path=outputs["student_metrics"].path,
-        onnx_dir=outputs["onnx_model"].path, preset=preset, parameters=parameters, duration_s=round(duration_s, 1),
-        artifacts={name: artifact.path for name, artifact in outputs.items()},
-    )
+    """summary.json: the report step's summary of the run, with the run's settings and where its artifacts are."""
+    summary = json.loads(outputs["summary"])
+    artifacts = {name: artifact.path for name, artifact in outputs.items() if name != "summary"}
+    artifacts["quality_report"] = summary.pop("report")
+    return {**summary, "preset": preset, "parameters": parameters, "duration_s": round(duration_s, 1),
+            "artifacts": artifacts}
 
 
 def publish_decision(parameters: dict) -> dict:
@@ -149,8 +153,8 @@ def publish_decision(parameters: dict) -> dict:
 
 def results_table(summary: dict) -> str:
     onnx = summary["onnx"]
-    lines = [f"{'model':<20}{'accuracy':>10}{'macro F1':>10}"]
-    lines += [f"{name:<20}{accuracy:>10.4f}{'' if f1 is None else f'{f1:.4f}':>10}"
+    lines = [f"{'model':<24}{'accuracy':>10}{'macro F1':>10}"]
+    lines += [f"{name:<24}{accuracy:>10.4f}{'' if f1 is None else f'{f1:.4f}':>10}"
               for name, accuracy, f1 in score_rows(summary)]
     gate = "passed" if summary["gate"]["passed"] else "FAILED"
     lines.append(f"retention {summary['retention']:.4f} (gate {gate} at {summary['gate']['min_retention']}), "

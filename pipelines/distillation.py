@@ -1,8 +1,8 @@
 """The kdflow pipeline, read top to bottom as its DAG:
 
-    data_prep -> teacher_train (or teacher_check) -> teacher_eval -> distill -> student_eval ─┐
+    data_prep -> teacher_train (or teacher_check) -> teacher_eval -> distill -> student_eval ─┬─> report
                                                                                  -> onnx_export ──┴─> publish
-                                                                       (publish: gate passed, publish_uri set)
+                                    (baseline: compare_baseline set; publish: gate passed, publish_uri set)
 
 Parameter defaults are the `imdb` preset: the notebook recipe (BERT teacher -> DistilBERT student on IMDb,
 T = 2, alpha = 0.5, 2 epochs, batch 8), so the compiled YAML runs the recipe unless told otherwise.
@@ -17,6 +17,7 @@ from kdflow.components.data_prep.component import data_prep
 from kdflow.components.distill.component import distill
 from kdflow.components.onnx_export.component import onnx_export
 from kdflow.components.publish.component import publish
+from kdflow.components.report.component import report
 from kdflow.components.student_eval.component import student_eval
 from kdflow.components.teacher_check.component import teacher_check
 from kdflow.components.teacher_eval.component import teacher_eval
@@ -35,6 +36,7 @@ Outputs = NamedTuple(
     student_metrics=Metrics,
     onnx_model=Model,
     onnx_metrics=Metrics,
+    summary=str,
 )
 
 
@@ -47,6 +49,7 @@ def distillation_pipeline(
     num_labels: int = 2,
     tokenizer: str = "",
     max_length: int = 512,
+    truncation_side: str = "right",
     max_train_samples: int = 0,
     max_eval_samples: int = 0,
     validation_fraction: float = 0.1,
@@ -65,6 +68,7 @@ def distillation_pipeline(
     learning_rate: float = 5e-5,
     gradient_accumulation_steps: int = 1,
     precision: str = "auto",
+    compare_baseline: bool = False,
     min_retention: float = 0.97,
     parity_tolerance: float = 1e-4,
     publish_uri: str = "",
@@ -75,7 +79,8 @@ def distillation_pipeline(
 ) -> Outputs:
     prepared = data_prep(
         source=source, text_column=text_column, label_column=label_column, num_labels=num_labels,
-        tokenizer=tokenizer, teacher=teacher, max_length=max_length, max_train_samples=max_train_samples,
+        tokenizer=tokenizer, teacher=teacher, max_length=max_length, truncation_side=truncation_side,
+        max_train_samples=max_train_samples,
         max_eval_samples=max_eval_samples, validation_fraction=validation_fraction, seed=seed,
     )
     data = prepared.outputs["data"]
@@ -91,12 +96,13 @@ def distillation_pipeline(
 
     evaluated_teacher = on_gpu(teacher_eval(data=data, teacher=teacher_uri))
 
-    distilled = on_gpu(distill(
+    training = dict(
         data=data, teacher_logits=evaluated_teacher.outputs["teacher_logits"], teacher=teacher_uri,
         student_spec=student, student_layers=student_layers, distill_mode=distill_mode, temperature=temperature,
-        alpha=alpha, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         gradient_accumulation_steps=gradient_accumulation_steps, precision=precision, seed=seed,
-    ))
+    )
+    distilled = on_gpu(distill(alpha=alpha, **training))
 
     evaluated_student = student_eval(
         data=data, student=distilled.outputs["student"], teacher_metrics=evaluated_teacher.outputs["teacher_metrics"],
@@ -104,6 +110,23 @@ def distillation_pipeline(
     )
 
     exported = onnx_export(data=data, student=distilled.outputs["student"], parity_tolerance=parity_tolerance)
+
+    scores = dict(
+        teacher_metrics=evaluated_teacher.outputs["teacher_metrics"],
+        student_metrics=evaluated_student.outputs["student_metrics"], student=distilled.outputs["student"],
+        onnx_model=exported.outputs["onnx_model"],
+    )
+    # The same student, data and budget on the hard labels alone (alpha 1): what the teacher adds.
+    with dsl.If(compare_baseline == True):  # noqa: E712
+        baseline = on_gpu(distill(alpha=1.0, **training)).set_display_name("baseline")
+        evaluated_baseline = student_eval(
+            data=data, student=baseline.outputs["student"],
+            teacher_metrics=evaluated_teacher.outputs["teacher_metrics"], min_retention=min_retention,
+        ).set_display_name("baseline-eval")
+        reported_with_baseline = report(baseline_metrics=evaluated_baseline.outputs["student_metrics"], **scores)
+    with dsl.Else():
+        reported = report(**scores)
+    summary = dsl.OneOf(reported_with_baseline.outputs["Output"], reported.outputs["Output"])
 
     # The parameter's condition outside, the task output's inside: kfp.local resolves only this nesting.
     with dsl.If(publish_uri != ""):
@@ -124,4 +147,5 @@ def distillation_pipeline(
         student_metrics=evaluated_student.outputs["student_metrics"],
         onnx_model=exported.outputs["onnx_model"],
         onnx_metrics=exported.outputs["onnx_metrics"],
+        summary=summary,
     )

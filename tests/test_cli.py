@@ -1,6 +1,7 @@
 """`kdflow run` end to end on the smoke preset, and the sentences it answers bad input with."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -9,10 +10,15 @@ from kdflow.pipelines.cli import main
 
 
 @pytest.fixture(scope="module")
-def smoke_summary(tmp_path_factory):
+def smoke_output(tmp_path_factory):
     output = tmp_path_factory.mktemp("smoke")
-    assert main(["run", "--preset", "smoke", "--output", str(output)]) == 0
-    return json.loads((output / "summary.json").read_text())
+    assert main(["run", "--preset", "smoke", "--set", "compare_baseline=true", "--output", str(output)]) == 0
+    return output
+
+
+@pytest.fixture(scope="module")
+def smoke_summary(smoke_output):
+    return json.loads((smoke_output / "summary.json").read_text())
 
 
 @pytest.mark.slow
@@ -28,13 +34,37 @@ def test_smoke_run_learns_and_exports(smoke_summary):
 
 @pytest.mark.slow
 def test_smoke_summary_points_at_the_artifacts(smoke_summary):
-    from pathlib import Path
-
     artifacts = smoke_summary["artifacts"]
     assert (Path(artifacts["student"]) / "model.safetensors").exists()
     assert (Path(artifacts["onnx_model"]) / "model.onnx").exists()
     assert "data:image/png;base64," in Path(artifacts["training_curves"]).read_text()
     assert smoke_summary["parameters"]["source"] == "synthetic"
+
+
+@pytest.mark.slow
+def test_the_baseline_is_the_same_student_trained_without_the_teacher(smoke_summary):
+    baseline, student = smoke_summary["baseline"], smoke_summary["student"]
+    assert baseline["parameters"] == student["parameters"]
+    assert baseline["rows"] == student["rows"]
+    assert baseline["retention"] == pytest.approx(baseline["accuracy"] / smoke_summary["teacher"]["accuracy"])
+    assert baseline["confusion_matrix"] != student["confusion_matrix"] or baseline["accuracy"] == student["accuracy"]
+
+
+@pytest.mark.slow
+def test_the_quality_report_compares_every_model(smoke_output, smoke_summary):
+    report = (smoke_output / "quality_report.html").read_text()
+    assert report == Path(smoke_summary["artifacts"]["quality_report"]).read_text()
+    for model in ("teacher", "distilled", "hard labels only", "ONNX fp32", "ONNX int8"):
+        assert model in report
+    assert f"{smoke_summary['onnx']['int8_accuracy']:.4f}" in report
+    assert f"{smoke_summary['teacher']['parameters']:,}" in report
+    assert "data:image/png;base64," in report
+    assert report.count("true \\ predicted") == 5  # one confusion matrix per model
+    for model in ("teacher", "student"):
+        figures = smoke_summary[model]
+        assert figures["parameters"] > 0 and figures["size_mb"] > 0
+        assert set(figures["latency_ms"]) == {"1", "32"}
+    assert smoke_summary["teacher"]["parameters"] > smoke_summary["student"]["parameters"]
 
 
 @pytest.mark.parametrize("arguments, needle", [
@@ -46,6 +76,8 @@ def test_smoke_summary_points_at_the_artifacts(smoke_summary):
     (["--set", "distill_mode=fast"], "distill_mode='fast'"),
     (["--set", "epochs"], "is not NAME=VALUE"),
     (["--preset", "imdb"], "needs a teacher"),
+    (["--preset", "minilm"], "The minilm preset needs --data"),
+    (["--set", "truncation_side=middle"], "truncation_side='middle'"),
 ])
 def test_bad_parameters_stop_before_the_pipeline_starts(tmp_path, capsys, arguments, needle):
     assert main(["run", "--output", str(tmp_path / "out"), *arguments]) == 2

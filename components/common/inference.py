@@ -1,5 +1,9 @@
 """Batched inference over a tokenized split: batches grouped by length, results in the split's row order."""
 
+import statistics
+import time
+from pathlib import Path
+
 import numpy as np
 
 from .data import LENGTH, MODEL_INPUTS, split_for_tokenizer
@@ -57,3 +61,35 @@ def evaluate_on_test(model, tokenizer, data, batch_size: int = 64) -> dict:
     test = split_for_tokenizer(data, "test", tokenizer)
     predictions = predict_logits(model, test, tokenizer, batch_size).argmax(axis=-1)
     return classification_metrics(test["label"], predictions, data.num_labels)
+
+
+LATENCY_BATCH_SIZES = (1, 32)
+LATENCY_WARMUP_RUNS = 2
+LATENCY_TIMED_RUNS = 5
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.onnx")
+
+
+def latencies_ms(runner, split, tokenizer, batch_sizes=LATENCY_BATCH_SIZES) -> dict[str, float]:
+    """Median milliseconds per batch of the first rows of `split`, for each batch size (keys are the sizes)."""
+    return {str(size): median_latency_ms(runner, split, tokenizer, size) for size in batch_sizes}
+
+
+def median_latency_ms(runner, split, tokenizer, batch_size: int) -> float:
+    """Median milliseconds per batch of the first `batch_size` rows (repeated if there are fewer)."""
+    batch = padded_batch(split, np.resize(np.arange(len(split)), batch_size).tolist(), tokenizer)
+    for _ in range(LATENCY_WARMUP_RUNS):
+        runner(batch)
+    timings = []
+    for _ in range(LATENCY_TIMED_RUNS):
+        start = time.perf_counter()
+        runner(batch)
+        timings.append((time.perf_counter() - start) * 1000)
+    return statistics.median(timings)
+
+
+def footprint(model, folder: str) -> dict:
+    """The model's parameter count and the size on disk of the weight files in its folder (None if it has none,
+    as for a hub id)."""
+    weights = [path for pattern in WEIGHT_FILES for path in Path(folder).glob(pattern)]
+    return {"parameters": sum(parameter.numel() for parameter in model.parameters()),
+            "size_mb": sum(path.stat().st_size for path in weights) / 1e6 if weights else None}

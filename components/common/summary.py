@@ -3,30 +3,42 @@
 import json
 from pathlib import Path
 
-SCORES = ("accuracy", "macro_f1", "confusion_matrix", "rows")
+SCORES = ("accuracy", "macro_f1", "confusion_matrix", "rows", "parameters", "size_mb", "latency_ms")
 ONNX_REPORT = "onnx_report.json"
 
 
-def build_summary(*, teacher_metrics_path: str, student_metrics_path: str, onnx_dir: str, **extra) -> dict:
-    """Teacher and student test scores, retention, the gate, the ONNX report, and any `extra` fields."""
+def build_summary(*, teacher_metrics_path: str, student_metrics_path: str, onnx_dir: str,
+                  baseline_metrics_path: str | None = None, **extra) -> dict:
+    """Teacher and student test scores, retention, the gate, the ONNX report, the hard-label baseline when it was
+    trained, and any `extra` fields."""
     teacher = json.loads(Path(teacher_metrics_path).read_text())
     student = json.loads(Path(student_metrics_path).read_text())
-    return {
-        "teacher": {name: teacher[name] for name in SCORES},
-        "student": {name: student[name] for name in SCORES},
+    summary = {
+        "teacher": scores(teacher),
+        "student": scores(student),
         "retention": student["retention"],
         "gate": {"passed": student["passed"], "min_retention": student["min_retention"]},
         "onnx": json.loads(Path(onnx_dir, ONNX_REPORT).read_text()),
-        **extra,
     }
+    if baseline_metrics_path:
+        baseline = json.loads(Path(baseline_metrics_path).read_text())
+        summary["baseline"] = {**scores(baseline), "retention": baseline["retention"]}
+    return {**summary, **extra}
+
+
+def scores(metrics: dict) -> dict:
+    return {name: metrics[name] for name in SCORES if name in metrics}
 
 
 def score_rows(summary: dict) -> list[tuple[str, float, float | None]]:
-    """(model, accuracy, macro F1 or None) for the teacher, the student and its two ONNX exports."""
+    """(model, accuracy, macro F1 or None) for the teacher, the student, its two ONNX exports, and the baseline."""
     onnx = summary["onnx"]
-    return [
+    rows = [
         ("teacher", summary["teacher"]["accuracy"], summary["teacher"]["macro_f1"]),
         ("student", summary["student"]["accuracy"], summary["student"]["macro_f1"]),
-        ("student onnx fp32", onnx["fp32_accuracy"], None),
-        ("student onnx int8", onnx["int8_accuracy"], None),
+        ("student onnx fp32", onnx["fp32_accuracy"], onnx.get("fp32_macro_f1")),
+        ("student onnx int8", onnx["int8_accuracy"], onnx.get("int8_macro_f1")),
     ]
+    if "baseline" in summary:
+        rows.append(("baseline (no teacher)", summary["baseline"]["accuracy"], summary["baseline"]["macro_f1"]))
+    return rows

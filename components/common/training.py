@@ -9,6 +9,7 @@ from .data import LABEL, MODEL_INPUTS
 from .errors import KdflowInputError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+TRAINING_LOG = "training_log.json"  # the Trainer log history, saved in a trained student's folder
 
 
 def precision_flags(precision: str) -> dict:
@@ -59,6 +60,15 @@ def trainer_settings(*, output_dir: str, epochs: float, batch_size: int, learnin
 
 def curves_html(log_history: list[dict], title: str) -> str:
     """A self-contained HTML page (the plot inlined as a data URI) with the training and validation losses."""
+    return (
+        f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
+        f"<h2>{html.escape(title)}</h2>{loss_plot_img(log_history, title)}"
+        f"<h3>Log</h3><pre>{html.escape(json.dumps(log_history, indent=1))}</pre></body></html>"
+    )
+
+
+def loss_plot_img(log_history: list[dict], title: str) -> str:
+    """An HTML <img> of the losses in a Trainer log history, the PNG inlined as a data URI."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,11 +90,7 @@ def curves_html(log_history: list[dict], title: str) -> str:
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(figure)
     picture = base64.b64encode(buffer.getvalue()).decode()
-    return (
-        f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
-        f"<h2>{html.escape(title)}</h2><img alt='losses' src='data:image/png;base64,{picture}'>"
-        f"<h3>Log</h3><pre>{html.escape(json.dumps(log_history, indent=1))}</pre></body></html>"
-    )
+    return f"<img alt='{html.escape(title)}' src='data:image/png;base64,{picture}'>"
 
 
 def pad_batch(tokenizer, rows: list[dict]) -> dict:

@@ -17,6 +17,7 @@ def data_prep(
     tokenizer: str = "",
     teacher: str = "",
     max_length: int = 512,
+    truncation_side: str = "right",
     max_train_samples: int = 0,
     max_eval_samples: int = 0,
     validation_fraction: float = 0.1,
@@ -35,6 +36,7 @@ def data_prep(
         tokenizer: Checkpoint whose tokenizer to use, or wordpiece to train one on the texts; empty: the teacher's.
         teacher: Teacher checkpoint; only its tokenizer is used here, when tokenizer is empty.
         max_length: Tokens kept per row; longer texts are truncated.
+        truncation_side: Which end of a longer text is cut: right keeps its beginning, left keeps its end.
         max_train_samples: Rows of train to keep after the validation split is carved out; 0 keeps all.
         max_eval_samples: Rows of validation and of test to keep; 0 keeps all.
         validation_fraction: Share of the source's train split held out for validation, stratified by label.
@@ -49,6 +51,6 @@ def data_prep(
     task.run(
         source=source, output_dir=data.path, report_path=report.path, text_column=text_column,
         label_column=label_column, num_labels=num_labels, tokenizer=tokenizer, teacher=teacher,
-        max_length=max_length, max_train_samples=max_train_samples, max_eval_samples=max_eval_samples,
+        max_length=max_length, truncation_side=truncation_side, max_train_samples=max_train_samples, max_eval_samples=max_eval_samples,
         validation_fraction=validation_fraction, seed=seed,
     )

@@ -33,13 +33,14 @@ FILE_BUILDERS = {"parquet": "parquet", "jsonl": "json", "json": "json", "csv": "
 SOURCE_SPLITS = ("train", "test")
 SYNTHETIC_ROWS = {"train": 4000, "test": 1000}  # before row limits
 PERCENTILES = (50, 90, 99)
+TRUNCATION_SIDES = ("right", "left")
 INFO_FILE = "data_info.json"  # written by save_prepared; moved into place last, it marks the folder complete
 FULL_LENGTH = "full_length"  # tokens before truncation; only kept until the report's figures are taken
 
 
 def run(*, source: str, output_dir: str, report_path: str, text_column: str = TEXT, label_column: str = LABEL,
         num_labels: int = 2, tokenizer: str = "", teacher: str = "", max_length: int = 512,
-        max_train_samples: int = 0, max_eval_samples: int = 0, validation_fraction: float = 0.1, seed: int = 42,
+        truncation_side: str = "right", max_train_samples: int = 0, max_eval_samples: int = 0, validation_fraction: float = 0.1, seed: int = 42,
         wordpiece_vocab_size: int = 8000) -> dict:
     """Prepares `source` for training and writes it to `output_dir`, with a Markdown report at `report_path`.
 
@@ -47,7 +48,7 @@ def run(*, source: str, output_dir: str, report_path: str, text_column: str = TE
     leaves nothing there. Returns the data's description (also saved as data_info.json).
     """
     check_parameters(num_labels, max_length, max_train_samples, max_eval_samples, validation_fraction, tokenizer,
-                     teacher)
+                     teacher, truncation_side)
     check_empty_output(output_dir)
     # A named tokenizer is loaded first, so a wrong name fails before a long download of data.
     text_tokenizer = None if tokenizer == WORDPIECE else load_named_tokenizer(tokenizer or teacher)
@@ -60,11 +61,13 @@ def run(*, source: str, output_dir: str, report_path: str, text_column: str = TE
         check_classes(splits["train"], label_names)
         if text_tokenizer is None:
             text_tokenizer = train_wordpiece(splits["train"][TEXT], wordpiece_vocab_size, max_length)
+        # Saved with the tokenizer, so a step that tokenizes again (online distillation) cuts the same side.
+        text_tokenizer.truncation_side = truncation_side
 
         splits = {name: encode(split, text_tokenizer, max_length) for name, split in splits.items()}
         info = {
             "source": source, "text_column": text_column, "label_column": label_column, "num_labels": num_labels,
-            "label_names": label_names, "max_length": max_length, "tokenizer": tokenizer, "teacher": teacher,
+            "label_names": label_names, "max_length": max_length, "truncation_side": truncation_side, "tokenizer": tokenizer, "teacher": teacher,
             "vocab_size": len(text_tokenizer), "validation_fraction": validation_fraction,
             "max_train_samples": max_train_samples, "max_eval_samples": max_eval_samples, "seed": seed,
             **split_figures(splits, num_labels, max_length),
@@ -78,12 +81,17 @@ def run(*, source: str, output_dir: str, report_path: str, text_column: str = TE
 
 
 def check_parameters(num_labels: int, max_length: int, max_train_samples: int, max_eval_samples: int,
-                     validation_fraction: float, tokenizer: str, teacher: str) -> None:
+                     validation_fraction: float, tokenizer: str, teacher: str, truncation_side: str) -> None:
     """The checks that need no data, so a bad value stops the step at once."""
     if num_labels < 2:
         raise KdflowInputError(f"num_labels={num_labels} must be at least 2 for a classifier.")
     if max_length < 1:
         raise KdflowInputError(f"max_length={max_length} must be a positive number of tokens, e.g. 512.")
+    if truncation_side not in TRUNCATION_SIDES:
+        raise KdflowInputError(
+            f"truncation_side={truncation_side!r} is not one of {', '.join(TRUNCATION_SIDES)}: right keeps the "
+            "beginning of long texts, left their end."
+        )
     for name, value in (("max_train_samples", max_train_samples), ("max_eval_samples", max_eval_samples)):
         if value < 0:
             raise KdflowInputError(f"{name}={value} must be a row count, or 0 for all rows.")
@@ -406,6 +414,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="checkpoint with a tokenizer, or wordpiece; default: the teacher's")
     parser.add_argument("--teacher", default="", help="teacher checkpoint whose tokenizer to use")
     parser.add_argument("--max-length", type=int, default=512, help="tokens kept per row")
+    parser.add_argument("--truncation-side", choices=TRUNCATION_SIDES, default="right",
+                        help="which end of a long text is cut: right keeps the beginning, left keeps the end")
     parser.add_argument("--max-train-samples", type=int, default=0, help="0: all rows")
     parser.add_argument("--max-eval-samples", type=int, default=0, help="validation and test rows; 0: all rows")
     parser.add_argument("--validation-fraction", type=float, default=0.1)
@@ -416,6 +426,7 @@ def main(argv: list[str] | None = None) -> None:
         source=args.source, output_dir=args.output, report_path=args.report or str(Path(args.output, "report.md")),
         text_column=args.text_column, label_column=args.label_column, num_labels=args.num_labels,
         tokenizer=args.tokenizer, teacher=args.teacher, max_length=args.max_length,
+        truncation_side=args.truncation_side,
         max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
         validation_fraction=args.validation_fraction, seed=args.seed, wordpiece_vocab_size=args.wordpiece_vocab_size,
     )

@@ -16,14 +16,13 @@ from kdflow.components.common import models
 from kdflow.components.common.data import MODEL_INPUTS, load_prepared, retokenize
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.storage import move_into
-from kdflow.components.common.training import curves_html, trainer_settings
+from kdflow.components.common.training import TRAINING_LOG, curves_html, trainer_settings
 
 from .hyperparameters import MODES, check_distillation_hyperparameters
 from .trainer import (
     TEACHER_INPUT_PREFIX, TEACHER_LOGITS, DistillationArguments, DistillationCollator, DistillationTrainer,
 )
 
-TRAINING_LOG = "training_log.json"
 PROVENANCE = "distillation.json"
 
 

@@ -9,9 +9,7 @@ filled only once the ONNX model matches PyTorch within the parity tolerance: a f
 import argparse
 import json
 import shutil
-import statistics
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import numpy as np
 
 from kdflow.components.common.data import LABEL, MODEL_INPUTS, load_prepared, split_for_tokenizer
 from kdflow.components.common.errors import KdflowInputError
-from kdflow.components.common.inference import padded_batch, predict, torch_runner
+from kdflow.components.common.inference import LATENCY_BATCH_SIZES, latencies_ms, predict, torch_runner
 from kdflow.components.common.metrics import argmax, classification_metrics
 from kdflow.components.common.storage import move_into
 from kdflow.components.common.summary import ONNX_REPORT
@@ -33,8 +31,6 @@ OUTPUT_NAME = "logits"
 PARITY_ROWS = 64
 PARITY_BATCH_SIZE = 16
 EVAL_BATCH_SIZE = 32
-LATENCY_WARMUP_RUNS = 2
-LATENCY_TIMED_RUNS = 5
 
 
 class ParityError(RuntimeError):
@@ -42,7 +38,7 @@ class ParityError(RuntimeError):
 
 
 def run(*, student_dir: str, data_dir: str, output_dir: str, parity_tolerance: float = 1e-4,
-        max_eval_samples: int = 0, latency_batch_sizes: tuple[int, ...] = (1, 32)) -> dict:
+        max_eval_samples: int = 0, latency_batch_sizes: tuple[int, ...] = LATENCY_BATCH_SIZES) -> dict:
     """Exports the student to ONNX (fp32 and dynamically quantized int8) and measures both against PyTorch.
 
     Args:
@@ -93,9 +89,9 @@ def run(*, student_dir: str, data_dir: str, output_dir: str, parity_tolerance: f
         quantize_int8(scratch / FP32_FILE, scratch / INT8_FILE)
         int8 = ort_runner(scratch / INT8_FILE)
         runners = {"pytorch_fp32": pytorch, "onnx_fp32": fp32, "onnx_int8": int8}
-        accuracy = {
+        scores = {
             name: classification_metrics(test[LABEL], argmax(predict(runner, test, tokenizer, EVAL_BATCH_SIZE)),
-                                         data.num_labels)["accuracy"]
+                                         data.num_labels)
             for name, runner in runners.items()
         }
         report = {
@@ -103,12 +99,14 @@ def run(*, student_dir: str, data_dir: str, output_dir: str, parity_tolerance: f
             "parity_tolerance": parity_tolerance,
             "parity_rows": len(parity),
             "int8_max_abs_diff": largest_difference(parity_logits(int8, parity, tokenizer), reference),
-            "pytorch_accuracy": accuracy["pytorch_fp32"],
-            "fp32_accuracy": accuracy["onnx_fp32"],
-            "int8_accuracy": accuracy["onnx_int8"],
+            "pytorch_accuracy": scores["pytorch_fp32"]["accuracy"],
+            "fp32_accuracy": scores["onnx_fp32"]["accuracy"],
+            "int8_accuracy": scores["onnx_int8"]["accuracy"],
+            "fp32_macro_f1": scores["onnx_fp32"]["macro_f1"],
+            "int8_macro_f1": scores["onnx_int8"]["macro_f1"],
+            "confusion_matrix": {name: scores[name]["confusion_matrix"] for name in ("onnx_fp32", "onnx_int8")},
             "rows": len(test),
-            "latency_ms": {name: {str(size): median_latency_ms(runner, test, tokenizer, size)
-                                  for size in latency_batch_sizes}
+            "latency_ms": {name: latencies_ms(runner, test, tokenizer, latency_batch_sizes)
                            for name, runner in runners.items()},
             "size_mb": {name: (scratch / file).stat().st_size / 1e6
                         for name, file in (("onnx_fp32", FP32_FILE), ("onnx_int8", INT8_FILE))},
@@ -202,19 +200,6 @@ def parity_logits(runner, rows, tokenizer) -> np.ndarray:
 
 def largest_difference(logits, reference) -> float:
     return float(np.abs(logits - reference).max())
-
-
-def median_latency_ms(runner, split, tokenizer, batch_size: int) -> float:
-    """Median milliseconds per batch of the first `batch_size` test rows (repeated if there are fewer)."""
-    batch = padded_batch(split, np.resize(np.arange(len(split)), batch_size).tolist(), tokenizer)
-    for _ in range(LATENCY_WARMUP_RUNS):
-        runner(batch)
-    timings = []
-    for _ in range(LATENCY_TIMED_RUNS):
-        start = time.perf_counter()
-        runner(batch)
-        timings.append((time.perf_counter() - start) * 1000)
-    return statistics.median(timings)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,9 +7,9 @@
 import argparse
 import json
 
-from kdflow.components.common.data import load_prepared
+from kdflow.components.common.data import load_prepared, split_for_tokenizer
 from kdflow.components.common.errors import KdflowInputError
-from kdflow.components.common.inference import evaluate_on_test
+from kdflow.components.common.inference import evaluate_on_test, footprint, latencies_ms, torch_runner
 from kdflow.components.common.metrics import read_metrics
 
 
@@ -23,7 +23,10 @@ def run(*, data_dir: str, student_dir: str, teacher_metrics_path: str, min_reten
     data = load_prepared(data_dir)
     teacher_accuracy = read_metrics(teacher_metrics_path)["accuracy"]
     model = AutoModelForSequenceClassification.from_pretrained(student_dir)
-    metrics = evaluate_on_test(model, AutoTokenizer.from_pretrained(student_dir), data, batch_size)
+    tokenizer = AutoTokenizer.from_pretrained(student_dir)
+    metrics = evaluate_on_test(model, tokenizer, data, batch_size)
+    metrics.update(footprint(model, student_dir),
+                   latency_ms=latencies_ms(torch_runner(model), split_for_tokenizer(data, "test", tokenizer), tokenizer))
     retention = metrics["accuracy"] / teacher_accuracy if teacher_accuracy else 0.0
     return {
         **metrics, "label_names": data.info["label_names"], "teacher_accuracy": teacher_accuracy,

@@ -8,7 +8,7 @@ import json
 
 from kdflow.components.common import models
 from kdflow.components.common.data import load_prepared
-from kdflow.components.common.inference import evaluate_on_test, predict_logits
+from kdflow.components.common.inference import evaluate_on_test, footprint, latencies_ms, predict_logits, torch_runner
 
 # Splits whose logits the distill step reads: train to learn from, validation for its evaluation loss.
 LOGIT_SPLITS = ("train", "validation")
@@ -25,6 +25,8 @@ def run(*, data_dir: str, teacher: str, logits_dir: str, batch_size: int = 64) -
     data = load_prepared(data_dir)
     model = models.load_classifier(teacher, data.num_labels, fine_tuned=True)
     metrics = evaluate_on_test(model, data.tokenizer, data, batch_size)
+    metrics.update(footprint(model, models.checkpoint_path(teacher)),
+                   latency_ms=latencies_ms(torch_runner(model), data.splits["test"], data.tokenizer))
     logits = datasets.DatasetDict({
         name: datasets.Dataset.from_dict({"teacher_logits": predict_logits(model, data.splits[name], data.tokenizer, batch_size)})
         for name in LOGIT_SPLITS
