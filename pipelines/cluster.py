@@ -226,8 +226,8 @@ def checked_package(package: str) -> Path:
                     if executor["container"]["image"].startswith("localhost/")})
     if local:
         print(f"kdflow: warning: {package} runs images of this machine ({', '.join(local)}); a cluster pulls them "
-              "only if they were loaded onto its nodes: compile with KDFLOW_IMAGE_REGISTRY=REGISTRY and pass "
-              "--package.", file=sys.stderr)
+              "only if they were loaded onto its nodes: compile the pipeline for your registry (see "
+              "`kdflow compile --help`) and pass it with --package.", file=sys.stderr)
     return path
 
 

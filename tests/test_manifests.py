@@ -1,9 +1,11 @@
 """manifests/: every file parses, every resource validates against the Kubernetes schemas (kubernetes-validate,
 offline), every path a kustomization names exists, and the CronJob runs a `kdflow submit` the CLI accepts."""
 
+import os
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import kubernetes_validate
@@ -133,3 +135,21 @@ def test_overlays_build_into_valid_resources_of_their_namespace(overlay):
         assert ("ConfigMap", reference["configMapRef"]["name"]) in by_kind
     else:
         assert cronjobs == []
+
+
+def test_the_cronjob_compiles_the_pipeline_for_the_registry_its_overlay_names(tmp_path):
+    """The CronJob submits what it compiles: its steps must name the pushed images, not this machine's."""
+    cronjob = documents(MANIFESTS / "components" / "scheduled-submit" / "cronjob.yaml")[0]
+    [container] = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    compile_line = container["args"][0].split("&&")[0]
+    [generator] = documents(MANIFESTS / "overlays" / "prod" / "kustomization.yaml")[0]["configMapGenerator"]
+    settings = dict(literal.split("=", 1) for literal in generator["literals"])
+    arguments = shlex.split(compile_line)[1:]
+    arguments[arguments.index("--output") + 1] = str(tmp_path / "distillation.yaml")
+    environment = {key: value for key, value in os.environ.items() if key != "KDFLOW_IMAGE_REGISTRY"}
+    subprocess.run([sys.executable, "-m", "kdflow.pipelines.cli", *arguments], check=True, capture_output=True,
+                   env={**environment, **settings})
+    executors = yaml.safe_load((tmp_path / "distillation.yaml").read_text())["deploymentSpec"]["executors"]
+    images = {executor["container"]["image"] for executor in executors.values()}
+    assert images == {f"{settings['KDFLOW_IMAGE_REGISTRY']}/kdflow-{kind}:{KDFLOW_VERSION}"
+                      for kind in ("cpu", "trainer")}
