@@ -106,10 +106,9 @@ def submit_command(args) -> int:
     run_name = args.run_name or f"kdflow-{args.preset}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     with api_errors(args.host):
         client = connect(args)
-        pipeline_id, version_id = upload_version(client, package, args.pipeline_name, args.namespace)
-        experiment = client.create_experiment(args.experiment, namespace=args.namespace)
+        pipeline_id, version_id, experiment_id = upload_into_experiment(client, args, package)
         run = client.run_pipeline(
-            experiment_id=experiment.experiment_id, job_name=run_name, params=parameters, pipeline_id=pipeline_id,
+            experiment_id=experiment_id, job_name=run_name, params=parameters, pipeline_id=pipeline_id,
             version_id=version_id, pipeline_root=args.pipeline_root, service_account=args.service_account,
         )
     print(f"run id: {run.run_id}")
@@ -118,34 +117,18 @@ def submit_command(args) -> int:
 
 def schedule_command(args) -> int:
     if args.list:
-        with api_errors(args.host):
-            client = connect(args)
-            experiment = find_experiment(client, args.experiment, args.namespace)
-            scheduled = list(recurring_runs(client, experiment.experiment_id)) if experiment else []
-        for recurring in scheduled:
-            cron = recurring.trigger.cron_schedule.cron if recurring.trigger.cron_schedule else "periodic"
-            print(f"{recurring.display_name}\t{cron}\t{recurring.mode}\t{recurring.recurring_run_id}")
-        if not scheduled:
-            print(f"no recurring runs in experiment {args.experiment}")
-        return 0
+        return list_schedules(args)
     if args.delete:
-        with api_errors(args.host):
-            client = connect(args)
-            experiment = find_experiment(client, args.experiment, args.namespace)
-            named = list(recurring_runs(client, experiment.experiment_id, args.delete)) if experiment else []
-            if not named:
-                raise KdflowInputError(f"--delete {args.delete}: experiment {args.experiment} has no recurring run "
-                                       "of that name; `kdflow schedule --list` shows them.")
-            for recurring in named:
-                client.delete_recurring_run(recurring.recurring_run_id)
-        print(f"deleted recurring run {args.delete}")
-        return 0
+        return delete_schedule(args)
+    return create_schedule(args)
 
+
+def create_schedule(args) -> int:
     cron = check_cron(args.cron)
     parameters = run_parameters(args)
     if parameters[DATA_VERSION]:
         raise KdflowInputError(f"--param data_version={parameters[DATA_VERSION]} cannot be fixed for a schedule: "
-                               f"each run sets it to its scheduled time so that it reads fresh data; drop it.")
+                               "each run sets it to its scheduled time so that it reads fresh data; drop it.")
     if not parameters["publish_uri"]:
         raise KdflowInputError("A scheduled retraining publishes its student: pass --param publish_uri=gs://BUCKET/"
                                "models (a new student replaces the published one only when it passes the gate).")
@@ -156,12 +139,11 @@ def schedule_command(args) -> int:
     check_pipeline_root(args.pipeline_root)
     with api_errors(args.host):
         client = connect(args)
-        pipeline_id, version_id = upload_version(client, package, args.pipeline_name, args.namespace)
-        experiment = client.create_experiment(args.experiment, namespace=args.namespace)
-        replaced = list(recurring_runs(client, experiment.experiment_id, args.name))
+        pipeline_id, version_id, experiment_id = upload_into_experiment(client, args, package)
+        replaced = list(recurring_runs(client, experiment_id, args.name))
         # Created before the old one goes, so a failure never leaves the pipeline unscheduled.
         created = client.create_recurring_run(
-            experiment_id=experiment.experiment_id, job_name=args.name, cron_expression=cron, max_concurrency=1,
+            experiment_id=experiment_id, job_name=args.name, cron_expression=cron, max_concurrency=1,
             no_catchup=True, params=parameters, pipeline_id=pipeline_id, version_id=version_id,
             pipeline_root=args.pipeline_root, service_account=args.service_account,
         )
@@ -170,6 +152,33 @@ def schedule_command(args) -> int:
     verb = "replaced" if replaced else "created"
     print(f"{verb} recurring run {args.name} ({created.recurring_run_id}): cron {cron!r}, one run at a time, "
           "no catch-up")
+    return 0
+
+
+def list_schedules(args) -> int:
+    with api_errors(args.host):
+        client = connect(args)
+        experiment = find_experiment(client, args.experiment, args.namespace)
+        scheduled = list(recurring_runs(client, experiment.experiment_id)) if experiment else []
+    for recurring in scheduled:
+        cron = recurring.trigger.cron_schedule.cron if recurring.trigger.cron_schedule else "periodic"
+        print(f"{recurring.display_name}\t{cron}\t{recurring.mode}\t{recurring.recurring_run_id}")
+    if not scheduled:
+        print(f"no recurring runs in experiment {args.experiment}")
+    return 0
+
+
+def delete_schedule(args) -> int:
+    with api_errors(args.host):
+        client = connect(args)
+        experiment = find_experiment(client, args.experiment, args.namespace)
+        named = list(recurring_runs(client, experiment.experiment_id, args.delete)) if experiment else []
+        if not named:
+            raise KdflowInputError(f"--delete {args.delete}: experiment {args.experiment} has no recurring run "
+                                   "of that name; `kdflow schedule --list` shows them.")
+        for recurring in named:
+            client.delete_recurring_run(recurring.recurring_run_id)
+    print(f"deleted recurring run {args.delete}")
     return 0
 
 
@@ -272,6 +281,13 @@ def api_message(body) -> str:
         return json.loads(body)["message"]
     except (TypeError, ValueError, KeyError):
         return str(body or "").strip()[:200] or "no message"
+
+
+def upload_into_experiment(client, args, package: Path) -> tuple[str, str, str]:
+    """Uploads the package as a new pipeline version; returns its pipeline, version and experiment ids."""
+    pipeline_id, version_id = upload_version(client, package, args.pipeline_name, args.namespace)
+    experiment = client.create_experiment(args.experiment, namespace=args.namespace)
+    return pipeline_id, version_id, experiment.experiment_id
 
 
 def upload_version(client, package: Path, pipeline_name: str, namespace: str | None) -> tuple[str, str]:
