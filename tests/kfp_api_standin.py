@@ -70,8 +70,8 @@ class KfpApiStandIn:
     def new_id(self, kind: str) -> str:
         return f"{kind}-{next(self._ids)}"
 
-    # One method per endpoint: (status, JSON body).
     def answer(self, request: Request) -> tuple[int, dict]:
+        """What the API server would answer: (HTTP status, JSON body)."""
         if self.token and request.path != f"{API}/healthz" and \
                 request.headers.get("Authorization") != f"Bearer {self.token}":
             return 401, {"error": "unauthenticated", "code": 16, "message": "request is not authenticated"}
@@ -93,7 +93,7 @@ class KfpApiStandIn:
         if route == ("GET", "/experiments"):
             return 200, {"experiments": self.listed(self.experiments, request)}
         if route == ("POST", "/experiments"):
-            return 200, self.stored(self.experiments, "experiment_id", {**request.json()})
+            return 200, self.stored(self.experiments, "experiment_id", request.json())
         if route == ("POST", "/runs"):
             return 200, self.stored(self.runs, "run_id", {**request.json(), "state": "PENDING"})
         if route == ("GET", "/recurringruns"):
@@ -101,7 +101,7 @@ class KfpApiStandIn:
                          if r["experiment_id"] == request.query.get("experiment_id", r["experiment_id"])]
             return 200, {"recurringRuns": scheduled, "total_size": len(scheduled)}  # the API's JSON name
         if route == ("POST", "/recurringruns"):
-            return 200, self.stored(self.recurring_runs, "recurring_run_id", {**request.json()})
+            return 200, self.stored(self.recurring_runs, "recurring_run_id", request.json())
         if route[0] == "DELETE" and route[1].startswith("/recurringruns/"):
             self.recurring_runs.pop(route[1].split("/")[2])
             return 200, {}
