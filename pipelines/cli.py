@@ -3,6 +3,8 @@
     kdflow run --preset smoke --output runs/smoke          # the whole pipeline in this process (kfp.local)
     kdflow run --preset imdb --set teacher=PATH --set max_train_samples=2000
     kdflow compile --output distillation.yaml              # the pipeline as KFP YAML, for a cluster
+    kdflow submit --host URL --param teacher=gs://...      # a run on Kubeflow Pipelines (see cluster.py)
+    kdflow schedule --host URL --cron "0 0 3 * * 0" ...    # scheduled retraining on Kubeflow Pipelines
 """
 
 import argparse
@@ -20,7 +22,7 @@ from pathlib import Path
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.summary import score_rows
 
-from . import presets
+from . import cluster, presets
 
 # kfp.local streams each task's log through print(); a task's own input error ends up in it as this line.
 INPUT_ERROR_LINE = re.compile(r"KdflowInputError: (.+)$")
@@ -55,21 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
                           help="mount this Kubernetes secret's key.json as GCS credentials in every task "
                                "(default: the pod's service account, through Workload Identity)")
     compile_.set_defaults(command=compile_command)
+
+    cluster.add_submit_arguments(commands.add_parser(
+        "submit", help="upload the compiled pipeline to Kubeflow Pipelines and start a run"))
+    cluster.add_schedule_arguments(commands.add_parser(
+        "schedule", help="create or replace (--list, --delete) a recurring run that retrains on a cron schedule"))
     return parser
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, str]:
-    overrides = {}
-    for pair in pairs:
-        name, separator, value = pair.partition("=")
-        if not separator or not name:
-            raise KdflowInputError(f"--set {pair!r} is not NAME=VALUE: write e.g. --set epochs=1.")
-        overrides[name.strip()] = value.strip()
-    return overrides
-
-
 def run_command(args) -> int:
-    overrides = parse_overrides(args.overrides)
+    overrides = presets.parse_overrides(args.overrides)
     if args.publish_uri:
         overrides["publish_uri"] = args.publish_uri
     parameters = presets.resolve(args.preset, overrides, args.data)

@@ -76,12 +76,14 @@ def distillation_pipeline(
     model_version: str = "",
     promotion_tolerance: float = 0.0,
     seed: int = 42,
+    data_version: str = "",
 ) -> Outputs:
     prepared = data_prep(
         source=source, text_column=text_column, label_column=label_column, num_labels=num_labels,
         tokenizer=tokenizer, teacher=teacher, max_length=max_length, truncation_side=truncation_side,
         max_train_samples=max_train_samples,
         max_eval_samples=max_eval_samples, validation_fraction=validation_fraction, seed=seed,
+        data_version=data_version,
     )
     data = prepared.outputs["data"]
 

@@ -61,6 +61,17 @@ def pipeline_parameters() -> dict:
     return {name: spec.default for name, spec in inputs.items()}
 
 
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """`--set NAME=VALUE` pairs as a dict of texts; each value is read as its parameter's type by `resolve`."""
+    overrides = {}
+    for pair in pairs:
+        name, separator, value = pair.partition("=")
+        if not separator or not name:
+            raise KdflowInputError(f"--set {pair!r} is not NAME=VALUE: write e.g. --set epochs=1.")
+        overrides[name.strip()] = value.strip()
+    return overrides
+
+
 def parse_value(name: str, text: str, default):
     """`text` as the type of the parameter's default (bool, int, float or str)."""
     try:

@@ -225,3 +225,12 @@ def test_component_runs_under_kfp_local(tmp_path, tokenizer_dir):
     data = load_prepared(prepared.outputs["data"].path)
     assert data.info["rows"] == {"train": 200, "validation": 22, "test": 50}
     assert "## Token lengths before truncation" in open(prepared.outputs["report"].path).read()
+
+
+def test_data_version_is_recorded_in_the_info_and_the_report(tmp_path, synthetic_run, tokenizer_dir):
+    data, report = synthetic_run
+    assert data.info["data_version"] == "" and "Data version" not in report
+    versioned, versioned_report = prepare(tmp_path, source="synthetic", tokenizer=str(tokenizer_dir),
+                                          data_version="20261129030000")
+    assert versioned.info["data_version"] == "20261129030000"
+    assert "- Data version: 20261129030000" in versioned_report

@@ -22,6 +22,7 @@ def data_prep(
     max_eval_samples: int = 0,
     validation_fraction: float = 0.1,
     seed: int = 42,
+    data_version: str = "",
 ):
     """Loads, checks and tokenizes a labelled text dataset into train, validation and test splits.
 
@@ -41,6 +42,8 @@ def data_prep(
         max_eval_samples: Rows of validation and of test to keep; 0 keeps all.
         validation_fraction: Share of the source's train split held out for validation, stratified by label.
         seed: Seed of the validation split, the row sampling and the synthetic data.
+        data_version: Label of the data read, e.g. a recurring run's scheduled time; a new value makes the step
+            read the source again instead of reusing a cached result.
 
     Returns:
         data: Tokenized train, validation and test splits (no padding), their tokenizer, and data_info.json.
@@ -51,6 +54,7 @@ def data_prep(
     task.run(
         source=source, output_dir=data.path, report_path=report.path, text_column=text_column,
         label_column=label_column, num_labels=num_labels, tokenizer=tokenizer, teacher=teacher,
-        max_length=max_length, truncation_side=truncation_side, max_train_samples=max_train_samples, max_eval_samples=max_eval_samples,
-        validation_fraction=validation_fraction, seed=seed,
+        max_length=max_length, truncation_side=truncation_side, max_train_samples=max_train_samples,
+        max_eval_samples=max_eval_samples, validation_fraction=validation_fraction, seed=seed,
+        data_version=data_version,
     )

@@ -40,8 +40,9 @@ FULL_LENGTH = "full_length"  # tokens before truncation; only kept until the rep
 
 def run(*, source: str, output_dir: str, report_path: str, text_column: str = TEXT, label_column: str = LABEL,
         num_labels: int = 2, tokenizer: str = "", teacher: str = "", max_length: int = 512,
-        truncation_side: str = "right", max_train_samples: int = 0, max_eval_samples: int = 0, validation_fraction: float = 0.1, seed: int = 42,
-        wordpiece_vocab_size: int = 8000) -> dict:
+        truncation_side: str = "right", max_train_samples: int = 0, max_eval_samples: int = 0,
+        validation_fraction: float = 0.1, seed: int = 42, wordpiece_vocab_size: int = 8000,
+        data_version: str = "") -> dict:
     """Prepares `source` for training and writes it to `output_dir`, with a Markdown report at `report_path`.
 
     Every check runs before tokenizing; `output_dir` receives the finished folder only, so a failed run
@@ -67,10 +68,11 @@ def run(*, source: str, output_dir: str, report_path: str, text_column: str = TE
         splits = {name: encode(split, text_tokenizer, max_length) for name, split in splits.items()}
         info = {
             "source": source, "text_column": text_column, "label_column": label_column, "num_labels": num_labels,
-            "label_names": label_names, "max_length": max_length, "truncation_side": truncation_side, "tokenizer": tokenizer, "teacher": teacher,
+            "label_names": label_names, "max_length": max_length, "truncation_side": truncation_side,
+            "tokenizer": tokenizer, "teacher": teacher,
             "vocab_size": len(text_tokenizer), "validation_fraction": validation_fraction,
             "max_train_samples": max_train_samples, "max_eval_samples": max_eval_samples, "seed": seed,
-            **split_figures(splits, num_labels, max_length),
+            "data_version": data_version, **split_figures(splits, num_labels, max_length),
         }
         prepared = datasets.DatasetDict({name: split.remove_columns(FULL_LENGTH) for name, split in splits.items()})
         save_prepared(str(Path(scratch, "prepared")), prepared, text_tokenizer, info)
@@ -377,6 +379,7 @@ def report_markdown(info: dict) -> str:
         f"- Source: `{info['source']}` (text from `{info['text_column']}`, label from `{info['label_column']}`)",
         f"- Tokenizer: {tokenizer_text} ({info['vocab_size']:,} tokens)",
         f"- Truncation: {info['max_length']} tokens, no padding; seed {info['seed']}",
+        *([f"- Data version: {info['data_version']}"] if info["data_version"] else []),
         "",
         "## Rows and label balance",
         "",
@@ -421,6 +424,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--validation-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--wordpiece-vocab-size", type=int, default=8000)
+    parser.add_argument("--data-version", default="", help="label of the data read, recorded in data_info.json")
     args = parser.parse_args(argv)
     info = run(
         source=args.source, output_dir=args.output, report_path=args.report or str(Path(args.output, "report.md")),
@@ -429,6 +433,7 @@ def main(argv: list[str] | None = None) -> None:
         truncation_side=args.truncation_side,
         max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
         validation_fraction=args.validation_fraction, seed=args.seed, wordpiece_vocab_size=args.wordpiece_vocab_size,
+        data_version=args.data_version,
     )
     print(json.dumps(info, indent=2))
 

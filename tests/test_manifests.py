@@ -1,0 +1,155 @@
+"""manifests/: every file parses, every resource validates against the Kubernetes schemas (kubernetes-validate,
+offline), every path a kustomization names exists, and the CronJob runs a `kdflow submit` the CLI accepts."""
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from kfp.client import KF_PIPELINES_SA_TOKEN_PATH
+
+from kdflow.components.common.images import KDFLOW_VERSION, RUNTIME_IMAGE
+from kdflow.pipelines import cluster
+from kdflow.pipelines.cli import build_parser
+
+MANIFESTS = Path(__file__).parents[1] / "manifests"
+KUBERNETES_VERSION = "1.30"  # the oldest minor GKE's regular channel still runs
+KUSTOMIZATIONS = sorted(MANIFESTS.rglob("kustomization.yaml"))
+OVERLAYS = {"dev": "kdflow-dev", "prod": "kdflow-prod"}
+
+
+def documents(path: Path) -> list[dict]:
+    return [document for document in yaml.safe_load_all(path.read_text()) if document is not None]
+
+
+def named_files(key: str) -> list[Path]:
+    """The files that kustomizations list under `resources` or `patches`, resolved."""
+    found = []
+    for kustomization in KUSTOMIZATIONS:
+        spec = documents(kustomization)[0]
+        entries = spec.get(key, [])
+        paths = [entry["path"] if isinstance(entry, dict) else entry for entry in entries]
+        found += [(kustomization.parent / path).resolve() for path in paths]
+    return [path for path in found if path.is_file()]
+
+
+def test_every_path_a_kustomization_names_exists():
+    assert KUSTOMIZATIONS, "no kustomization.yaml under manifests/"
+    for kustomization in KUSTOMIZATIONS:
+        spec = documents(kustomization)[0]
+        assert spec["apiVersion"].startswith("kustomize.config.k8s.io/"), kustomization
+        assert spec["kind"] in ("Kustomization", "Component"), kustomization
+        names = [*spec.get("resources", []), *spec.get("components", []),
+                 *(patch["path"] for patch in spec.get("patches", []))]
+        for name in names:
+            target = kustomization.parent / name
+            assert target.is_file() or (target / "kustomization.yaml").is_file(), f"{kustomization}: {name}"
+
+
+def test_every_manifest_is_named_by_a_kustomization_and_names_itself():
+    manifests = set(MANIFESTS.rglob("*.yaml")) - set(KUSTOMIZATIONS)
+    assert manifests == set(named_files("resources")) | set(named_files("patches")), \
+        "a manifest no kustomization uses, or one that is missing"
+    for path in manifests:
+        for document in documents(path):
+            assert document.get("apiVersion") and document.get("kind"), path
+            assert document.get("metadata", {}).get("name"), path
+
+
+def test_resources_validate_against_the_kubernetes_schemas():
+    kinds = set()
+    for path in named_files("resources"):
+        for document in documents(path):
+            kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+            kinds.add(document["kind"])
+    assert kinds == {"Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "CronJob"}
+
+
+def test_patches_change_resources_that_exist():
+    resources = {(document["kind"], document["metadata"]["name"])
+                 for path in named_files("resources") for document in documents(path)}
+    for path in named_files("patches"):
+        for document in documents(path):
+            assert (document["kind"], document["metadata"]["name"]) in resources, path
+
+
+def test_the_pipeline_root_is_a_gcs_uri_and_the_runner_is_mapped_to_a_google_account():
+    launcher = documents(MANIFESTS / "base" / "kfp-launcher.yaml")[0]
+    assert launcher["metadata"]["name"] == "kfp-launcher"
+    assert launcher["data"]["defaultPipelineRoot"].startswith("gs://")
+    runner = documents(MANIFESTS / "base" / "service-account.yaml")[0]
+    assert runner["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].endswith(".iam.gserviceaccount.com")
+    bindings = [document for document in documents(MANIFESTS / "base" / "pipeline-runner-rbac.yaml")
+                if document["kind"] == "RoleBinding"]
+    assert [subject["name"] for binding in bindings for subject in binding["subjects"]] == \
+        [runner["metadata"]["name"]]
+
+
+def test_the_cronjob_runs_a_kdflow_submit_the_cli_accepts():
+    cronjob = documents(MANIFESTS / "components" / "scheduled-submit" / "cronjob.yaml")[0]
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["image"] == RUNTIME_IMAGE.split("/")[-1].split(":")[0]  # the overlay adds registry and tag
+    compile_line, submit_line = container["args"][0].split("&&")
+    compile_args = build_parser().parse_args(shlex.split(compile_line)[1:])
+    submit_args = build_parser().parse_args(shlex.split(submit_line.replace("exec", "", 1))[1:])
+    assert submit_args.command is cluster.submit_command
+    assert submit_args.package == compile_args.output
+    assert submit_args.no_cache, "each CronJob run must read fresh data"
+    runner = documents(MANIFESTS / "base" / "service-account.yaml")[0]["metadata"]["name"]
+    assert submit_args.service_account == runner
+    # kfp.Client reads the projected token at its default path.
+    [mount] = container["volumeMounts"]
+    [volume] = pod["volumes"]
+    [source] = volume["projected"]["sources"]
+    assert f"{mount['mountPath']}/{source['serviceAccountToken']['path']}" == KF_PIPELINES_SA_TOKEN_PATH
+    assert source["serviceAccountToken"]["audience"] == "pipelines.kubeflow.org"
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with its built-in kustomize) is not installed")
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlays_build_into_valid_resources_of_their_namespace(overlay):
+    built = subprocess.run(["kubectl", "kustomize", str(MANIFESTS / "overlays" / overlay)],
+                           check=True, capture_output=True, text=True).stdout
+    resources = [document for document in yaml.safe_load_all(built) if document]
+    for resource in resources:
+        kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
+        namespace = resource["metadata"]["name"] if resource["kind"] == "Namespace" \
+            else resource["metadata"]["namespace"]
+        assert namespace == OVERLAYS[overlay], resource["metadata"]
+    by_kind = {(resource["kind"], resource["metadata"]["name"]): resource for resource in resources}
+    runner = by_kind[("ServiceAccount", "kdflow-pipeline-runner")]
+    assert f"-{overlay}@" in runner["metadata"]["annotations"]["iam.gke.io/gcp-service-account"]
+    cronjobs = [resource for resource in resources if resource["kind"] == "CronJob"]
+    if overlay == "prod":
+        [cronjob] = cronjobs
+        [container] = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+        assert container["image"].endswith(f"/kdflow-cpu:{KDFLOW_VERSION}")
+        [reference] = container["envFrom"]
+        assert ("ConfigMap", reference["configMapRef"]["name"]) in by_kind
+    else:
+        assert cronjobs == []
+
+
+def test_the_cronjob_compiles_the_pipeline_for_the_registry_its_overlay_names(tmp_path):
+    """The CronJob submits what it compiles: its steps must name the pushed images, not this machine's."""
+    cronjob = documents(MANIFESTS / "components" / "scheduled-submit" / "cronjob.yaml")[0]
+    [container] = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    compile_line = container["args"][0].split("&&")[0]
+    [generator] = documents(MANIFESTS / "overlays" / "prod" / "kustomization.yaml")[0]["configMapGenerator"]
+    settings = dict(literal.split("=", 1) for literal in generator["literals"])
+    arguments = shlex.split(compile_line)[1:]
+    arguments[arguments.index("--output") + 1] = str(tmp_path / "distillation.yaml")
+    environment = {key: value for key, value in os.environ.items() if key != "KDFLOW_IMAGE_REGISTRY"}
+    subprocess.run([sys.executable, "-m", "kdflow.pipelines.cli", *arguments], check=True, capture_output=True,
+                   env={**environment, **settings})
+    executors = yaml.safe_load((tmp_path / "distillation.yaml").read_text())["deploymentSpec"]["executors"]
+    images = {executor["container"]["image"] for executor in executors.values()}
+    assert images == {f"{settings['KDFLOW_IMAGE_REGISTRY']}/kdflow-{kind}:{KDFLOW_VERSION}"
+                      for kind in ("cpu", "trainer")}
