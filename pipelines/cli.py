@@ -2,9 +2,11 @@
 
     kdflow run --preset smoke --output runs/smoke          # the whole pipeline in this process (kfp.local)
     kdflow run --preset imdb --set teacher=PATH --set max_train_samples=2000
+    kdflow run --preset smoke --runner docker             # every step in its container image
     kdflow compile --output distillation.yaml              # the pipeline as KFP YAML, for a cluster
     kdflow submit --host URL --param teacher=gs://...      # a run on Kubeflow Pipelines (see cluster.py)
     kdflow schedule --host URL --cron "0 0 3 * * 0" ...    # scheduled retraining on Kubeflow Pipelines
+    kdflow images build                                    # the container images the steps run in
 """
 
 import argparse
@@ -20,9 +22,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from kdflow.components.common.errors import KdflowInputError
+from kdflow.components.common.images import DEFAULT_REGISTRY, IMAGE_KINDS, check_registry
 from kdflow.components.common.summary import score_rows
 
-from . import cluster, presets
+from . import cluster, containers, image_build, presets
 
 # kfp.local streams each task's log through print(); a task's own input error ends up in it as this line.
 INPUT_ERROR_LINE = re.compile(r"KdflowInputError: (.+)$")
@@ -42,13 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdflow", description="Knowledge distillation as Kubeflow Pipelines.")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="run the pipeline locally, every step in this process (kfp.local)")
+    run = commands.add_parser("run", help="run the pipeline locally with kfp.local")
     run.add_argument("--preset", default="smoke", help=f"parameter set: {', '.join(presets.PRESETS)} (default smoke)")
     run.add_argument("--data", help="dataset: a local folder or gs:// prefix with train/test files, or a hub name")
     run.add_argument("--output", default="runs/latest", help="folder for summary.json and the run's artifacts")
     run.add_argument("--publish-uri", help="publish a student that passes its gate here (gs://bucket/prefix or a folder)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                      help="override a pipeline parameter (repeatable)")
+    run.add_argument("--runner", choices=("subprocess", "docker"), default="subprocess",
+                     help="subprocess: every step in this Python environment (default); docker: every step in its "
+                          "container image, through Docker or podman's Docker API socket (DOCKER_HOST)")
     run.set_defaults(command=run_command)
 
     compile_ = commands.add_parser("compile", help="compile the pipeline to KFP YAML")
@@ -56,12 +62,27 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--gcp-key-secret", default="",
                           help="mount this Kubernetes secret's key.json as GCS credentials in every task "
                                "(default: the pod's service account, through Workload Identity)")
+    compile_.add_argument("--image-registry", default=DEFAULT_REGISTRY,
+                          help=f"registry of the task images, REGISTRY/kdflow-KIND:VERSION (default {DEFAULT_REGISTRY})")
     compile_.set_defaults(command=compile_command)
 
     cluster.add_submit_arguments(commands.add_parser(
         "submit", help="upload the compiled pipeline to Kubeflow Pipelines and start a run"))
     cluster.add_schedule_arguments(commands.add_parser(
         "schedule", help="create or replace (--list, --delete) a recurring run that retrains on a cron schedule"))
+
+    images = commands.add_parser("images", help="container images of the steps").add_subparsers(
+        required=True, metavar="COMMAND")
+    build = images.add_parser("build", help="build the CPU runtime and CUDA trainer images from images/",
+                              epilog="Arguments after -- go to the engine's build command unchanged.")
+    build.add_argument("--engine", choices=image_build.ENGINES, default=image_build.default_engine(),
+                       help="the container engine (default: docker if on PATH, else podman)")
+    build.add_argument("--registry", default=DEFAULT_REGISTRY,
+                       help=f"tag the images REGISTRY/kdflow-KIND:VERSION (default {DEFAULT_REGISTRY})")
+    build.add_argument("--only", choices=IMAGE_KINDS, help="build this image only (default: both)")
+    build.add_argument("--base-image", default="", help="the BASE_IMAGE build argument (default: the Dockerfile's)")
+    build.add_argument("engine_args", nargs="*", metavar="-- ENGINE_ARG", help=argparse.SUPPRESS)
+    build.set_defaults(command=images_build_command)
     return parser
 
 
@@ -70,6 +91,8 @@ def run_command(args) -> int:
     if args.publish_uri:
         overrides["publish_uri"] = args.publish_uri
     parameters = presets.resolve(args.preset, overrides, args.data)
+    if args.runner == "docker":
+        parameters = containers.with_absolute_local_paths(parameters)
     if parameters["publish_uri"] and not parameters["model_version"]:
         # Versions sort by time; the run knows its version, so it can report the publish decision.
         parameters["model_version"] = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -79,7 +102,7 @@ def run_command(args) -> int:
     for stale in (summary_path, report_path):  # a previous run's results must not pass for this run's
         stale.unlink(missing_ok=True)
     started = time.monotonic()
-    outputs = run_locally(parameters, output / "pipeline_root")
+    outputs = run_locally(parameters, output / "pipeline_root", args.runner)
     summary = summary_of_run(outputs, parameters, args.preset, time.monotonic() - started)
     if parameters["publish_uri"]:
         summary["publish"] = publish_decision(parameters)
@@ -91,18 +114,22 @@ def run_command(args) -> int:
     return 0
 
 
-def run_locally(parameters: dict, pipeline_root: Path) -> dict:
-    """Runs the pipeline with kfp.local in this interpreter; returns its output artifacts by name."""
+def run_locally(parameters: dict, pipeline_root: Path, runner: str = "subprocess") -> dict:
+    """Runs the pipeline with kfp.local, its steps in this interpreter or in containers; returns its outputs by name."""
     import kfp.local
 
     from .distillation import distillation_pipeline
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
+    if runner == "docker":
+        pipeline, task_runner = containers.pipeline_and_runner(distillation_pipeline, parameters)
+    else:
+        pipeline, task_runner = distillation_pipeline, kfp.local.SubprocessRunner(use_venv=False)
+    kfp.local.init(runner=task_runner, pipeline_root=str(pipeline_root))
     log = Tee(sys.stdout)
     try:
         with contextlib.redirect_stdout(log):
-            return distillation_pipeline(**parameters).outputs
+            return pipeline(**parameters).outputs
     except RuntimeError as failure:
         reasons = [match.group(1) for line in log.lines() if (match := INPUT_ERROR_LINE.search(line))]
         if reasons:
@@ -164,18 +191,22 @@ def results_table(summary: dict) -> str:
 
 
 def compile_command(args) -> int:
-    from kfp import compiler, dsl
+    from kfp import compiler
 
     from . import platform
     from .distillation import distillation_pipeline
 
-    pipeline = distillation_pipeline
-    if args.gcp_key_secret:
-        platform.SETTINGS.gcp_key_secret = args.gcp_key_secret
-        # The body runs again so that every task gets the secret.
-        pipeline = dsl.pipeline(name=pipeline.name, description=pipeline.description)(pipeline.pipeline_func)
+    check_registry(args.image_registry, "--image-registry")
+    pipeline = platform.with_settings(distillation_pipeline, gcp_key_secret=args.gcp_key_secret,
+                                      image_registry=args.image_registry)
     compiler.Compiler().compile(pipeline, package_path=args.output)
     print(f"compiled pipeline: {args.output}")
+    return 0
+
+
+def images_build_command(args) -> int:
+    image_build.build(args.engine, [args.only] if args.only else list(IMAGE_KINDS), args.registry, args.base_image,
+                      args.engine_args)
     return 0
 
 

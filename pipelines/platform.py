@@ -1,4 +1,5 @@
 """Cluster settings of the pipeline's tasks, in one place. kfp.local ignores them; a Kubeflow cluster applies them.
+The images the tasks run in are set here too, for clusters and for local runs in containers alike.
 
 Credentials: by default every task uses its pod's Kubernetes service account, which GKE Workload Identity maps
 to a Google service account: no key exists anywhere. Clusters without Workload Identity can instead mount a
@@ -6,10 +7,14 @@ service-account key kept in a Kubernetes secret (`kdflow compile --gcp-key-secre
 only the secret's name ever appears in the compiled pipeline.
 """
 
+import dataclasses
 from dataclasses import dataclass
 
-from kfp import kubernetes
+from kfp import dsl, kubernetes
 from kfp.dsl import PipelineTask, pipeline_context
+from kfp.dsl.graph_component import GraphComponent
+
+from kdflow.components.common.images import DEFAULT_REGISTRY, RUNTIME_IMAGE, TRAINER_IMAGE, image_name
 
 GPU_RESOURCE = "nvidia.com/gpu"
 KEY_MOUNT_PATH = "/var/secrets/google"
@@ -19,6 +24,8 @@ KEY_FILE = "key.json"
 @dataclass
 class ClusterSettings:
     gcp_key_secret: str = ""  # a Kubernetes secret with a service-account key; empty means Workload Identity
+    image_registry: str = DEFAULT_REGISTRY  # where the task images are pulled from
+    gpu_step_image: str = "trainer"  # the image kind of the GPU steps; "cpu" on a machine without GPUs
 
 
 SETTINGS = ClusterSettings()
@@ -31,8 +38,21 @@ def on_gpu(task: PipelineTask, count: int = 1) -> PipelineTask:
 
 def apply_cluster_settings() -> None:
     """Applies SETTINGS to every task of the pipeline being defined; called at the end of its body."""
-    if not SETTINGS.gcp_key_secret:
-        return
+    images = {RUNTIME_IMAGE: image_name("cpu", SETTINGS.image_registry),
+              TRAINER_IMAGE: image_name(SETTINGS.gpu_step_image, SETTINGS.image_registry)}
     for task in pipeline_context.Pipeline.get_default_pipeline().tasks.values():
-        kubernetes.use_secret_as_volume(task, secret_name=SETTINGS.gcp_key_secret, mount_path=KEY_MOUNT_PATH)
-        task.set_env_variable("GOOGLE_APPLICATION_CREDENTIALS", f"{KEY_MOUNT_PATH}/{KEY_FILE}")
+        task.set_container_image(images[task.container_spec.image])
+        if SETTINGS.gcp_key_secret:
+            kubernetes.use_secret_as_volume(task, secret_name=SETTINGS.gcp_key_secret, mount_path=KEY_MOUNT_PATH)
+            task.set_env_variable("GOOGLE_APPLICATION_CREDENTIALS", f"{KEY_MOUNT_PATH}/{KEY_FILE}")
+
+
+def with_settings(pipeline: GraphComponent, **settings) -> GraphComponent:
+    """The pipeline built again with these SETTINGS changed, so that every task gets them; SETTINGS stay as they were."""
+    global SETTINGS
+    default = SETTINGS
+    SETTINGS = dataclasses.replace(default, **settings)
+    try:
+        return dsl.pipeline(name=pipeline.name, description=pipeline.description)(pipeline.pipeline_func)
+    finally:
+        SETTINGS = default

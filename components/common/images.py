@@ -1,11 +1,33 @@
-"""Container images the components run in; the tag is the package version so a compiled pipeline pins the code."""
+"""Container images the components run in; the tag is the package version so a compiled pipeline pins the code.
+
+Images are named REGISTRY/kdflow-KIND:VERSION. `localhost` is where `kdflow images build` tags local builds (and
+where kfp.local's DockerRunner finds them); `kdflow compile --image-registry REGISTRY` names another registry.
+"""
 
 import os
+import re
 from importlib.metadata import version
 
-KDFLOW_VERSION = version("kdflow")
-# Set at compile time (`KDFLOW_IMAGE_REGISTRY=...`); `localhost` is where local builds are tagged.
-IMAGE_REGISTRY = os.environ.get("KDFLOW_IMAGE_REGISTRY", "localhost")
+from kdflow.components.common.errors import KdflowInputError
 
-RUNTIME_IMAGE = f"{IMAGE_REGISTRY}/kdflow-cpu:{KDFLOW_VERSION}"
-TRAINER_IMAGE = f"{IMAGE_REGISTRY}/kdflow-trainer:{KDFLOW_VERSION}"
+KDFLOW_VERSION = version("kdflow")
+# KDFLOW_IMAGE_REGISTRY sets the default for a whole environment (the retraining CronJob compiles with it).
+DEFAULT_REGISTRY = os.environ.get("KDFLOW_IMAGE_REGISTRY", "localhost")
+# A host (with an optional port) and an optional path, as image references allow them.
+REGISTRY_PATTERN = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*")
+IMAGE_KINDS = ("cpu", "trainer")  # the CPU runtime image, and the CUDA image of the GPU steps
+
+
+def image_name(kind: str, registry: str = DEFAULT_REGISTRY) -> str:
+    return f"{registry}/kdflow-{kind}:{KDFLOW_VERSION}"
+
+
+RUNTIME_IMAGE = image_name("cpu")
+TRAINER_IMAGE = image_name("trainer")
+
+
+def check_registry(registry: str, option: str) -> None:
+    """Stops early on a registry that would make invalid image names (a scheme, a trailing slash, capitals)."""
+    if not REGISTRY_PATTERN.fullmatch(registry):
+        raise KdflowInputError(f"{option} {registry!r} is not a registry path: give a host with an optional port and "
+                               "path, in lower case, without scheme or tag, e.g. registry.example.com:5000/team.")

@@ -1,0 +1,30 @@
+# kdflow CPU runtime image: every step that needs no GPU (data_prep, teacher_check, student_eval,
+# onnx_export, publish), and all of them in a local run on a machine without GPUs.
+# Build from the repository root: kdflow images build (or docker build -f images/cpu.Dockerfile .).
+# BASE_IMAGE: any Debian-like image with python3 (3.10+) and its venv module; swap it for air-gapped builds.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
+
+# PyTorch's CPU wheels (a few hundred MB instead of the CUDA build's GBs); empty: the default pip index.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG KDFLOW_VERSION=dev
+LABEL org.opencontainers.image.title="kdflow-cpu" org.opencontainers.image.version="${KDFLOW_VERSION}"
+
+ENV PATH=/opt/kdflow/bin:$PATH \
+    PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    HF_HOME=/tmp/huggingface HF_HUB_DISABLE_TELEMETRY=1
+
+# The pinned dependencies first, in their own layer: a code change rebuilds only the small layer below.
+COPY images/requirements.txt /opt/kdflow-src/images/
+RUN python3 -m venv /opt/kdflow \
+    && pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
+        --requirement /opt/kdflow-src/images/requirements.txt
+
+COPY pyproject.toml README.md /opt/kdflow-src/
+COPY components /opt/kdflow-src/components
+COPY pipelines /opt/kdflow-src/pipelines
+RUN pip install --no-deps /opt/kdflow-src && useradd --create-home --uid 1000 kdflow
+
+# A numeric user, so that Kubernetes' runAsNonRoot can check it.
+USER 1000:1000
+WORKDIR /home/kdflow
