@@ -114,6 +114,7 @@ def container_run_args(parameters: dict, gpus: bool) -> dict:
 
 def run_container(client, image: str, command: list[str], volumes: dict, **container_run_args) -> int:
     """Runs one step's container, streams its log and returns its exit status (kfp.local's own, fixed)."""
+    print(f"Running {image} as user {container_run_args['user']}")
     container = client.containers.run(image=image, command=command, volumes=volumes, detach=True,
                                       **container_run_args)
     try:

@@ -1,0 +1,73 @@
+"""`kdflow run --runner docker`: every step in its image, through a Docker API (Docker, or podman's socket).
+
+Skipped where no engine answers or the CPU image is not built (`kdflow images build --only cpu`); CI sets
+KDFLOW_CONTAINER_TESTS=required, which turns those skips into failures.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from kdflow.components.common.images import RUNTIME_IMAGE
+from kdflow.pipelines.cli import main
+
+pytestmark = pytest.mark.containers
+
+
+def container_engine_problem() -> str | None:
+    """Why the container tests cannot run here, or None when they can."""
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException:
+        return (f"no Docker API at {os.environ.get('DOCKER_HOST') or 'the default socket'}: start Docker, or "
+                "`podman system service` and set DOCKER_HOST")
+    try:
+        client.images.get(RUNTIME_IMAGE)
+    except docker.errors.ImageNotFound:
+        return f"{RUNTIME_IMAGE} is not built: run `kdflow images build --only cpu`"
+    return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def container_engine():
+    problem = container_engine_problem()
+    if problem and os.environ.get("KDFLOW_CONTAINER_TESTS") == "required":
+        pytest.fail(f"KDFLOW_CONTAINER_TESTS=required, but {problem}")
+    if problem:
+        pytest.skip(problem)
+
+
+def test_a_step_failing_in_its_container_fails_the_run_with_its_reason(tmp_path, capsys):
+    # data_prep fails within seconds: the case in which kfp.local took a failed container for a success.
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rows = pd.DataFrame({"review": ["good film", "bad film"] * 10, "label": [1, 0] * 10})
+    rows.to_parquet(folder / "train.parquet")
+    rows.to_parquet(folder / "test.parquet")
+    output = tmp_path / "out"
+    assert main(["run", "--runner", "docker", "--preset", "smoke", "--data", str(folder),
+                 "--output", str(output)]) == 2
+    captured = capsys.readouterr()
+    assert f"Running {RUNTIME_IMAGE}" in captured.out
+    error = captured.err.strip().splitlines()[-1]
+    assert "text_column" in error and "review" in error  # read from the mounted folder, inside the container
+    assert not (output / "summary.json").exists()
+
+
+@pytest.mark.slow
+def test_the_smoke_run_in_containers_meets_the_smoke_bar(tmp_path, capsys):
+    output = tmp_path / "smoke"
+    assert main(["run", "--runner", "docker", "--preset", "smoke", "--output", str(output)]) == 0
+    assert f"Running {RUNTIME_IMAGE}" in capsys.readouterr().out
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["student"]["accuracy"] >= 0.90
+    assert summary["onnx"]["max_abs_diff"] <= 1e-4
+    student = Path(summary["artifacts"]["student"])
+    assert (student / "model.safetensors").exists()
+    assert student.stat().st_uid == os.getuid()  # written by the caller's user, not the image's
