@@ -99,3 +99,16 @@ def gcs(gcs_emulator, monkeypatch):
     storage.client.cache_clear()
     yield gcs_storage.Client()
     storage.client.cache_clear()
+
+
+@pytest.fixture()
+def data_without_a_text_column(tmp_path):
+    """A dataset folder whose texts are in a column named review: data_prep refuses it with text_column's name."""
+    import pandas as pd
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rows = pd.DataFrame({"review": ["good film", "bad film"] * 10, "label": [1, 0] * 10})
+    rows.to_parquet(folder / "train.parquet")
+    rows.to_parquet(folder / "test.parquet")
+    return folder

@@ -3,7 +3,6 @@
 import json
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from kdflow.pipelines.cli import main
@@ -87,14 +86,9 @@ def test_bad_parameters_stop_before_the_pipeline_starts(tmp_path, capsys, argume
     assert not (tmp_path / "out").exists()
 
 
-def test_a_data_error_inside_the_pipeline_is_reported_in_one_sentence(tmp_path, capsys):
-    folder = tmp_path / "data"
-    folder.mkdir()
-    rows = pd.DataFrame({"review": ["good film", "bad film"] * 10, "label": [1, 0] * 10})
-    rows.to_parquet(folder / "train.parquet")
-    rows.to_parquet(folder / "test.parquet")
+def test_a_data_error_inside_the_pipeline_is_reported_in_one_sentence(tmp_path, capsys, data_without_a_text_column):
     output = tmp_path / "out"
-    assert main(["run", "--preset", "smoke", "--data", str(folder), "--output", str(output)]) == 2
+    assert main(["run", "--preset", "smoke", "--data", str(data_without_a_text_column), "--output", str(output)]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert "text_column" in error and "review" in error
     assert not (output / "summary.json").exists()

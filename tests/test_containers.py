@@ -8,7 +8,6 @@ import json
 import os
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from kdflow.components.common.images import RUNTIME_IMAGE
@@ -43,15 +42,10 @@ def container_engine():
         pytest.skip(problem)
 
 
-def test_a_step_failing_in_its_container_fails_the_run_with_its_reason(tmp_path, capsys):
+def test_a_step_failing_in_its_container_fails_the_run_with_its_reason(tmp_path, capsys, data_without_a_text_column):
     # data_prep fails within seconds: the case in which kfp.local took a failed container for a success.
-    folder = tmp_path / "data"
-    folder.mkdir()
-    rows = pd.DataFrame({"review": ["good film", "bad film"] * 10, "label": [1, 0] * 10})
-    rows.to_parquet(folder / "train.parquet")
-    rows.to_parquet(folder / "test.parquet")
     output = tmp_path / "out"
-    assert main(["run", "--runner", "docker", "--preset", "smoke", "--data", str(folder),
+    assert main(["run", "--runner", "docker", "--preset", "smoke", "--data", str(data_without_a_text_column),
                  "--output", str(output)]) == 2
     captured = capsys.readouterr()
     assert f"Running {RUNTIME_IMAGE}" in captured.out

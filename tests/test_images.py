@@ -107,3 +107,12 @@ def test_a_docker_run_on_a_gpu_host_requests_every_gpu():
     arguments = containers.container_run_args(presets.resolve("smoke", {}), gpus=True)
     [request] = arguments["device_requests"]
     assert request["Count"] == -1 and request["Capabilities"] == [["gpu"]]
+
+
+def test_a_docker_run_without_an_engine_stops_in_one_sentence_before_any_step(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    assert main(["run", "--runner", "docker", "--preset", "smoke", "--output", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--runner docker found no Docker engine" in error and "DOCKER_HOST" in error
+    assert len(error.splitlines()) == 1
+    assert not (tmp_path / "out" / "pipeline_root").exists()
