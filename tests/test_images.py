@@ -56,6 +56,13 @@ def test_compile_names_the_images_in_the_given_registry_with_the_package_version
                                          f"localhost/kdflow-trainer:{KDFLOW_VERSION}"}
 
 
+def test_no_step_installs_anything_at_run_time():
+    executors = yaml.safe_load((ROOT / "pipelines" / "distillation.yaml").read_text())["deploymentSpec"]["executors"]
+    for name, executor in executors.items():
+        command = " ".join(executor["container"]["command"] + executor["container"].get("args", []))
+        assert "pip install" not in command and "kdflow.components." in command, name
+
+
 @pytest.mark.parametrize("arguments", [
     ["compile", "--image-registry", "https://registry.example.com"],
     ["compile", "--image-registry", "Registry.example.com/"],
