@@ -154,13 +154,13 @@ class WorkflowBuilder:
         }
 
     def in_order(self) -> list[Step]:
-        """The steps in dependency order (ties in the IR's order)."""
+        """The steps in dependency order, ties by name (the IR's maps have no order)."""
         ordered, done = [], set()
         while len(ordered) < len(self.steps):
-            ready = [step for name, step in self.steps.items()
-                     if name not in done and set(self.leaf_dependencies(step)) <= done]
-            ordered.append(ready[0])
-            done.add(ready[0].name)
+            ready = min(name for name, step in self.steps.items()
+                        if name not in done and set(self.leaf_dependencies(step)) <= done)
+            ordered.append(self.steps[ready])
+            done.add(ready)
         return ordered
 
     def leaf_dependencies(self, step: Step) -> list[str]:
@@ -240,9 +240,10 @@ class WorkflowBuilder:
             template["container"]["resources"] = {"limits": {accelerator["resourceType"]: accelerator["resourceCount"]}}
         retry = step.task.get("retryPolicy")
         if retry:
-            # KFP retries a task whatever ended it; a preempted node is an Argo error, not a failure.
-            template["retryStrategy"] = {"limit": retry["maxRetryCount"], "retryPolicy": "Always", "backoff": {
-                "duration": retry["backoffDuration"], "factor": retry["backoffFactor"],
+            # KFP retries a task whatever ended it; a preempted node is an Argo error, not a failure. Argo writes
+            # the counts as int-or-string, the schema as strings.
+            template["retryStrategy"] = {"limit": str(retry["maxRetryCount"]), "retryPolicy": "Always", "backoff": {
+                "duration": retry["backoffDuration"], "factor": f"{retry['backoffFactor']:g}",
                 "maxDuration": retry["backoffMaxDuration"]}}
         return template
 
