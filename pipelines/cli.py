@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     compile_ = commands.add_parser("compile", help="compile the pipeline to KFP YAML or Argo Workflows resources")
     compile_.add_argument("--target", choices=("kfp", "argo"), default="kfp",
-                          help="kfp: a KFP pipeline; argo: an Argo WorkflowTemplate, for Argo without KFP (default kfp)")
+                          help="kfp: a KFP pipeline; argo: an Argo WorkflowTemplate, for Argo without KFP "
+                               "(default kfp)")
     compile_.add_argument("--cron", metavar="SCHEDULE",
                           help="with --target argo: a CronWorkflow running the WorkflowTemplate on this five-field "
                                "schedule (UTC), e.g. '0 3 * * 0'")

@@ -65,7 +65,8 @@ def test_argo_files_validate_against_the_argo_schema(name, kind):
     validator = strict_validator(kind)
     document = load(name)
     assert document["kind"] == kind
-    errors = [f"{'/'.join(map(str, error.absolute_path))}: {error.message}" for error in validator.iter_errors(document)]
+    errors = [f"{'/'.join(map(str, error.absolute_path))}: {error.message}"
+              for error in validator.iter_errors(document)]
     assert not errors, "\n".join(errors)
     # The check has teeth: a misspelt field and a wrong type are caught.
     document["spec"]["retryStrategyy"] = {}
@@ -156,7 +157,8 @@ class LocalArgo:
         self.templates = {item["name"]: item for item in spec["templates"]}
         self.tasks = {task["name"]: task for task in self.templates[spec["entrypoint"]]["dag"]["tasks"]}
         given = {name: argo_text(value) for name, value in parameters.items()}
-        self.parameters = {item["name"]: given.get(item["name"], item["value"]) for item in spec["arguments"]["parameters"]}
+        self.parameters = {item["name"]: given.get(item["name"], item["value"])
+                           for item in spec["arguments"]["parameters"]}
         self.root = root
         self.variables = {f"workflow.parameters.{name}": value for name, value in self.parameters.items()}
         self.variables.update({"workflow.name": "kdflow-test", "workflow.uid": "argo-test-run"})
@@ -253,7 +255,8 @@ def test_a_given_teacher_is_checked_instead_of_trained(smoke_run, tmp_path):
     trained = smoke_run.variables["tasks.teacher-train.outputs.artifacts.teacher_model"]
     argo = LocalArgo(load("template"), {**smoke_run.parameters, "train_teacher": False, "teacher": trained}, tmp_path)
     argo.status["data-prep"] = "Succeeded"
-    argo.variables["tasks.data-prep.outputs.artifacts.data"] = smoke_run.variables["tasks.data-prep.outputs.artifacts.data"]
+    data = "tasks.data-prep.outputs.artifacts.data"
+    argo.variables[data] = smoke_run.variables[data]
     assert argo.run("teacher-train") == "Skipped"
     assert argo.run("teacher-check") == "Succeeded"
     teacher_eval = argo.tasks["teacher-eval"]["arguments"]["parameters"]
