@@ -132,6 +132,23 @@ def test_bad_argo_options_are_refused_in_one_sentence(tmp_path, options, needle)
     assert not (tmp_path / "out.yaml").exists()
 
 
+def test_a_condition_the_target_cannot_translate_is_refused():
+    from kfp import dsl
+
+    from kdflow.components.data_prep.component import data_prep
+    from kdflow.components.teacher_check.component import teacher_check
+    from kdflow.pipelines import argo
+
+    @dsl.pipeline(name="numeric-condition")
+    def pipeline(epochs: float = 2.0):
+        data = data_prep(source="synthetic").outputs["data"]
+        with dsl.If(epochs > 1.0):  # Argo parameters are strings: a number comparison would compare text
+            teacher_check(data=data, teacher="a-teacher")
+
+    with pytest.raises(ValueError, match="strings and booleans only"):
+        argo.workflow_template(pipeline)
+
+
 # -- the WorkflowTemplate's steps, run here ------------------------------------------------------------------------
 
 SIMPLE_TAG = re.compile(r"\{\{([\w.-]+)\}\}")
