@@ -253,10 +253,11 @@ class WorkflowBuilder:
 
     def parameter_value(self, step: Step, name: str, needed_artifacts: list) -> str:
         """The Argo expression of a step's input parameter; one the pipeline leaves unset takes its default."""
+        definition = step.component["inputDefinitions"]["parameters"][name]
         spec = step.task.get("inputs", {}).get("parameters", {}).get(name)
-        if spec is None:
-            definition = step.component["inputDefinitions"]["parameters"][name]
-            return quoted(argo_value(definition.get("defaultValue"), definition["parameterType"]))
+        if spec is None or "runtimeValue" in spec:  # the component's default, or a constant the pipeline gives
+            value = spec["runtimeValue"]["constant"] if spec else definition.get("defaultValue")
+            return quoted(argo_value(value, definition["parameterType"]))
         return self.resolve(spec, step.dag, needed_artifacts)
 
     def resolve(self, spec: dict, dag: Dag, needed_artifacts: list) -> str:
@@ -265,9 +266,6 @@ class WorkflowBuilder:
             if dag.parent is None:
                 return f"workflow.parameters['{name}']"
             return self.resolve(dag.task["inputs"]["parameters"][name], dag.parent, needed_artifacts)
-        if "runtimeValue" in spec:
-            value = spec["runtimeValue"]["constant"]
-            return quoted(argo_value(value, "STRING" if isinstance(value, str) else type(value).__name__))
         if "taskOutputParameter" in spec:
             producer = spec["taskOutputParameter"]["producerTask"]
             return self.output_parameter(producer, spec["taskOutputParameter"]["outputParameterKey"], needed_artifacts)
@@ -360,11 +358,11 @@ def artifact_key(task: str, artifact: str) -> str:
 
 def argo_value(value, parameter_type: str) -> str:
     """A KFP value as Argo writes parameters: a string; booleans as true/false, whole numbers without '.0'."""
-    if parameter_type in ("BOOLEAN", "bool"):
+    if parameter_type == "BOOLEAN":
         return "true" if value else "false"
-    if parameter_type in ("NUMBER_INTEGER", "int"):
+    if parameter_type == "NUMBER_INTEGER":
         return str(int(value))
-    if parameter_type in ("NUMBER_DOUBLE", "float"):
+    if parameter_type == "NUMBER_DOUBLE":
         return repr(float(value))
     text = str(value)
     for placeholder, variable in RUN_PLACEHOLDERS.items():
