@@ -25,6 +25,7 @@ from google.protobuf import json_format
 
 from kdflow.components.common.errors import KdflowInputError
 
+from .cluster import DATA_VERSION
 from .distillation import distillation_pipeline
 
 API_VERSION = "argoproj.io/v1alpha1"
@@ -75,7 +76,11 @@ def cron_workflow(schedule: str, pipeline=distillation_pipeline) -> dict:
             "schedules": [" ".join(fields)],
             "timezone": "UTC",
             "concurrencyPolicy": "Forbid",  # a retraining run never overlaps the previous one
-            "workflowSpec": {"workflowTemplateRef": {"name": name}},
+            "workflowSpec": {
+                "workflowTemplateRef": {"name": name},
+                # As a KFP recurring run does (kdflow schedule): each run records the data it read by its time.
+                "arguments": {"parameters": [{"name": DATA_VERSION, "value": "{{workflow.scheduledTime}}"}]},
+            },
         },
     }
 
@@ -175,17 +180,19 @@ class WorkflowBuilder:
     def parameter_values(self, step: Step) -> tuple[dict, list]:
         """The Argo expression of each input parameter, and the artifacts the step loads by key to have them."""
         needed_artifacts = []
+        parameters = step.component.get("inputDefinitions", {}).get("parameters", {})
         values = {name: self.parameter_value(step, name, needed_artifacts)
-                  for name in in_signature_order(step.component.get("inputDefinitions", {}).get("parameters", {}),
-                                                 step.component)}
+                  for name in self.in_signature_order(parameters, step.component)}
         return values, needed_artifacts
 
     def dag_task(self, step: Step, values: dict) -> dict:
         parameters = [{"name": name, "value": tag(value)} for name, value in values.items()]
         sources = step.task.get("inputs", {}).get("artifacts", {})
         artifacts = [{"name": name, "from": "{{tasks.%s.outputs.artifacts.%s}}" % self.producer_of_artifact(
-            sources[name], step.dag)} for name in in_signature_order(sources, step.component)]
-        task = {"name": step.name, "template": step.name, "arguments": {"parameters": parameters}}
+            sources[name], step.dag)} for name in self.in_signature_order(sources, step.component)]
+        task = {"name": step.name, "template": step.name, "arguments": {}}
+        if parameters:
+            task["arguments"]["parameters"] = parameters
         if artifacts:
             task["arguments"]["artifacts"] = artifacts
         if step.dependencies:
@@ -198,15 +205,18 @@ class WorkflowBuilder:
         return task
 
     def container_template(self, step: Step, needed_artifacts: list) -> dict:
-        command = task_command(step.component)
-        inputs, outputs = step.component.get("inputDefinitions", {}), step.component.get("outputDefinitions", {})
-        input_parameters = inputs.get("parameters", {})
+        command = self.task_command(step.component)
+        outputs = step.component.get("outputDefinitions", {})
+        input_parameters = self.in_signature_order(step.component.get("inputDefinitions", {}).get("parameters", {}),
+                                                   step.component)
+        # Only the artifacts this task is given: an optional one left out has no flag (one template per task).
+        input_artifacts = self.in_signature_order(step.task.get("inputs", {}).get("artifacts", {}), step.component)
         arguments = []
-        for name in in_signature_order([*inputs.get("artifacts", {}), *input_parameters], step.component):
+        for name in self.in_signature_order([*input_artifacts, *input_parameters], step.component):
             value = "{{inputs.parameters.%s}}" % name if name in input_parameters else f"{INPUTS_DIR}/{name}"
             arguments += [command.flag(name), value]
-        written = [name for name in in_signature_order([*outputs.get("artifacts", {}), *outputs.get("parameters", {})],
-                                                       step.component)
+        written = [name for name in self.in_signature_order([*outputs.get("artifacts", {}),
+                                                             *outputs.get("parameters", {})], step.component)
                    if name not in command.not_written and name not in command.returns_input
                    and name not in command.returns_uri_of]
         for name in written:
@@ -214,20 +224,18 @@ class WorkflowBuilder:
         executor = self.spec["deploymentSpec"]["executors"][step.component["executorLabel"]]["container"]
         template = {
             "name": step.name,
-            "inputs": {"parameters": [{"name": name} for name in in_signature_order(input_parameters, step.component)]},
+            "inputs": {"parameters": [{"name": name} for name in input_parameters]},
             "outputs": {},
             "container": {
                 "image": executor["image"],
-                "command": [PYTHON, "-m", task_module(step.component)],
+                "command": [PYTHON, "-m", f"kdflow.components.{self.step_folder(step.component)}.task"],
                 "args": arguments,
                 "volumeMounts": [{"name": OUTPUTS_VOLUME, "mountPath": OUTPUTS_DIR}],
             },
         }
-        input_artifacts = [{"name": name, "path": f"{INPUTS_DIR}/{name}"}
-                           for name in in_signature_order(inputs.get("artifacts", {}), step.component)]
-        input_artifacts += needed_artifacts
-        if input_artifacts:
-            template["inputs"]["artifacts"] = input_artifacts
+        artifacts = [{"name": name, "path": f"{INPUTS_DIR}/{name}"} for name in input_artifacts] + needed_artifacts
+        if artifacts:
+            template["inputs"]["artifacts"] = artifacts
         output_artifacts = [{"name": name, "path": f"{OUTPUTS_DIR}/{name}",
                              "gcs": {"key": artifact_key(step.name, name)}}
                             for name in written if name in outputs.get("artifacts", {})]
@@ -288,7 +296,7 @@ class WorkflowBuilder:
                 choice = f"{self.condition(group.tasks()[branch], group)} ? {value} : {choice}"
             return choice
         step = self.steps[producer]
-        command = task_command(step.component)
+        command = self.task_command(step.component)
         if key in command.returns_input:
             return self.resolve(step.task["inputs"]["parameters"][command.returns_input[key]], step.dag,
                                 needed_artifacts)
@@ -330,25 +338,23 @@ class WorkflowBuilder:
             position = match.end()
         return "".join(translated) + condition[position:]
 
+    def step_folder(self, component: dict) -> str:
+        """The step's folder under kdflow.components: the name of the function the KFP executor runs."""
+        arguments = self.spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]["args"]
+        return arguments[arguments.index("--function_to_execute") + 1]
 
-def task_command(component: dict):
-    """The COMMAND declared next to the component: kdflow.components.<step>.component."""
-    return import_module(f"kdflow.components.{step_name(component)}.component").COMMAND
+    def component_module(self, component: dict):
+        return import_module(f"kdflow.components.{self.step_folder(component)}.component")
 
+    def task_command(self, component: dict):
+        """The COMMAND declared next to the component: kdflow.components.<step>.component."""
+        return self.component_module(component).COMMAND
 
-def in_signature_order(names, component: dict) -> list[str]:
-    """`names` in the order of the component function's inputs and outputs."""
-    python = getattr(import_module(f"kdflow.components.{step_name(component)}.component"), step_name(component))
-    order = [*python.component_spec.inputs, *(python.component_spec.outputs or {})]
-    return sorted(names, key=order.index)
-
-
-def task_module(component: dict) -> str:
-    return f"kdflow.components.{step_name(component)}.task"
-
-
-def step_name(component: dict) -> str:
-    return component["executorLabel"].removeprefix("exec-").replace("-", "_")
+    def in_signature_order(self, names, component: dict) -> list[str]:
+        """`names` in the order of the component function's inputs and outputs."""
+        python = getattr(self.component_module(component), self.step_folder(component)).component_spec
+        order = [*python.inputs, *(python.outputs or {})]
+        return sorted(names, key=order.index)
 
 
 def artifact_key(task: str, artifact: str) -> str:

@@ -99,7 +99,8 @@ def test_steps_images_gpus_and_retries_follow_the_kfp_pipeline():
     for step in steps:
         executor, template = executors[f"exec-{step}"]["container"], templates[step]
         assert template["container"]["image"] == executor["image"], step
-        assert template["container"]["command"] == ["python3", "-m", f"kdflow.components.{step.replace('-', '_')}.task"]
+        function = executor["args"][executor["args"].index("--function_to_execute") + 1]
+        assert template["container"]["command"] == ["python3", "-m", f"kdflow.components.{function}.task"]
         gpus = template["container"].get("resources", {}).get("limits", {}).get("nvidia.com/gpu")
         if "accelerator" in executor.get("resources", {}):
             assert gpus == "1", step
@@ -118,6 +119,9 @@ def test_cron_runs_the_template_weekly_one_run_at_a_time():
     assert spec["schedules"] == [WEEKLY]
     assert spec["concurrencyPolicy"] == "Forbid"
     assert spec["workflowSpec"]["workflowTemplateRef"]["name"] == load("template")["metadata"]["name"]
+    (data_version,) = spec["workflowSpec"]["arguments"]["parameters"]
+    assert data_version == {"name": "data_version", "value": "{{workflow.scheduledTime}}"}
+    assert data_version["name"] in presets.pipeline_parameters()
 
 
 @pytest.mark.parametrize("options, needle", [
@@ -197,7 +201,7 @@ class LocalArgo:
             return self.status[name]
         arguments = task["arguments"]
         inputs = {"inputs.parameters." + item["name"]: self.substitute(item["value"], self.variables)
-                  for item in arguments["parameters"]}
+                  for item in arguments.get("parameters", [])}
         template = self.templates[task["template"]]
         folders = {}  # Argo path -> local folder
         for artifact in arguments.get("artifacts", []):
@@ -256,7 +260,10 @@ def test_the_templates_commands_run_the_smoke_preset_to_a_good_student(smoke_run
     assert smoke_run.status == {
         "data-prep": "Succeeded", "teacher-check": "Skipped", "teacher-train": "Succeeded",
         "teacher-eval": "Succeeded", "distill": "Succeeded", "onnx-export": "Succeeded", "student-eval": "Succeeded",
-        "publish": "Succeeded"}
+        "distill-2": "Skipped", "publish": "Succeeded", "report-2": "Succeeded", "student-eval-2": "Skipped",
+        "report": "Skipped"}  # distill-2, student-eval-2 and report: the baseline, off in the smoke preset
+    assert list(smoke_run.status) == list(smoke_run.tasks)  # in the template's order
+    assert "<html" in Path(smoke_run.variables["tasks.report-2.outputs.artifacts.quality_report"]).read_text().lower()
     student = json.loads(Path(smoke_run.variables["tasks.student-eval.outputs.artifacts.student_metrics"]).read_text())
     assert student["accuracy"] >= 0.90
     assert smoke_run.scope["tasks"]["student-eval"].outputs.parameters["passed"] == "true"
