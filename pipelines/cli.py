@@ -4,6 +4,7 @@
     kdflow run --preset imdb --set teacher=PATH --set max_train_samples=2000
     kdflow run --preset smoke --runner docker             # every step in its container image
     kdflow compile --output distillation.yaml              # the pipeline as KFP YAML, for a cluster
+    kdflow compile --target argo [--cron "0 3 * * 0"]      # an Argo WorkflowTemplate (or CronWorkflow)
     kdflow submit --host URL --param teacher=gs://...      # a run on Kubeflow Pipelines (see cluster.py)
     kdflow schedule --host URL --cron "0 0 3 * * 0" ...    # scheduled retraining on Kubeflow Pipelines
     kdflow images build                                    # the container images the steps run in
@@ -57,8 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
                           "container image, through Docker or podman's Docker API socket (DOCKER_HOST)")
     run.set_defaults(command=run_command)
 
-    compile_ = commands.add_parser("compile", help="compile the pipeline to KFP YAML")
-    compile_.add_argument("--output", default="distillation.yaml", help="where to write the YAML")
+    compile_ = commands.add_parser("compile", help="compile the pipeline to KFP YAML or Argo Workflows resources")
+    compile_.add_argument("--target", choices=("kfp", "argo"), default="kfp",
+                          help="kfp: a KFP pipeline; argo: an Argo WorkflowTemplate, for Argo without KFP "
+                               "(default kfp)")
+    compile_.add_argument("--cron", metavar="SCHEDULE",
+                          help="with --target argo: a CronWorkflow running the WorkflowTemplate on this five-field "
+                               "schedule (UTC), e.g. '0 3 * * 0'")
+    compile_.add_argument("--output", help="where to write the YAML (default distillation.yaml, "
+                                           "distillation-argo.yaml or distillation-argo-cron.yaml)")
     compile_.add_argument("--gcp-key-secret", default="",
                           help="mount this Kubernetes secret's key.json as GCS credentials in every task "
                                "(default: the pod's service account, through Workload Identity)")
@@ -191,6 +199,11 @@ def results_table(summary: dict) -> str:
 
 
 def compile_command(args) -> int:
+    if args.target == "argo":
+        return compile_argo(args)
+    if args.cron:
+        raise KdflowInputError("--cron makes an Argo CronWorkflow: add --target argo.")
+    args.output = args.output or "distillation.yaml"
     from kfp import compiler
 
     from . import platform
@@ -201,6 +214,26 @@ def compile_command(args) -> int:
                                       image_registry=args.image_registry)
     compiler.Compiler().compile(pipeline, package_path=args.output)
     print(f"compiled pipeline: {args.output}")
+    return 0
+
+
+def compile_argo(args) -> int:
+    from . import argo, platform
+    from .distillation import distillation_pipeline
+
+    if args.gcp_key_secret:
+        raise KdflowInputError(
+            "--gcp-key-secret is for the KFP target: on Argo, steps and the GCS artifact repository take their "
+            "credentials from the workflow's service account (e.g. argo submit --serviceaccount NAME)."
+        )
+    check_registry(args.image_registry, "--image-registry")
+    pipeline = platform.with_settings(distillation_pipeline, image_registry=args.image_registry)
+    if args.cron:
+        document, output = argo.cron_workflow(args.cron, pipeline), args.output or "distillation-argo-cron.yaml"
+    else:
+        document, output = argo.workflow_template(pipeline), args.output or "distillation-argo.yaml"
+    argo.write(document, output)
+    print(f"compiled Argo {document['kind']}: {output}")
     return 0
 
 

@@ -31,9 +31,13 @@ class ClusterSettings:
 SETTINGS = ClusterSettings()
 
 
+# GPU nodes are often preemptible: a task whose pod is lost starts again, up to this many times.
+GPU_RETRIES = 2
+
+
 def on_gpu(task: PipelineTask, count: int = 1) -> PipelineTask:
-    """Schedules the task on a node with `count` NVIDIA GPUs."""
-    return task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(count)
+    """Schedules the task on a node with `count` NVIDIA GPUs, retried when its pod fails."""
+    return task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(count).set_retry(num_retries=GPU_RETRIES)
 
 
 def apply_cluster_settings() -> None:

@@ -27,7 +27,12 @@ def write_metrics(metrics_artifact, values: dict) -> None:
     for name, value in values.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics_artifact.log_metric(name, float(value))
-    with open(metrics_artifact.path, "w") as handle:
+    write_metrics_file(metrics_artifact.path, values)
+
+
+def write_metrics_file(path: str, values: dict) -> None:
+    """The JSON file that later steps read: at a `Metrics` artifact's path, or where a step's command is told."""
+    with open(path, "w") as handle:
         json.dump(values, handle, indent=2)
 
 

@@ -3,7 +3,11 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Markdown, Output
 
+from kdflow.components.common.command import TaskCommand
 from kdflow.components.common.images import RUNTIME_IMAGE
+
+# The step as `python -m kdflow.components.data_prep.task`: see kdflow.components.common.command.
+COMMAND = TaskCommand(renamed={"data": "--output"})
 
 
 @dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)

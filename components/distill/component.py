@@ -3,7 +3,11 @@
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Model, Output
 
+from kdflow.components.common.command import TaskCommand
 from kdflow.components.common.images import TRAINER_IMAGE
+
+# The step as `python -m kdflow.components.distill.task`: see kdflow.components.common.command.
+COMMAND = TaskCommand(renamed={"student": "--output", "training_curves": "--curves", "student_spec": "--student"})
 
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)

@@ -3,7 +3,11 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
+from kdflow.components.common.command import TaskCommand
 from kdflow.components.common.images import RUNTIME_IMAGE
+
+# The step as `python -m kdflow.components.onnx_export.task`: see kdflow.components.common.command.
+COMMAND = TaskCommand(renamed={"onnx_model": "--output"}, not_written=("onnx_metrics",))
 
 
 @dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)

@@ -5,7 +5,14 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Input, Markdown, Metrics, Model, Output
 
+from kdflow.components.common.command import TaskCommand
 from kdflow.components.common.images import RUNTIME_IMAGE
+
+# The step as `python -m kdflow.components.publish.task`: see kdflow.components.common.command.
+COMMAND = TaskCommand(
+    renamed={"onnx_model": "--onnx", "publish_report": "--report", "model_version": "--version"},
+    not_written=("promoted", "version_uri"),
+)
 
 
 @dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)

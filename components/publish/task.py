@@ -1,6 +1,7 @@
 """The publish step: uploads a student that passed its gate and promotes it if it is at least as good as the champion.
 
-    python -m kdflow.components.publish.task --student STUDENT_DIR --onnx ONNX_DIR --summary summary.json \
+    python -m kdflow.components.publish.task --student STUDENT_DIR --onnx ONNX_DIR \
+        --teacher-metrics teacher_metrics.json --student-metrics student_metrics.json \
         --publish-uri gs://bucket/models --model-name imdb-sentiment --version 2026-11-28 --report report.md
 
 What a destination holds (`gs://...` or a local folder):
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from kdflow.components.common import storage
 from kdflow.components.common.errors import KdflowInputError
-from kdflow.components.common.summary import score_rows
+from kdflow.components.common.summary import build_summary, score_rows
 
 LATEST = "latest.json"
 MANIFEST = "manifest.json"
@@ -160,16 +161,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--student", required=True, help="the student's save_pretrained folder")
     parser.add_argument("--onnx", required=True, help="onnx_export's output folder")
-    parser.add_argument("--summary", required=True, help="the run's summary.json")
+    parser.add_argument("--teacher-metrics", required=True, help="teacher_eval's metrics JSON")
+    parser.add_argument("--student-metrics", required=True, help="student_eval's metrics JSON")
     parser.add_argument("--publish-uri", required=True, help="gs://bucket/prefix or a local folder")
     parser.add_argument("--model-name", required=True)
-    parser.add_argument("--version", required=True)
+    parser.add_argument("--version", default="", help="version folder name; empty takes --run-id")
+    parser.add_argument("--run-id", default="", help="the pipeline run's id")
     parser.add_argument("--report", required=True, help="Markdown file for the decision")
     parser.add_argument("--promotion-tolerance", type=float, default=0.0)
     args = parser.parse_args(argv)
-    decision = run(student_dir=args.student, onnx_dir=args.onnx, summary=json.loads(Path(args.summary).read_text()),
-                   publish_uri=args.publish_uri, model_name=args.model_name, version=args.version,
-                   report_path=args.report, promotion_tolerance=args.promotion_tolerance)
+    summary = build_summary(teacher_metrics_path=args.teacher_metrics, student_metrics_path=args.student_metrics,
+                            onnx_dir=args.onnx)
+    decision = run(student_dir=args.student, onnx_dir=args.onnx, summary=summary, publish_uri=args.publish_uri,
+                   model_name=args.model_name, version=args.version or args.run_id, report_path=args.report,
+                   promotion_tolerance=args.promotion_tolerance)
     print(json.dumps(decision, indent=2))
 
 

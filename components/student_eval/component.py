@@ -5,7 +5,11 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
+from kdflow.components.common.command import TaskCommand
 from kdflow.components.common.images import RUNTIME_IMAGE
+
+# The step as `python -m kdflow.components.student_eval.task`: see kdflow.components.common.command.
+COMMAND = TaskCommand(renamed={"student_metrics": "--metrics"}, not_written=("student_confusion", "retention"))
 
 
 @dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)

@@ -1,16 +1,17 @@
 """The student_eval step: the student's test metrics, its retention of the teacher's accuracy, and the gate.
 
     python -m kdflow.components.student_eval.task --data DATA_DIR --student STUDENT_DIR \
-        --teacher-metrics teacher_metrics.json --min-retention 0.97
+        --teacher-metrics teacher_metrics.json --min-retention 0.97 --metrics student_metrics.json
 """
 
 import argparse
 import json
+from pathlib import Path
 
 from kdflow.components.common.data import load_prepared, split_for_tokenizer
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.inference import evaluate_on_test, footprint, latencies_ms, torch_runner
-from kdflow.components.common.metrics import read_metrics
+from kdflow.components.common.metrics import read_metrics, write_metrics_file
 
 
 def run(*, data_dir: str, student_dir: str, teacher_metrics_path: str, min_retention: float = 0.97,
@@ -40,9 +41,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--student", required=True, help="the student's save_pretrained folder")
     parser.add_argument("--teacher-metrics", required=True, help="teacher_eval's metrics JSON")
     parser.add_argument("--min-retention", type=float, default=0.97)
+    parser.add_argument("--metrics", help="also write the metrics and the gate to this JSON file")
+    parser.add_argument("--passed", help="also write the gate decision, true or false, to this file")
     args = parser.parse_args(argv)
-    print(json.dumps(run(data_dir=args.data, student_dir=args.student, teacher_metrics_path=args.teacher_metrics,
-                         min_retention=args.min_retention), indent=2))
+    metrics = run(data_dir=args.data, student_dir=args.student, teacher_metrics_path=args.teacher_metrics,
+                  min_retention=args.min_retention)
+    if args.metrics:
+        write_metrics_file(args.metrics, metrics)
+    if args.passed:
+        Path(args.passed).write_text(json.dumps(metrics["passed"]))  # true/false, as workflow conditions compare it
+    print(json.dumps(metrics, indent=2))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,11 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input
 
+from kdflow.components.common.command import TaskCommand
 from kdflow.components.common.images import RUNTIME_IMAGE
+
+# The step as `python -m kdflow.components.teacher_check.task`: see kdflow.components.common.command.
+COMMAND = TaskCommand(returns_input={"Output": "teacher"})
 
 
 @dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)

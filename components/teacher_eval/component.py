@@ -3,7 +3,13 @@
 from kfp import dsl
 from kfp.dsl import ClassificationMetrics, Dataset, Input, Metrics, Output
 
+from kdflow.components.common.command import TaskCommand
 from kdflow.components.common.images import TRAINER_IMAGE
+
+# The step as `python -m kdflow.components.teacher_eval.task`: see kdflow.components.common.command.
+COMMAND = TaskCommand(
+    renamed={"teacher_logits": "--logits", "teacher_metrics": "--metrics"}, not_written=("teacher_confusion",),
+)
 
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)

@@ -1,6 +1,7 @@
 """The teacher_eval step: the teacher's test metrics, and its logits on the training data, computed once.
 
-    python -m kdflow.components.teacher_eval.task --data DATA_DIR --teacher TEACHER_URI --logits LOGITS_DIR
+    python -m kdflow.components.teacher_eval.task --data DATA_DIR --teacher TEACHER_URI --logits LOGITS_DIR \
+        --metrics teacher_metrics.json
 """
 
 import argparse
@@ -9,6 +10,7 @@ import json
 from kdflow.components.common import models
 from kdflow.components.common.data import load_prepared
 from kdflow.components.common.inference import evaluate_on_test, footprint, latencies_ms, predict_logits, torch_runner
+from kdflow.components.common.metrics import write_metrics_file
 
 # Splits whose logits the distill step reads: train to learn from, validation for its evaluation loss.
 LOGIT_SPLITS = ("train", "validation")
@@ -41,8 +43,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--teacher", required=True, help="fine-tuned teacher: folder, hub id or gs:// URI")
     parser.add_argument("--logits", required=True, help="folder for the teacher's logits")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--metrics", help="also write the test metrics to this JSON file (student_eval reads it)")
     args = parser.parse_args(argv)
-    print(json.dumps(run(data_dir=args.data, teacher=args.teacher, logits_dir=args.logits, batch_size=args.batch_size), indent=2))
+    metrics = run(data_dir=args.data, teacher=args.teacher, logits_dir=args.logits, batch_size=args.batch_size)
+    if args.metrics:
+        write_metrics_file(args.metrics, metrics)
+    print(json.dumps(metrics, indent=2))
 
 
 if __name__ == "__main__":

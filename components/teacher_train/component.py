@@ -3,7 +3,13 @@
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Model, Output
 
+from kdflow.components.common.command import TaskCommand
 from kdflow.components.common.images import TRAINER_IMAGE
+
+# The step as `python -m kdflow.components.teacher_train.task`: see kdflow.components.common.command.
+COMMAND = TaskCommand(
+    renamed={"teacher_model": "--output", "training_curves": "--curves"}, returns_uri_of={"Output": "teacher_model"},
+)
 
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
