@@ -50,7 +50,7 @@ PRESETS = {
         "epochs": 2.0,
         "batch_size": 16,
         "learning_rate": 1e-4,
-        "precision": "bf16",
+        "precision": "auto",
     },
 }
 
