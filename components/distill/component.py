@@ -46,8 +46,7 @@ def distill(
         batch_size: Per-device training batch size.
         learning_rate: Peak learning rate (linear decay after 10% warm-up).
         gradient_accumulation_steps: Batches accumulated per optimizer step.
-        precision: auto (bf16 on GPUs that support it, else fp16; on a CPU bf16 where it has bf16 kernels
-            (AVX512/AMX), else fp32), fp32, bf16 or fp16.
+        precision: auto (bf16 on GPUs that support it, else fp16; on a CPU, bf16 where it has bf16 kernels, else fp32), fp32, bf16 or fp16.
         seed: Random seed of initialisation, shuffling and dropout.
 
     Returns:

@@ -32,8 +32,7 @@ def teacher_train(
         epochs: Training epochs.
         batch_size: Per-device training batch size.
         learning_rate: Peak learning rate (linear decay after 10% warm-up).
-        precision: auto (bf16 on GPUs that support it, else fp16; on a CPU bf16 where it has bf16 kernels
-            (AVX512/AMX), else fp32), fp32, bf16 or fp16.
+        precision: auto (bf16 on GPUs that support it, else fp16; on a CPU, bf16 where it has bf16 kernels, else fp32), fp32, bf16 or fp16.
         seed: Random seed.
 
     Returns:
