@@ -11,6 +11,7 @@ from transformers import (
 from kdflow.components.common import models
 from kdflow.components.common.data import load_prepared
 from kdflow.components.common.errors import KdflowInputError
+from kdflow.components.common.training import precision_flags
 from kdflow.components.distill import task
 from kdflow.components.distill.trainer import DistillationArguments, DistillationCollator, DistillationTrainer
 
@@ -111,6 +112,16 @@ def test_from_teacher_with_all_layers_computes_the_teachers_hidden_states():
 def test_bad_hyperparameters_are_refused(tmp_path, temperature, alpha, needle):
     with pytest.raises(KdflowInputError, match=needle):
         DistillationArguments(output_dir=str(tmp_path), temperature=temperature, alpha=alpha)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU rules of precision=auto")
+def test_auto_precision_on_a_cpu_is_bf16_only_where_oneDNN_has_bf16_kernels():
+    # Emulated bf16 on an AVX2-only CPU trained MiniLM-L6 25x slower than fp32: auto must not pick it there.
+    native_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert precision_flags("auto") == {"bf16": native_bf16, "fp16": False, "use_cpu": True}
+    assert precision_flags("fp32") == {"bf16": False, "fp16": False, "use_cpu": True}
+    with pytest.raises(KdflowInputError, match="precision=fp16 needs a GPU"):
+        precision_flags("fp16")
 
 
 def save_teacher(folder, tokenizer_dir, layers=4):
