@@ -189,3 +189,18 @@ def test_max_length_above_the_students_position_limit_is_refused(tmp_path, prepa
         task.run(data_dir=str(prepared_data_dir), teacher_logits_dir="", teacher=teacher_dir,
                  student=str(tmp_path / "short"), output_dir=str(tmp_path / "student"),
                  curves_path=str(tmp_path / "c.html"), distill_mode="online")
+
+
+def test_non_finite_teacher_logits_stop_distillation_at_the_first_step(tmp_path, prepared_data_dir, tokenizer_dir):
+    import datasets
+
+    teacher_dir = save_teacher(tmp_path / "teacher", tokenizer_dir)
+    logits = datasets.load_from_disk(logits_for(teacher_dir, prepared_data_dir, tmp_path / "logits"))
+    # What a teacher that overflowed in fp16 would have cached: every soft target NaN, so the first loss is NaN.
+    broken = logits.map(lambda row: {"teacher_logits": [float("nan")] * len(row["teacher_logits"])})
+    broken.save_to_disk(str(tmp_path / "broken"))
+    with pytest.raises(KdflowInputError, match=r"loss became nan at step 1 of 12.*lower learning_rate"):
+        task.run(data_dir=str(prepared_data_dir), teacher_logits_dir=str(tmp_path / "broken"), teacher=teacher_dir,
+                 student="from_teacher", output_dir=str(tmp_path / "student"), curves_path=str(tmp_path / "c.html"),
+                 epochs=2, batch_size=16, precision="fp32")
+    assert not (tmp_path / "student").exists()

@@ -17,14 +17,16 @@ from kdflow.components.common.training import curves_html, pad_batch, trainer_se
 def run(*, data_dir: str, teacher: str, output_dir: str, curves_path: str, epochs: float = 2.0,
         batch_size: int = 16, learning_rate: float = 5e-5, precision: str = "auto", seed: int = 42) -> dict:
     """Trains `teacher` on the train split, saves it with the data's tokenizer in `output_dir`; returns figures."""
-    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers import TrainingArguments, set_seed
+
+    from kdflow.components.common.trainer import GuardedTrainer
 
     set_seed(seed)
     data = load_prepared(data_dir)
     model = models.load_classifier(teacher, data.num_labels, vocab_size=len(data.tokenizer))
     models.check_teacher_fits_data(teacher, data, model.config)
     with tempfile.TemporaryDirectory(prefix="kdflow-teacher-") as scratch:
-        trainer = Trainer(
+        trainer = GuardedTrainer(
             model=model,
             args=TrainingArguments(**trainer_settings(
                 output_dir=scratch, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
@@ -34,6 +36,7 @@ def run(*, data_dir: str, teacher: str, output_dir: str, curves_path: str, epoch
             eval_dataset=data.splits["validation"],
             data_collator=lambda rows: pad_batch(data.tokenizer, rows),
             processing_class=data.tokenizer,
+            learning_rate_parameter="teacher_learning_rate",
         )
         figures = {**trainer.train().metrics, **trainer.evaluate()}
         trainer.save_model(output_dir)
