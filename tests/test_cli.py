@@ -38,6 +38,7 @@ def test_smoke_summary_points_at_the_artifacts(smoke_summary):
     assert (Path(artifacts["onnx_model"]) / "model.onnx").exists()
     assert "data:image/png;base64," in Path(artifacts["training_curves"]).read_text()
     assert smoke_summary["parameters"]["source"] == "synthetic"
+    assert smoke_summary["seed"] == smoke_summary["parameters"]["seed"] == 42
 
 
 @pytest.mark.slow

@@ -204,3 +204,25 @@ def test_non_finite_teacher_logits_stop_distillation_at_the_first_step(tmp_path,
                  student="from_teacher", output_dir=str(tmp_path / "student"), curves_path=str(tmp_path / "c.html"),
                  epochs=2, batch_size=16, precision="fp32")
     assert not (tmp_path / "student").exists()
+
+
+def test_the_same_seed_gives_the_same_student_and_another_seed_another(tmp_path, prepared_data_dir, tokenizer_dir):
+    from safetensors.torch import load_file
+
+    teacher_dir = save_teacher(tmp_path / "teacher", tokenizer_dir)
+    logits_dir = logits_for(teacher_dir, prepared_data_dir, tmp_path / "logits")
+
+    def distill(name, seed):
+        # Dropout on, so that the seed matters beyond the data order.
+        figures = task.run(data_dir=str(prepared_data_dir), teacher_logits_dir=logits_dir, teacher=teacher_dir,
+                           student="config:tiny-distilbert", output_dir=str(tmp_path / name),
+                           curves_path=str(tmp_path / f"{name}.html"), epochs=1, batch_size=16, learning_rate=1e-3,
+                           precision="fp32", seed=seed)
+        return figures, load_file(str(tmp_path / name / "model.safetensors"))
+
+    (first, weights), (again, weights_again), (other, other_weights) = (
+        distill("first", 3), distill("again", 3), distill("other", 4))
+    assert first["eval_loss"] == again["eval_loss"] and first["train_loss"] == again["train_loss"]
+    assert all(torch.equal(weights[name], weights_again[name]) for name in weights)
+    assert other["eval_loss"] != first["eval_loss"]
+    assert json.loads((tmp_path / "first" / "distillation.json").read_text())["seed"] == 3

@@ -10,6 +10,7 @@ from .errors import KdflowInputError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TRAINING_LOG = "training_log.json"  # the Trainer log history, saved in a trained student's folder
+PROVENANCE = "distillation.json"  # the settings a student was distilled with (seed included), in its folder
 
 
 def precision_flags(precision: str) -> dict:

@@ -16,14 +16,12 @@ from kdflow.components.common import models
 from kdflow.components.common.data import MODEL_INPUTS, load_prepared, retokenize
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.storage import move_into
-from kdflow.components.common.training import TRAINING_LOG, curves_html, trainer_settings
+from kdflow.components.common.training import PROVENANCE, TRAINING_LOG, curves_html, trainer_settings
 
 from .hyperparameters import MODES, check_distillation_hyperparameters
 from .trainer import (
     TEACHER_INPUT_PREFIX, TEACHER_LOGITS, DistillationArguments, DistillationCollator, DistillationTrainer,
 )
-
-PROVENANCE = "distillation.json"
 
 
 def run(*, data_dir: str, teacher_logits_dir: str, teacher: str, student: str, output_dir: str, curves_path: str,
