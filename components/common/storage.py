@@ -154,6 +154,19 @@ def write_text(uri: str, text: str) -> None:
                                                                    retry=retry())
 
 
+def delete(uri: str) -> None:
+    """Removes a file or every file under a folder or prefix; nothing there is not an error."""
+    if not is_gcs(uri):
+        path = Path(uri)
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        return
+    bucket = bucket_of(uri)
+    _, prefix = split_gcs_uri(uri)
+    for blob in bucket.list_blobs(prefix=prefix, retry=retry()):
+        if blob.name == prefix or blob.name.startswith(prefix + "/"):
+            blob.delete(retry=retry())
+
+
 def move_into(source: Path, destination: Path, last: str | None = None) -> None:
     """Moves finished files from a scratch folder into an output folder, the file named `last` at the end.
 
