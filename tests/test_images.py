@@ -25,6 +25,19 @@ def test_both_dockerfiles_pass_hadolint():
     assert linted.returncode == 0, linted.stdout + linted.stderr
 
 
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_images_install_only_the_lock_and_run_as_a_non_root_user(dockerfile):
+    # Joined continuation lines: one RUN instruction per line.
+    instructions = dockerfile.read_text().replace("\\\n", " ").splitlines()
+    installs = [line for line in instructions if "pip install" in line]
+    assert len(installs) == 2, installs
+    # The dependencies exactly as locked, then kdflow itself without resolving anything again.
+    assert "--requirement /opt/kdflow-src/images/requirements.txt" in installs[0]
+    assert "--no-deps /opt/kdflow-src" in installs[1]
+    users = [line.split()[1] for line in instructions if line.startswith("USER ")]
+    assert users and users[-1].split(":")[0].isdigit() and users[-1].split(":")[0] != "0"
+
+
 def test_every_dependency_is_pinned_in_the_images_within_its_range():
     import tomllib
 
