@@ -167,6 +167,24 @@ def delete(uri: str) -> None:
             blob.delete(retry=retry())
 
 
+def check_writable(uri: str, parameter: str) -> None:
+    """Writes and removes a probe file under `uri`, so that a destination this job cannot write to stops a run
+    before its work rather than after."""
+    probe = join(uri, ".kdflow-write-check")
+    try:
+        if is_gcs(uri):
+            bucket_of(uri)  # a missing bucket is named as such, with the URI as given
+        write_text(probe, "")
+        delete(probe)
+    except KdflowInputError as error:
+        raise KdflowInputError(f"{parameter}={uri!r}: {error}") from None
+    except Exception as error:  # OSError locally; Forbidden and the like on GCS
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise KdflowInputError(
+            f"{parameter}={uri!r} cannot be written ({reason}): give a folder or gs:// prefix this job may write to."
+        ) from None
+
+
 def move_into(source: Path, destination: Path, last: str | None = None) -> None:
     """Moves finished files from a scratch folder into an output folder, the file named `last` at the end.
 

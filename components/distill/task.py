@@ -101,8 +101,9 @@ def build_student(student: str, data, teacher_model, student_layers: int):
     if student == models.FROM_TEACHER:
         return models.student_from_teacher(teacher_model, student_layers), data.tokenizer
     if models.is_config_spec(student):
-        return models.load_classifier(student, data.num_labels, vocab_size=len(data.tokenizer)), data.tokenizer
-    return models.load_classifier(student, data.num_labels), models.load_tokenizer(student)
+        return (models.load_classifier(student, data.num_labels, vocab_size=len(data.tokenizer), role="student"),
+                data.tokenizer)
+    return models.load_classifier(student, data.num_labels, role="student"), models.load_tokenizer(student)
 
 
 def attach_teacher_logits(split, logits):
