@@ -60,6 +60,11 @@ class CheckpointMirror(TrainerCallback):
     def __init__(self, uri: str):
         self.uri = uri
 
+    def on_step_end(self, args, state, control, **kwargs):
+        # Trainer also saves at the last step; the model is saved then anyway, so that copy would only cost time.
+        if state.global_step % args.save_steps:
+            control.should_save = False
+
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
