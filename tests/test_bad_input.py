@@ -81,13 +81,15 @@ CASES = {
                         "The train files of source='{tmp}/data' could not be read"),
     "empty split": (lambda t, k: ["--data", source_folder(t, reviews(BALANCED), reviews([]), "csv")],
                     "The test split of source='{tmp}/data' is empty"),
-    "no text column": (lambda t, k: ["--data", source_folder(t, *[reviews(BALANCED).rename(columns={"text": "review"})] * 2)],
-                       "text_column='text' is not a column of the train split (it has review, label)"),
+    "no text column": (lambda t, k:
+                       ["--data", source_folder(t, *[reviews(BALANCED).rename(columns={"text": "x"})] * 2)],
+                       "text_column='text' is not a column of the train split (it has x, label)"),
     "labels out of range": (lambda t, k: ["--data", source_folder(t, reviews([0, 1, 2] * 40), reviews(BALANCED))],
                             "label_column='label' holds 2 in the train split, outside [0, 2)"),
     "one class only": (lambda t, k: ["--data", source_folder(t, reviews([1] * 120), reviews(BALANCED))],
                        "The train split holds only label 1"),
-    "duplicate-only data": (lambda t, k: ["--data", source_folder(t, pd.concat([reviews([0, 1])] * 60), reviews(BALANCED))],
+    "duplicate-only data": (lambda t, k: ["--data", source_folder(t, pd.concat([reviews([0, 1])] * 60),
+                                                                  reviews(BALANCED))],
                             "also appears in train (2 distinct texts in"),
     # The teacher, checked by teacher_check before any model is evaluated or trained.
     "teacher folder without weights": (

@@ -225,4 +225,5 @@ def test_the_same_seed_gives_the_same_student_and_another_seed_another(tmp_path,
     assert first["eval_loss"] == again["eval_loss"] and first["train_loss"] == again["train_loss"]
     assert all(torch.equal(weights[name], weights_again[name]) for name in weights)
     assert other["eval_loss"] != first["eval_loss"]
+    assert not all(torch.equal(weights[name], other_weights[name]) for name in weights)
     assert json.loads((tmp_path / "first" / "distillation.json").read_text())["seed"] == 3

@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--checkpoint-steps", type=int, default=500, help="optimizer steps between checkpoints; 0: none")
-    parser.add_argument("--checkpoint-uri", default="", help="gs:// or folder for checkpoints; default: OUTPUT-checkpoints")
+    parser.add_argument("--checkpoint-steps", type=int, default=500, help="steps between checkpoints; 0: none")
+    parser.add_argument("--checkpoint-uri", default="", help="gs:// or folder; default OUTPUT-checkpoints")
     parser.add_argument("--run-id", default="", help="the pipeline run's id: checkpoints of other runs are not resumed")
     args = parser.parse_args(argv)
     figures = run(
