@@ -98,3 +98,26 @@ def test_only_checkpoints_with_their_marker_count(tmp_path):
     assert checkpoints.steps_found(str(tmp_path)) == {2: True, 4: True, 6: False}
     assert checkpoints.newest_complete(str(tmp_path)) == (4, str(tmp_path / "checkpoint-4"))
     assert checkpoints.newest_complete(str(tmp_path / "nothing-yet")) is None
+
+
+def test_checkpoints_in_gcs_are_marked_last_pruned_and_resumed_from(tmp_path, gcs):
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl, TrainerState
+
+    from kdflow.components.common import storage
+
+    bucket = gcs.create_bucket("kdflow-checkpoints-test")
+    uri = f"gs://{bucket.name}/runs/distill-0123"
+    mirror = checkpoints.CheckpointMirror(uri)
+    args = SimpleNamespace(output_dir=str(tmp_path), save_steps=2)
+    for step in (2, 4):  # what Trainer leaves in its scratch folder before it calls on_save
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "model.safetensors").write_bytes(bytes([step]) * 1000)
+        mirror.on_save(args, TrainerState(global_step=step), TrainerControl())
+    assert checkpoints.steps_found(uri) == {4: True}  # checkpoint-2 went once checkpoint-4 was complete
+    storage.upload_folder(str(tmp_path / "checkpoint-4"), f"{uri}/checkpoint-6")  # cut off before its marker
+    step, folder = checkpoints.newest_complete(uri)
+    assert step == 4 and (Path(folder) / "model.safetensors").read_bytes() == bytes([4]) * 1000
+    storage.delete(uri)
+    assert storage.list_files(uri) == [] and storage.list_files(f"gs://{bucket.name}") == []
