@@ -6,7 +6,7 @@ location (gs:// or a local/PVC folder) and writes the marker file last. A checkp
 off by the kill and is never resumed from. Once a newer checkpoint is complete the older ones are deleted, and
 all of them once the trained model is saved.
 
-The location is `CHECKPOINT_URI/STEP-DIGEST`, DIGEST a hash of everything that decides the training (settings,
+The location is `CHECKPOINT_URI/TASK-DIGEST`, DIGEST a hash of everything that decides the training (settings,
 data, the pipeline run): a run only ever resumes its own training, even with one checkpoint_uri for all runs.
 """
 
@@ -27,10 +27,10 @@ def default_uri(output_uri: str) -> str:
     return output_uri.rstrip("/") + "-checkpoints"
 
 
-def location(checkpoint_uri: str, step: str, identity: dict) -> str:
-    """Where one training's checkpoints go under `checkpoint_uri`, named by the step and a digest of `identity`."""
+def location(checkpoint_uri: str, task: str, identity: dict) -> str:
+    """Where one training's checkpoints go under `checkpoint_uri`, named by the task and a digest of `identity`."""
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return storage.join(checkpoint_uri, f"{step}-{digest}")
+    return storage.join(checkpoint_uri, f"{task}-{digest}")
 
 
 def steps_found(uri: str) -> dict[int, bool]:

@@ -157,13 +157,15 @@ def write_text(uri: str, text: str) -> None:
 def delete(uri: str) -> None:
     """Removes a file or every file under a folder or prefix; nothing there is not an error."""
     if not is_gcs(uri):
-        path = Path(uri)
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        if Path(uri).is_dir():
+            shutil.rmtree(uri)
+        else:
+            Path(uri).unlink(missing_ok=True)
         return
     bucket = bucket_of(uri)
     _, prefix = split_gcs_uri(uri)
     for blob in bucket.list_blobs(prefix=prefix, retry=retry()):
-        if blob.name == prefix or blob.name.startswith(prefix + "/"):
+        if not prefix or blob.name == prefix or blob.name.startswith(prefix + "/"):  # not gs://b/ab for gs://b/a
             blob.delete(retry=retry())
 
 
