@@ -70,14 +70,15 @@ def test_a_killed_distill_step_resumes_and_trains_the_same_student(tmp_path, pre
     (cut_off / checkpoints.MARKER).unlink()
     (cut_off / "model.safetensors").write_bytes(b"cut off")
 
-    resumed = subprocess.run(arguments, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"kdflow: resuming from step {complete}, the newest complete checkpoint at {training}" in resumed.stdout
-    assert not checkpoint_uri.joinpath(training.name).exists()  # deleted once the student was saved
-
+    resumed = subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # The uninterrupted run, here while the resumed one starts up.
     distill.run(data_dir=str(prepared_data_dir), teacher=teacher[0], teacher_logits_dir=teacher[1],
                 student="from_teacher", output_dir=str(tmp_path / "uninterrupted"),
                 curves_path=str(tmp_path / "uninterrupted.html"), checkpoint_uri=str(tmp_path / "other"), **SETTINGS)
+    log, errors = resumed.communicate()
+    assert resumed.returncode == 0, errors[-3000:]
+    assert f"kdflow: resuming from step {complete}, the newest complete checkpoint at {training}" in log
+    assert not checkpoint_uri.joinpath(training.name).exists()  # deleted once the student was saved
     # Weights, optimizer, scheduler, random states and the position in the data all come back from the
     # checkpoint, so on one CPU in fp32 the resumed run repeats the uninterrupted one's arithmetic exactly.
     expected, got = (load_file(str(folder / "model.safetensors")) for folder in (tmp_path / "uninterrupted", output))
