@@ -6,8 +6,10 @@ location (gs:// or a local/PVC folder) and writes the marker file last. A checkp
 off by the kill and is never resumed from. Once a newer checkpoint is complete the older ones are deleted, and
 all of them once the trained model is saved.
 
-The location is `CHECKPOINT_URI/TASK-DIGEST`, DIGEST a hash of everything that decides the training (settings,
-data, the pipeline run): a run only ever resumes its own training, even with one checkpoint_uri for all runs.
+The location is `CHECKPOINT_URI/TASK-DIGEST`, DIGEST a hash of everything that decides the training (settings and
+the data's description, data_version included): a task only resumes a training identical to its own, even with one
+checkpoint_uri for all runs. (Not the run's id: it would make every training step miss KFP's cache.) Training the
+same thing twice at once into one checkpoint_uri is the one case this does not keep apart.
 """
 
 import hashlib

@@ -30,7 +30,6 @@ def distill(
     seed: int = 42,
     checkpoint_steps: int = 500,
     checkpoint_uri: str = "",
-    run_id: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
 ):
     """Distills the teacher into a smaller student with the recipe's loss.
 
@@ -55,7 +54,6 @@ def distill(
             0 for none.
         checkpoint_uri: Where checkpoints go (gs:// or a folder on a volume); empty: beside the output in the
             pipeline root.
-        run_id: The pipeline run's id (filled in by KFP): a task resumes only checkpoints of its own run.
 
     Returns:
         student: The distilled student, a save_pretrained folder with its tokenizer and training_log.json.
@@ -69,7 +67,7 @@ def distill(
         output_dir=student.path, curves_path=training_curves.path, student_layers=student_layers,
         distill_mode=distill_mode, temperature=temperature, alpha=alpha, epochs=epochs, batch_size=batch_size,
         learning_rate=learning_rate, gradient_accumulation_steps=gradient_accumulation_steps, precision=precision,
-        seed=seed, run_id=run_id, checkpoint_steps=checkpoint_steps,
+        seed=seed, checkpoint_steps=checkpoint_steps,
         # The artifact's URI, not its path: on a cluster the path is in the pod, which a preemption takes away.
         checkpoint_uri=checkpoint_uri or checkpoints.default_uri(student.uri),
     )

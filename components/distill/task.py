@@ -30,11 +30,11 @@ def run(*, data_dir: str, teacher_logits_dir: str, teacher: str, student: str, o
         student_layers: int = 0, distill_mode: str = "cached", temperature: float = 2.0, alpha: float = 0.5,
         epochs: float = 2.0, batch_size: int = 8, learning_rate: float = 5e-5, gradient_accumulation_steps: int = 1,
         precision: str = "auto", seed: int = 42, dataloader_num_workers: int = 0, checkpoint_steps: int = 500,
-        checkpoint_uri: str = "", run_id: str = "") -> dict:
+        checkpoint_uri: str = "") -> dict:
     """Distills `teacher` into `student` and saves the student (with its tokenizer) in `output_dir`.
 
     With `checkpoint_steps` above 0 it checkpoints to `checkpoint_uri` (default: beside `output_dir`) and resumes
-    from there when the same training of the same run (`run_id`) was cut off.
+    from there when the same training (settings and data) was cut off.
 
     Returns the training figures (runtime, samples per second, last losses).
     """
@@ -67,7 +67,7 @@ def run(*, data_dir: str, teacher_logits_dir: str, teacher: str, student: str, o
         "precision": precision, "seed": seed, "data": data.info,
     }
     checkpoint_dir = checkpoints.location(checkpoint_uri or checkpoints.default_uri(output_dir), "distill",
-                                          {**settings, "run_id": run_id}) if checkpoint_steps else ""
+                                          settings) if checkpoint_steps else ""
     with tempfile.TemporaryDirectory(prefix="kdflow-distill-") as scratch:
         args = DistillationArguments(
             temperature=temperature, alpha=alpha,
@@ -141,7 +141,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--checkpoint-steps", type=int, default=500, help="steps between checkpoints; 0: none")
     parser.add_argument("--checkpoint-uri", default="", help="gs:// or folder; default OUTPUT-checkpoints")
-    parser.add_argument("--run-id", default="", help="the pipeline run's id: checkpoints of other runs are not resumed")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     figures = run(
@@ -150,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         distill_mode=args.distill_mode, temperature=args.temperature, alpha=args.alpha, epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.learning_rate,
         gradient_accumulation_steps=args.gradient_accumulation_steps, precision=args.precision, seed=args.seed,
-        checkpoint_steps=args.checkpoint_steps, checkpoint_uri=args.checkpoint_uri, run_id=args.run_id,
+        checkpoint_steps=args.checkpoint_steps, checkpoint_uri=args.checkpoint_uri,
     )
     print(json.dumps(figures, indent=2))
 

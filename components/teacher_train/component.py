@@ -25,7 +25,6 @@ def teacher_train(
     seed: int = 42,
     checkpoint_steps: int = 500,
     checkpoint_uri: str = "",
-    run_id: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
 ) -> str:
     """Fine-tunes the teacher on the training split when no fine-tuned teacher is given.
 
@@ -41,7 +40,6 @@ def teacher_train(
             0 for none.
         checkpoint_uri: Where checkpoints go (gs:// or a folder on a volume); empty: beside the output in the
             pipeline root.
-        run_id: The pipeline run's id (filled in by KFP): a task resumes only checkpoints of its own run.
 
     Returns:
         teacher_model: The fine-tuned teacher, a save_pretrained folder with the data's tokenizer.
@@ -54,7 +52,7 @@ def teacher_train(
     task.run(
         data_dir=data.path, teacher=teacher, output_dir=teacher_model.path, curves_path=training_curves.path,
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, precision=precision, seed=seed,
-        run_id=run_id, checkpoint_steps=checkpoint_steps,
+        checkpoint_steps=checkpoint_steps,
         # The artifact's URI, not its path: on a cluster the path is in the pod, which a preemption takes away.
         checkpoint_uri=checkpoint_uri or checkpoints.default_uri(teacher_model.uri),
     )

@@ -18,11 +18,11 @@ from kdflow.components.common.training import curves_html, pad_batch, trainer_se
 
 def run(*, data_dir: str, teacher: str, output_dir: str, curves_path: str, epochs: float = 2.0,
         batch_size: int = 16, learning_rate: float = 5e-5, precision: str = "auto", seed: int = 42,
-        checkpoint_steps: int = 500, checkpoint_uri: str = "", run_id: str = "") -> dict:
+        checkpoint_steps: int = 500, checkpoint_uri: str = "") -> dict:
     """Trains `teacher` on the train split, saves it with the data's tokenizer in `output_dir`; returns figures.
 
     Checkpoints every `checkpoint_steps` to `checkpoint_uri` (default: beside `output_dir`) and resumes from them
-    when the same training of the same run (`run_id`) was cut off.
+    when the same training (settings and data) was cut off.
     """
     from transformers import TrainingArguments, set_seed
 
@@ -33,7 +33,7 @@ def run(*, data_dir: str, teacher: str, output_dir: str, curves_path: str, epoch
     model = models.load_classifier(teacher, data.num_labels, vocab_size=len(data.tokenizer))
     models.check_teacher_fits_data(teacher, data, model.config)
     identity = {"teacher": teacher, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
-                "precision": precision, "seed": seed, "data": data.info, "run_id": run_id}
+                "precision": precision, "seed": seed, "data": data.info}
     checkpoint_dir = checkpoints.location(checkpoint_uri or checkpoints.default_uri(output_dir), "teacher_train",
                                           identity) if checkpoint_steps else ""
     with tempfile.TemporaryDirectory(prefix="kdflow-teacher-") as scratch:
@@ -70,13 +70,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--checkpoint-steps", type=int, default=500, help="steps between checkpoints; 0: none")
     parser.add_argument("--checkpoint-uri", default="", help="gs:// or folder; default OUTPUT-checkpoints")
-    parser.add_argument("--run-id", default="", help="the pipeline run's id: checkpoints of other runs are not resumed")
     args = parser.parse_args(argv)
     figures = run(
         data_dir=args.data, teacher=args.teacher, output_dir=args.output, curves_path=args.curves,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
         precision=args.precision, seed=args.seed, checkpoint_steps=args.checkpoint_steps,
-        checkpoint_uri=args.checkpoint_uri, run_id=args.run_id,
+        checkpoint_uri=args.checkpoint_uri,
     )
     print(json.dumps(figures, indent=2))
 
