@@ -52,6 +52,7 @@ def blocked_folder(tmp_path):
 
 
 BALANCED = [0, 1] * 60
+# Case -> (its arguments, made from tmp_path t and the tokenizer folder k; a part of its sentence, {tmp} for t).
 CASES = {
     # Parameters, checked before the pipeline starts.
     "unknown preset": (lambda t, k: ["--preset", "nope"], "--preset 'nope' is unknown: use one of"),
