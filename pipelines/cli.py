@@ -22,6 +22,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from kdflow.components.common import storage
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.images import DEFAULT_REGISTRY, IMAGE_KINDS, check_registry
 from kdflow.components.common.summary import score_rows
@@ -99,6 +100,10 @@ def run_command(args) -> int:
     if args.publish_uri:
         overrides["publish_uri"] = args.publish_uri
     parameters = presets.resolve(args.preset, overrides, args.data)
+    for destination in ("publish_uri", "checkpoint_uri"):
+        if parameters[destination]:
+            # Here and not in presets.check: kdflow submit's machine need not have the cluster's write access.
+            storage.check_writable(parameters[destination], destination)
     if args.runner == "docker":
         parameters = containers.with_absolute_local_paths(parameters)
     if parameters["publish_uri"] and not parameters["model_version"]:
@@ -173,8 +178,6 @@ def summary_of_run(outputs: dict, parameters: dict, preset: str, duration_s: flo
 
 def publish_decision(parameters: dict) -> dict:
     """The publish step's decision, as it recorded it at the destination; none when the gate stopped it."""
-    from kdflow.components.common import storage
-
     recorded = storage.read_text(storage.join(
         parameters["publish_uri"], parameters["model_name"], "decisions", f"{parameters['model_version']}.json"))
     if recorded is None:

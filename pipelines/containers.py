@@ -22,7 +22,7 @@ from . import platform
 
 # Parameters that may name a local path, which the containers must see at the same path.
 LOCAL_PATH_PARAMETERS = ("source", "teacher", "student", "tokenizer")
-OUTPUT_PATH_PARAMETERS = ("publish_uri",)
+OUTPUT_PATH_PARAMETERS = ("publish_uri", "checkpoint_uri")
 # Settings of the host passed into every container.
 FORWARDED_ENVIRONMENT = ("HF_HUB_OFFLINE", "HF_TOKEN")
 

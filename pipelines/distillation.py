@@ -76,6 +76,8 @@ def distillation_pipeline(
     model_version: str = "",
     promotion_tolerance: float = 0.0,
     seed: int = 42,
+    checkpoint_steps: int = 500,
+    checkpoint_uri: str = "",
     data_version: str = "",
 ) -> Outputs:
     prepared = data_prep(
@@ -90,7 +92,8 @@ def distillation_pipeline(
     with dsl.If(train_teacher == True):  # noqa: E712 (a KFP condition, not a Python comparison)
         trained = on_gpu(teacher_train(
             data=data, teacher=teacher, epochs=teacher_epochs, batch_size=teacher_batch_size,
-            learning_rate=teacher_learning_rate, precision=precision, seed=seed,
+            learning_rate=teacher_learning_rate, precision=precision, seed=seed, checkpoint_steps=checkpoint_steps,
+            checkpoint_uri=checkpoint_uri,
         ))
     with dsl.Else():
         checked = teacher_check(data=data, teacher=teacher)
@@ -103,6 +106,7 @@ def distillation_pipeline(
         student_spec=student, student_layers=student_layers, distill_mode=distill_mode, temperature=temperature,
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         gradient_accumulation_steps=gradient_accumulation_steps, precision=precision, seed=seed,
+        checkpoint_steps=checkpoint_steps, checkpoint_uri=checkpoint_uri,
     )
     distilled = on_gpu(distill(alpha=alpha, **training))
 

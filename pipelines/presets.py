@@ -122,6 +122,11 @@ def check(parameters: dict, preset: str) -> None:
     for name in ("epochs", "batch_size", "teacher_epochs", "teacher_batch_size", "gradient_accumulation_steps"):
         if not parameters[name] > 0:
             raise KdflowInputError(f"{name}={parameters[name]} must be above 0.")
+    if parameters["checkpoint_steps"] < 0:
+        raise KdflowInputError(
+            f"checkpoint_steps={parameters['checkpoint_steps']} must be a number of optimizer steps, or 0 for no "
+            "checkpoints."
+        )
     check_data_parameters(
         num_labels=parameters["num_labels"], max_length=parameters["max_length"],
         max_train_samples=parameters["max_train_samples"], max_eval_samples=parameters["max_eval_samples"],

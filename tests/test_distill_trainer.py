@@ -200,3 +200,41 @@ def test_max_length_above_the_students_position_limit_is_refused(tmp_path, prepa
         task.run(data_dir=str(prepared_data_dir), teacher_logits_dir="", teacher=teacher_dir,
                  student=str(tmp_path / "short"), output_dir=str(tmp_path / "student"),
                  curves_path=str(tmp_path / "c.html"), distill_mode="online")
+
+
+def test_non_finite_teacher_logits_stop_distillation_at_the_first_step(tmp_path, prepared_data_dir, tokenizer_dir):
+    import datasets
+
+    teacher_dir = save_teacher(tmp_path / "teacher", tokenizer_dir)
+    logits = datasets.load_from_disk(logits_for(teacher_dir, prepared_data_dir, tmp_path / "logits"))
+    # What a teacher that overflowed in fp16 would have cached: every soft target NaN, so the first loss is NaN.
+    broken = logits.map(lambda row: {"teacher_logits": [float("nan")] * len(row["teacher_logits"])})
+    broken.save_to_disk(str(tmp_path / "broken"))
+    with pytest.raises(KdflowInputError, match=r"loss became nan at step 1 of 12.*lower learning_rate"):
+        task.run(data_dir=str(prepared_data_dir), teacher_logits_dir=str(tmp_path / "broken"), teacher=teacher_dir,
+                 student="from_teacher", output_dir=str(tmp_path / "student"), curves_path=str(tmp_path / "c.html"),
+                 epochs=2, batch_size=16, precision="fp32")
+    assert not (tmp_path / "student").exists()
+
+
+def test_the_same_seed_gives_the_same_student_and_another_seed_another(tmp_path, prepared_data_dir, tokenizer_dir):
+    from safetensors.torch import load_file
+
+    teacher_dir = save_teacher(tmp_path / "teacher", tokenizer_dir)
+    logits_dir = logits_for(teacher_dir, prepared_data_dir, tmp_path / "logits")
+
+    def distill(name, seed):
+        # Dropout on, so that the seed matters beyond the data order.
+        figures = task.run(data_dir=str(prepared_data_dir), teacher_logits_dir=logits_dir, teacher=teacher_dir,
+                           student="config:tiny-distilbert", output_dir=str(tmp_path / name),
+                           curves_path=str(tmp_path / f"{name}.html"), epochs=1, batch_size=16, learning_rate=1e-3,
+                           precision="fp32", seed=seed)
+        return figures, load_file(str(tmp_path / name / "model.safetensors"))
+
+    (first, weights), (again, weights_again), (other, other_weights) = (
+        distill("first", 3), distill("again", 3), distill("other", 4))
+    assert first["eval_loss"] == again["eval_loss"] and first["train_loss"] == again["train_loss"]
+    assert all(torch.equal(weights[name], weights_again[name]) for name in weights)
+    assert other["eval_loss"] != first["eval_loss"]
+    assert not all(torch.equal(weights[name], other_weights[name]) for name in weights)
+    assert json.loads((tmp_path / "first" / "distillation.json").read_text())["seed"] == 3

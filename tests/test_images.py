@@ -25,6 +25,19 @@ def test_both_dockerfiles_pass_hadolint():
     assert linted.returncode == 0, linted.stdout + linted.stderr
 
 
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_images_install_only_the_lock_and_run_as_a_non_root_user(dockerfile):
+    # Joined continuation lines: one RUN instruction per line.
+    instructions = dockerfile.read_text().replace("\\\n", " ").splitlines()
+    installs = [line for line in instructions if "pip install" in line]
+    assert len(installs) == 2, installs
+    # The dependencies exactly as locked, then kdflow itself without resolving anything again.
+    assert "--requirement /opt/kdflow-src/images/requirements.txt" in installs[0]
+    assert "--no-deps /opt/kdflow-src" in installs[1]
+    users = [line.split()[1] for line in instructions if line.startswith("USER ")]
+    assert users and users[-1].split(":")[0].isdigit() and users[-1].split(":")[0] != "0"
+
+
 def test_every_dependency_is_pinned_in_the_images_within_its_range():
     import tomllib
 
@@ -92,19 +105,20 @@ def test_each_image_is_built_from_its_dockerfile_with_the_version_and_the_chosen
     assert "BASE_IMAGE=" not in " ".join(image_build.build_command("docker", "cpu", "localhost", "", []))
 
 
-def test_a_docker_run_mounts_local_inputs_read_only_and_the_publish_folder_writable(tmp_path, monkeypatch):
+def test_a_docker_run_mounts_local_inputs_read_only_and_the_output_folders_writable(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
     parameters = containers.with_absolute_local_paths(
-        presets.resolve("smoke", {"publish_uri": "published"}, data="data"))
+        presets.resolve("smoke", {"publish_uri": "published", "checkpoint_uri": "checkpoints"}, data="data"))
     assert parameters["source"] == str(tmp_path / "data")
     assert parameters["publish_uri"] == str(tmp_path / "published")
     assert parameters["teacher"] == "config:tiny-bert"  # not a path: left as it is
 
     arguments = containers.container_run_args(parameters, gpus=False)
     mounts = {mount["Target"]: mount for mount in arguments["mounts"]}
-    assert set(mounts) == {str(tmp_path / "data"), str(tmp_path / "published")}
+    assert set(mounts) == {str(tmp_path / name) for name in ("data", "published", "checkpoints")}
     assert mounts[str(tmp_path / "data")]["ReadOnly"] and not mounts[str(tmp_path / "published")]["ReadOnly"]
+    assert not mounts[str(tmp_path / "checkpoints")]["ReadOnly"]
     assert (tmp_path / "published").is_dir()
     assert arguments["user"] == f"{os.getuid()}:{os.getgid()}"
     assert "device_requests" not in arguments

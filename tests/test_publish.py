@@ -27,7 +27,7 @@ def model_folders(tmp_path):
     onnx.mkdir()
     (student / "model.safetensors").write_bytes(uuid.uuid4().bytes * 65536)
     (student / "config.json").write_text("{}")
-    (student / "distillation.json").write_text(json.dumps({"teacher": "config:tiny-bert", "temperature": 2.0,
+    (student / "distillation.json").write_text(json.dumps({"teacher": "config:tiny-bert", "temperature": 2.0, "seed": 7,
                                                            "data": {"source": "synthetic", "rows": {"train": 10}}}))
     (onnx / "model.onnx").write_bytes(uuid.uuid4().bytes * 131072)
     (onnx / "model.int8.onnx").write_bytes(uuid.uuid4().bytes * 32768)
@@ -63,7 +63,7 @@ def test_first_version_is_published_complete_and_promoted(tmp_path, model_folder
     manifest = json.loads(open(f"{download}/manifest.json").read())
     assert {entry["path"] for entry in manifest["files"]} == set(files) - {"manifest.json"}
     card = open(f"{download}/README.md").read()
-    assert "| student | 0.9000 |" in card and "temperature" in card
+    assert "| student | 0.9000 |" in card and "temperature" in card and "Seed: 7 " in card
     assert "promoted" in (tmp_path / "v1.md").read_text()
 
 

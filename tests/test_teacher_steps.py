@@ -90,3 +90,12 @@ def test_teacher_check_refuses_a_teacher_with_another_vocabulary(tmp_path, prepa
         teacher_dir)
     with pytest.raises(KdflowInputError, match="vocabulary"):
         teacher_check.run(data_dir=str(prepared_data_dir), teacher=teacher_dir)
+
+
+def test_a_learning_rate_that_blows_up_the_loss_stops_teacher_train(tmp_path, prepared_data_dir):
+    # lr 1e6 makes the weights overflow within a few steps (step 4 of 12 here): training must stop there.
+    with pytest.raises(KdflowInputError, match=r"loss became (nan|inf) at step \d+ of 12.*lower teacher_learning_rate, "
+                                               r"now 1e\+06.*precision=bf16"):
+        teacher_train.run(data_dir=str(prepared_data_dir), teacher="config:tiny-bert", output_dir=str(tmp_path / "t"),
+                          curves_path=str(tmp_path / "curves.html"), epochs=2, batch_size=16, learning_rate=1e6)
+    assert not (tmp_path / "t").exists()

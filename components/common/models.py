@@ -105,8 +105,10 @@ def load_tokenizer(uri: str):
 
 
 def load_classifier(spec: str, num_labels: int, vocab_size: int | None = None, *, fine_tuned: bool = False,
-                    **kwargs):
+                    role: str = "teacher", **kwargs):
     """A sequence classifier from a specification (not `from_teacher`, see `student_from_teacher`).
+
+    `role` is the parameter that named it (teacher or student), for the error when it cannot be loaded.
 
     A `fine_tuned` checkpoint must bring its own trained head for `num_labels` labels: a base model (no head)
     or a classifier for another label count is refused instead of being given a new, random head.
@@ -123,7 +125,10 @@ def load_classifier(spec: str, num_labels: int, vocab_size: int | None = None, *
             checkpoint_path(spec), output_loading_info=True, **kwargs
         )
     except (OSError, ValueError) as error:
-        raise KdflowInputError(f"No model could be loaded from {spec!r} ({first_line(error)}).") from None
+        raise KdflowInputError(
+            f"{role}={spec!r} could not be loaded ({first_line(error)}): give a folder with config.json and the weights "
+            "(model.safetensors), a hub id or a gs:// URI."
+        ) from None
     if fine_tuned:
         if loading_info["missing_keys"]:
             raise KdflowInputError(

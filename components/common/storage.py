@@ -154,6 +154,39 @@ def write_text(uri: str, text: str) -> None:
                                                                    retry=retry())
 
 
+def delete(uri: str) -> None:
+    """Removes a file or every file under a folder or prefix; nothing there is not an error."""
+    if not is_gcs(uri):
+        if Path(uri).is_dir():
+            shutil.rmtree(uri)
+        else:
+            Path(uri).unlink(missing_ok=True)
+        return
+    bucket = bucket_of(uri)
+    _, prefix = split_gcs_uri(uri)
+    for blob in bucket.list_blobs(prefix=prefix, retry=retry()):
+        if not prefix or blob.name == prefix or blob.name.startswith(prefix + "/"):  # not gs://b/ab for gs://b/a
+            blob.delete(retry=retry())
+
+
+def check_writable(uri: str, parameter: str) -> None:
+    """Writes and removes a probe file under `uri`, so that a destination this job cannot write to stops a run
+    before its work rather than after."""
+    probe = join(uri, ".kdflow-write-check")
+    try:
+        if is_gcs(uri):
+            bucket_of(uri)  # a missing bucket is named as such, with the URI as given
+        write_text(probe, "")
+        delete(probe)
+    except KdflowInputError as error:
+        raise KdflowInputError(f"{parameter}={uri!r}: {error}") from None
+    except Exception as error:  # OSError locally; Forbidden and the like on GCS
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise KdflowInputError(
+            f"{parameter}={uri!r} cannot be written ({reason}): give a folder or gs:// prefix this job may write to."
+        ) from None
+
+
 def move_into(source: Path, destination: Path, last: str | None = None) -> None:
     """Moves finished files from a scratch folder into an output folder, the file named `last` at the end.
 

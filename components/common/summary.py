@@ -3,14 +3,16 @@
 import json
 from pathlib import Path
 
+from .training import PROVENANCE
+
 SCORES = ("accuracy", "macro_f1", "confusion_matrix", "rows", "parameters", "size_mb", "latency_ms")
 ONNX_REPORT = "onnx_report.json"
 
 
-def build_summary(*, teacher_metrics_path: str, student_metrics_path: str, onnx_dir: str,
+def build_summary(*, teacher_metrics_path: str, student_metrics_path: str, onnx_dir: str, student_dir: str,
                   baseline_metrics_path: str | None = None, **extra) -> dict:
-    """Teacher and student test scores, retention, the gate, the ONNX report, the hard-label baseline when it was
-    trained, and any `extra` fields."""
+    """Teacher and student test scores, retention, the gate, the ONNX report, the seed the student was trained with,
+    the hard-label baseline when it was trained, and any `extra` fields."""
     teacher = json.loads(Path(teacher_metrics_path).read_text())
     student = json.loads(Path(student_metrics_path).read_text())
     summary = {
@@ -19,11 +21,19 @@ def build_summary(*, teacher_metrics_path: str, student_metrics_path: str, onnx_
         "retention": student["retention"],
         "gate": {"passed": student["passed"], "min_retention": student["min_retention"]},
         "onnx": json.loads(Path(onnx_dir, ONNX_REPORT).read_text()),
+        # With the same data and settings, the same seed gives the same student (tests/test_distill_trainer.py).
+        "seed": training_settings(student_dir).get("seed"),
     }
     if baseline_metrics_path:
         baseline = json.loads(Path(baseline_metrics_path).read_text())
         summary["baseline"] = {**scores(baseline), "retention": baseline["retention"]}
     return {**summary, **extra}
+
+
+def training_settings(student_dir: str) -> dict:
+    """The settings a student was distilled with; empty for a student kdflow did not train."""
+    path = Path(student_dir, PROVENANCE)
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def scores(metrics: dict) -> dict:

@@ -10,6 +10,7 @@ from .errors import KdflowInputError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TRAINING_LOG = "training_log.json"  # the Trainer log history, saved in a trained student's folder
+PROVENANCE = "distillation.json"  # the settings a student was distilled with (seed included), in its folder
 
 
 def precision_flags(precision: str) -> dict:
@@ -33,11 +34,12 @@ def precision_flags(precision: str) -> dict:
 
 def trainer_settings(*, output_dir: str, epochs: float, batch_size: int, learning_rate: float, seed: int,
                      precision: str, train_rows: int, gradient_accumulation_steps: int = 1,
-                     dataloader_num_workers: int = 0) -> dict:
+                     dataloader_num_workers: int = 0, checkpoint_steps: int = 0) -> dict:
     """Keyword arguments for `TrainingArguments` shared by every kdflow training step.
 
     Batches are grouped by length (dynamic padding then pads little), the validation split is evaluated each
-    epoch, about 20 loss points are logged per run, and no checkpoints are written into the model artifact.
+    epoch, about 20 loss points are logged per run, and a checkpoint is written into `output_dir` (a scratch
+    folder, never the model artifact) every `checkpoint_steps` optimizer steps, none when it is 0.
     """
     steps = max(1, int(epochs * train_rows / (batch_size * gradient_accumulation_steps)))
     return dict(
@@ -52,7 +54,8 @@ def trainer_settings(*, output_dir: str, epochs: float, batch_size: int, learnin
         seed=seed,
         train_sampling_strategy="group_by_length",
         eval_strategy="epoch",
-        save_strategy="no",
+        save_strategy="steps" if checkpoint_steps else "no",
+        **({"save_steps": checkpoint_steps, "save_total_limit": 1} if checkpoint_steps else {}),
         logging_steps=max(1, steps // 20),
         report_to="none",
         disable_tqdm=True,

@@ -60,6 +60,7 @@ def run(*, source: str, output_dir: str, report_path: str, text_column: str = TE
         raw = {name: standard_columns(split, text_column, label_column, label_names) for name, split in raw.items()}
         splits = limit_rows(raw, max_train_samples, max_eval_samples, validation_fraction, seed)
         check_classes(splits["train"], label_names)
+        check_duplicates(splits, source)
         if text_tokenizer is None:
             text_tokenizer = train_wordpiece(splits["train"][TEXT], wordpiece_vocab_size, max_length)
         # Saved with the tokenizer, so a step that tokenizes again (online distillation) cuts the same side.
@@ -304,6 +305,17 @@ def check_classes(train, label_names: list[str]) -> None:
         raise KdflowInputError(
             f"The train split holds only label {present[0]} ({label_names[present[0]]}): a classifier needs two "
             "classes or more; check label_column, or raise max_train_samples."
+        )
+
+
+def check_duplicates(splits: dict, source: str) -> None:
+    """Refuses data so full of copies that every validation row repeats a training row: such a validation split
+    would measure recall of copies, not learning."""
+    training_texts = set(splits["train"][TEXT])
+    if all(text in training_texts for text in splits["validation"][TEXT]):
+        raise KdflowInputError(
+            f"Every validation text of source={source!r} also appears in train ({len(training_texts)} distinct texts "
+            f"in {len(splits['train'])} train rows): remove the duplicate rows from the source."
         )
 
 

@@ -28,6 +28,8 @@ def distill(
     gradient_accumulation_steps: int = 1,
     precision: str = "auto",
     seed: int = 42,
+    checkpoint_steps: int = 500,
+    checkpoint_uri: str = "",
 ):
     """Distills the teacher into a smaller student with the recipe's loss.
 
@@ -48,11 +50,16 @@ def distill(
         gradient_accumulation_steps: Batches accumulated per optimizer step.
         precision: auto (bf16 on GPUs that support it, else fp16; on a CPU, bf16 where it has bf16 kernels, else fp32), fp32, bf16 or fp16.
         seed: Random seed of initialisation, shuffling and dropout.
+        checkpoint_steps: Optimizer steps between checkpoints, from which a restarted (e.g. preempted) task resumes;
+            0 for none.
+        checkpoint_uri: Where checkpoints go (gs:// or a folder on a volume); empty: beside the output in the
+            pipeline root.
 
     Returns:
         student: The distilled student, a save_pretrained folder with its tokenizer and training_log.json.
         training_curves: Training and validation losses per logging step, as a self-contained HTML page.
     """
+    from kdflow.components.common import checkpoints
     from kdflow.components.distill import task
 
     task.run(
@@ -60,5 +67,7 @@ def distill(
         output_dir=student.path, curves_path=training_curves.path, student_layers=student_layers,
         distill_mode=distill_mode, temperature=temperature, alpha=alpha, epochs=epochs, batch_size=batch_size,
         learning_rate=learning_rate, gradient_accumulation_steps=gradient_accumulation_steps, precision=precision,
-        seed=seed,
+        seed=seed, checkpoint_steps=checkpoint_steps,
+        # The artifact's URI, not its path: on a cluster the path is in the pod, which a preemption takes away.
+        checkpoint_uri=checkpoint_uri or checkpoints.default_uri(student.uri),
     )

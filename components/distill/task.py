@@ -4,6 +4,9 @@ Run as a KFP component (component.py) or directly:
 
     python -m kdflow.components.distill.task --data DATA_DIR --teacher-logits LOGITS_DIR \
         --teacher TEACHER_URI --student from_teacher --output STUDENT_DIR --curves curves.html
+
+Every `--checkpoint-steps` optimizer steps a checkpoint goes to `--checkpoint-uri` (default: STUDENT_DIR-checkpoints);
+the same command started again after a kill resumes from the newest complete one (see common/checkpoints.py).
 """
 
 import argparse
@@ -12,25 +15,26 @@ import logging
 import tempfile
 from pathlib import Path
 
-from kdflow.components.common import models
+from kdflow.components.common import checkpoints, models, storage
 from kdflow.components.common.data import MODEL_INPUTS, load_prepared, retokenize
 from kdflow.components.common.errors import KdflowInputError
-from kdflow.components.common.storage import move_into
-from kdflow.components.common.training import TRAINING_LOG, curves_html, trainer_settings
+from kdflow.components.common.training import PROVENANCE, TRAINING_LOG, curves_html, trainer_settings
 
 from .hyperparameters import MODES, check_distillation_hyperparameters
 from .trainer import (
     TEACHER_INPUT_PREFIX, TEACHER_LOGITS, DistillationArguments, DistillationCollator, DistillationTrainer,
 )
 
-PROVENANCE = "distillation.json"
-
 
 def run(*, data_dir: str, teacher_logits_dir: str, teacher: str, student: str, output_dir: str, curves_path: str,
         student_layers: int = 0, distill_mode: str = "cached", temperature: float = 2.0, alpha: float = 0.5,
         epochs: float = 2.0, batch_size: int = 8, learning_rate: float = 5e-5, gradient_accumulation_steps: int = 1,
-        precision: str = "auto", seed: int = 42, dataloader_num_workers: int = 0) -> dict:
+        precision: str = "auto", seed: int = 42, dataloader_num_workers: int = 0, checkpoint_steps: int = 500,
+        checkpoint_uri: str = "") -> dict:
     """Distills `teacher` into `student` and saves the student (with its tokenizer) in `output_dir`.
+
+    With `checkpoint_steps` above 0 it checkpoints to `checkpoint_uri` (default: beside `output_dir`) and resumes
+    from there when the same training (settings and data) was cut off.
 
     Returns the training figures (runtime, samples per second, last losses).
     """
@@ -56,13 +60,21 @@ def run(*, data_dir: str, teacher_logits_dir: str, teacher: str, student: str, o
     elif not same_vocabulary:
         train, validation = (retokenize_for_student(split, student_tokenizer, data.max_length) for split in (train, validation))
 
+    settings = {
+        "teacher": teacher, "student": student, "student_layers": student_layers, "distill_mode": distill_mode,
+        "temperature": temperature, "alpha": alpha, "epochs": epochs, "batch_size": batch_size,
+        "learning_rate": learning_rate, "gradient_accumulation_steps": gradient_accumulation_steps,
+        "precision": precision, "seed": seed, "data": data.info,
+    }
+    checkpoint_dir = checkpoints.location(checkpoint_uri or checkpoints.default_uri(output_dir), "distill",
+                                          settings) if checkpoint_steps else ""
     with tempfile.TemporaryDirectory(prefix="kdflow-distill-") as scratch:
         args = DistillationArguments(
             temperature=temperature, alpha=alpha,
             **trainer_settings(
                 output_dir=scratch, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                 precision=precision, train_rows=len(train), gradient_accumulation_steps=gradient_accumulation_steps,
-                dataloader_num_workers=dataloader_num_workers,
+                dataloader_num_workers=dataloader_num_workers, checkpoint_steps=checkpoint_steps,
             ),
         )
         trainer = DistillationTrainer(
@@ -70,19 +82,16 @@ def run(*, data_dir: str, teacher_logits_dir: str, teacher: str, student: str, o
             data_collator=DistillationCollator(student_tokenizer, None if same_vocabulary else data.tokenizer),
             processing_class=student_tokenizer, teacher=teacher_model,
         )
-        result = trainer.train()
+        result = checkpoints.train(trainer, checkpoint_dir)
         figures = {**result.metrics, **trainer.evaluate()}
         trainer.save_model(scratch + "/student")
         Path(scratch, "student", TRAINING_LOG).write_text(json.dumps(trainer.state.log_history, indent=1))
         # Where the student came from, for its model card.
-        Path(scratch, "student", PROVENANCE).write_text(json.dumps({
-            "teacher": teacher, "student": student, "student_layers": student_layers, "distill_mode": distill_mode,
-            "temperature": temperature, "alpha": alpha, "epochs": epochs, "batch_size": batch_size,
-            "learning_rate": learning_rate, "gradient_accumulation_steps": gradient_accumulation_steps,
-            "precision": precision, "seed": seed, "data": data.info,
-        }, indent=2))
+        Path(scratch, "student", PROVENANCE).write_text(json.dumps(settings, indent=2))
         # Moved in only now: a failed run leaves no student that looks finished.
-        move_into(Path(scratch, "student"), Path(output_dir))
+        storage.move_into(Path(scratch, "student"), Path(output_dir))
+    if checkpoint_dir:
+        storage.delete(checkpoint_dir)  # the student is saved: nothing left to resume
     Path(curves_path).write_text(curves_html(trainer.state.log_history, "Distillation losses"))
     return figures
 
@@ -92,8 +101,9 @@ def build_student(student: str, data, teacher_model, student_layers: int):
     if student == models.FROM_TEACHER:
         return models.student_from_teacher(teacher_model, student_layers), data.tokenizer
     if models.is_config_spec(student):
-        return models.load_classifier(student, data.num_labels, vocab_size=len(data.tokenizer)), data.tokenizer
-    return models.load_classifier(student, data.num_labels), models.load_tokenizer(student)
+        return (models.load_classifier(student, data.num_labels, vocab_size=len(data.tokenizer), role="student"),
+                data.tokenizer)
+    return models.load_classifier(student, data.num_labels, role="student"), models.load_tokenizer(student)
 
 
 def attach_teacher_logits(split, logits):
@@ -129,6 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--checkpoint-steps", type=int, default=500, help="steps between checkpoints; 0: none")
+    parser.add_argument("--checkpoint-uri", default="", help="gs:// or folder; default OUTPUT-checkpoints")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     figures = run(
@@ -137,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         distill_mode=args.distill_mode, temperature=args.temperature, alpha=args.alpha, epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.learning_rate,
         gradient_accumulation_steps=args.gradient_accumulation_steps, precision=args.precision, seed=args.seed,
+        checkpoint_steps=args.checkpoint_steps, checkpoint_uri=args.checkpoint_uri,
     )
     print(json.dumps(figures, indent=2))
 

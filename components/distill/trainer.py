@@ -3,8 +3,9 @@
 from dataclasses import dataclass, field
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import TrainingArguments
 
+from kdflow.components.common.trainer import GuardedTrainer
 from kdflow.components.common.training import pad_batch
 
 from .hyperparameters import check_distillation_hyperparameters
@@ -44,12 +45,13 @@ class DistillationCollator:
         return batch
 
 
-class DistillationTrainer(Trainer):
+class DistillationTrainer(GuardedTrainer):
     """A Trainer whose loss mixes the hard labels with the teacher's softened distribution.
 
     The teacher's logits come with the batch (cached, computed once by teacher_eval) or, in online mode,
     from `teacher`, run in eval mode without gradients. The student is the `model` argument, so DDP
-    wrapping works. The hard and soft terms are logged beside the total.
+    wrapping works. The hard and soft terms are logged beside the total; a non-finite loss stops training
+    (GuardedTrainer).
     """
 
     # The loss is a per-batch mean: Trainer must divide it by the accumulation steps (FACTS: otherwise

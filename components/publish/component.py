@@ -52,7 +52,7 @@ def publish(
     from kdflow.components.publish import task
 
     summary = build_summary(teacher_metrics_path=teacher_metrics.path, student_metrics_path=student_metrics.path,
-                            onnx_dir=onnx_model.path)
+                            onnx_dir=onnx_model.path, student_dir=student.path)
     decision = task.run(student_dir=student.path, onnx_dir=onnx_model.path, summary=summary, publish_uri=publish_uri,
                         model_name=model_name, version=model_version or run_id, report_path=publish_report.path,
                         promotion_tolerance=promotion_tolerance)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from kdflow.components.common import storage
 from kdflow.components.common.errors import KdflowInputError
-from kdflow.components.common.summary import build_summary, score_rows
+from kdflow.components.common.summary import build_summary, score_rows, training_settings
 
 LATEST = "latest.json"
 MANIFEST = "manifest.json"
@@ -105,9 +105,9 @@ def upload_version(student_dir: str, onnx_dir: str, summary: dict, version_uri: 
 
 
 def model_card(model_name: str, summary: dict, student_dir: str) -> str:
-    provenance_path = Path(student_dir, "distillation.json")
-    provenance = json.loads(provenance_path.read_text()) if provenance_path.exists() else {}
+    provenance = training_settings(student_dir)
     data = provenance.pop("data", {})
+    seed = provenance.pop("seed", "?")
     onnx = summary["onnx"]
     table = "\n".join(f"| {name} | {accuracy:.4f} | {'' if f1 is None else f'{f1:.4f}'} |"
                       for name, accuracy, f1 in score_rows(summary))
@@ -133,6 +133,8 @@ Source `{data.get('source', '?')}`, rows {data.get('rows', '?')}, max_length {da
 labels {data.get('label_names', '?')}.
 
 ## Training
+
+Seed: {seed} (the same seed, data and settings give the same student).
 
 | setting | value |
 |---|---|
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--promotion-tolerance", type=float, default=0.0)
     args = parser.parse_args(argv)
     summary = build_summary(teacher_metrics_path=args.teacher_metrics, student_metrics_path=args.student_metrics,
-                            onnx_dir=args.onnx)
+                            onnx_dir=args.onnx, student_dir=args.student)
     decision = run(student_dir=args.student, onnx_dir=args.onnx, summary=summary, publish_uri=args.publish_uri,
                    model_name=args.model_name, version=args.version or args.run_id, report_path=args.report,
                    promotion_tolerance=args.promotion_tolerance)

@@ -21,7 +21,7 @@ def run(*, teacher_metrics_path: str, student_metrics_path: str, student_dir: st
         baseline_metrics_path: str | None = None) -> dict:
     """Writes the quality report at `report_path`; returns the run's summary (see `build_summary`)."""
     summary = build_summary(teacher_metrics_path=teacher_metrics_path, student_metrics_path=student_metrics_path,
-                            onnx_dir=onnx_dir, baseline_metrics_path=baseline_metrics_path)
+                            onnx_dir=onnx_dir, student_dir=student_dir, baseline_metrics_path=baseline_metrics_path)
     label_names = json.loads(Path(student_metrics_path).read_text())["label_names"]
     log_history = json.loads(Path(student_dir, TRAINING_LOG).read_text())
     Path(report_path).parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,8 @@ def teacher_train(
     learning_rate: float = 5e-5,
     precision: str = "auto",
     seed: int = 42,
+    checkpoint_steps: int = 500,
+    checkpoint_uri: str = "",
 ) -> str:
     """Fine-tunes the teacher on the training split when no fine-tuned teacher is given.
 
@@ -34,16 +36,24 @@ def teacher_train(
         learning_rate: Peak learning rate (linear decay after 10% warm-up).
         precision: auto (bf16 on GPUs that support it, else fp16; on a CPU, bf16 where it has bf16 kernels, else fp32), fp32, bf16 or fp16.
         seed: Random seed.
+        checkpoint_steps: Optimizer steps between checkpoints, from which a restarted (e.g. preempted) task resumes;
+            0 for none.
+        checkpoint_uri: Where checkpoints go (gs:// or a folder on a volume); empty: beside the output in the
+            pipeline root.
 
     Returns:
         teacher_model: The fine-tuned teacher, a save_pretrained folder with the data's tokenizer.
         training_curves: Training and validation losses as a self-contained HTML page.
         Output: The teacher_model artifact's URI, for the steps that load the teacher by URI.
     """
+    from kdflow.components.common import checkpoints
     from kdflow.components.teacher_train import task
 
     task.run(
         data_dir=data.path, teacher=teacher, output_dir=teacher_model.path, curves_path=training_curves.path,
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, precision=precision, seed=seed,
+        checkpoint_steps=checkpoint_steps,
+        # The artifact's URI, not its path: on a cluster the path is in the pod, which a preemption takes away.
+        checkpoint_uri=checkpoint_uri or checkpoints.default_uri(teacher_model.uri),
     )
     return teacher_model.uri
