@@ -4,6 +4,10 @@
                                                                                  -> onnx_export ──┴─> publish
                                     (baseline: compare_baseline set; publish: gate passed, publish_uri set)
 
+Compiled with `--teacher-shards N` (N > 1), the teacher's logits on the training data come from N teacher_shard
+tasks side by side (dsl.ParallelFor) merged in row order by merge_logits, and teacher_eval only evaluates; with
+`--nproc N`, distill runs in N processes under torchrun and requests N GPUs.
+
 Parameter defaults are the `imdb` preset: the notebook recipe (BERT teacher -> DistilBERT student on IMDb,
 T = 2, alpha = 0.5, 2 epochs, batch 8), so the compiled YAML runs the recipe unless told otherwise.
 """
@@ -15,14 +19,17 @@ from kfp.dsl import HTML, Markdown, Metrics, Model
 
 from kdflow.components.data_prep.component import data_prep
 from kdflow.components.distill.component import distill
+from kdflow.components.merge_logits.component import merge_logits
 from kdflow.components.onnx_export.component import onnx_export
 from kdflow.components.publish.component import publish
 from kdflow.components.report.component import report
 from kdflow.components.student_eval.component import student_eval
 from kdflow.components.teacher_check.component import teacher_check
 from kdflow.components.teacher_eval.component import teacher_eval
+from kdflow.components.teacher_shard.component import teacher_shard
 from kdflow.components.teacher_train.component import teacher_train
 
+from . import platform
 from .platform import apply_cluster_settings, on_gpu
 
 PIPELINE_NAME = "kdflow-distillation"
@@ -96,15 +103,22 @@ def distillation_pipeline(
         checked = teacher_check(data=data, teacher=teacher)
     teacher_uri = dsl.OneOf(trained.outputs["Output"], checked.output)
 
-    evaluated_teacher = on_gpu(teacher_eval(data=data, teacher=teacher_uri))
+    shards = platform.SETTINGS.teacher_shards
+    evaluated_teacher = on_gpu(teacher_eval(data=data, teacher=teacher_uri, cache_logits=shards == 1))
+    teacher_logits = evaluated_teacher.outputs["teacher_logits"]
+    if shards > 1:  # the teacher's logits on the training data, side by side, merged back in row order
+        with dsl.ParallelFor(list(range(shards))) as shard:
+            sharded = on_gpu(teacher_shard(data=data, teacher=teacher_uri, shard=shard, shards=shards))
+        teacher_logits = merge_logits(shards=dsl.Collected(sharded.outputs["teacher_logits"])).outputs["teacher_logits"]
 
+    nproc = platform.SETTINGS.nproc
     training = dict(
-        data=data, teacher_logits=evaluated_teacher.outputs["teacher_logits"], teacher=teacher_uri,
+        data=data, teacher_logits=teacher_logits, teacher=teacher_uri, nproc=nproc,
         student_spec=student, student_layers=student_layers, distill_mode=distill_mode, temperature=temperature,
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         gradient_accumulation_steps=gradient_accumulation_steps, precision=precision, seed=seed,
     )
-    distilled = on_gpu(distill(alpha=alpha, **training))
+    distilled = on_gpu(distill(alpha=alpha, **training), nproc)
 
     evaluated_student = student_eval(
         data=data, student=distilled.outputs["student"], teacher_metrics=evaluated_teacher.outputs["teacher_metrics"],
@@ -120,7 +134,7 @@ def distillation_pipeline(
     )
     # The same student, data and budget on the hard labels alone (alpha 1): what the teacher adds.
     with dsl.If(compare_baseline == True):  # noqa: E712
-        baseline = on_gpu(distill(alpha=1.0, **training)).set_display_name("baseline")
+        baseline = on_gpu(distill(alpha=1.0, **training), nproc).set_display_name("baseline")
         evaluated_baseline = student_eval(
             data=data, student=baseline.outputs["student"],
             teacher_metrics=evaluated_teacher.outputs["teacher_metrics"], min_retention=min_retention,

@@ -14,6 +14,7 @@ from kfp import dsl, kubernetes
 from kfp.dsl import PipelineTask, pipeline_context
 from kfp.dsl.graph_component import GraphComponent
 
+from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.images import DEFAULT_REGISTRY, RUNTIME_IMAGE, TRAINER_IMAGE, image_name
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -26,6 +27,9 @@ class ClusterSettings:
     gcp_key_secret: str = ""  # a Kubernetes secret with a service-account key; empty means Workload Identity
     image_registry: str = DEFAULT_REGISTRY  # where the task images are pulled from
     gpu_step_image: str = "trainer"  # the image kind of the GPU steps; "cpu" on a machine without GPUs
+    # Scale-out, fixed when the pipeline is compiled since it shapes the DAG and the GPU requests:
+    teacher_shards: int = 1  # teacher_shard tasks computing the teacher's logits side by side; 1: teacher_eval alone
+    nproc: int = 1  # processes of the distill step under torchrun, one GPU each, on one node
 
 
 SETTINGS = ClusterSettings()
@@ -54,6 +58,9 @@ def apply_cluster_settings() -> None:
 def with_settings(pipeline: GraphComponent, **settings) -> GraphComponent:
     """The pipeline built again with these SETTINGS changed, so that every task gets them; SETTINGS stay as they were."""
     global SETTINGS
+    for name in ("teacher_shards", "nproc"):
+        if settings.get(name, 1) < 1:
+            raise KdflowInputError(f"{name}={settings[name]} must be at least 1.")
     default = SETTINGS
     SETTINGS = dataclasses.replace(default, **settings)
     try:

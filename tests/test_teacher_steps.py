@@ -90,3 +90,42 @@ def test_teacher_check_refuses_a_teacher_with_another_vocabulary(tmp_path, prepa
         teacher_dir)
     with pytest.raises(KdflowInputError, match="vocabulary"):
         teacher_check.run(data_dir=str(prepared_data_dir), teacher=teacher_dir)
+
+
+def test_logits_of_three_shards_merged_equal_the_single_tasks_row_for_row(tmp_path, prepared_data_dir, teacher_dir):
+    from kdflow.components.merge_logits import task as merge_logits
+    from kdflow.components.teacher_shard import task as teacher_shard
+
+    teacher_eval.run(data_dir=str(prepared_data_dir), teacher=teacher_dir, logits_dir=str(tmp_path / "single"),
+                     batch_size=7)
+    shard_dirs = [str(tmp_path / f"shard-{index}") for index in range(3)]
+    for index, folder in enumerate(shard_dirs):
+        teacher_shard.run(data_dir=str(prepared_data_dir), teacher=teacher_dir, shard=index, shards=3,
+                          logits_dir=folder, batch_size=7)
+    # Collected artifacts come in no promised order: the merge must go by the shards' indices.
+    merge_logits.run(shard_dirs=shard_dirs[::-1], logits_dir=str(tmp_path / "merged"))
+    single, merged = datasets.load_from_disk(str(tmp_path / "single")), datasets.load_from_disk(str(tmp_path / "merged"))
+    for split in ("train", "validation"):  # 96 and 32 rows: the validation shards differ in size (10, 11, 11)
+        assert len(merged[split]) == len(single[split])
+        np.testing.assert_allclose(np.array(merged[split]["teacher_logits"]), np.array(single[split]["teacher_logits"]),
+                                   atol=1e-5)
+
+
+def test_merge_refuses_a_missing_shard(tmp_path, prepared_data_dir, teacher_dir):
+    from kdflow.components.merge_logits import task as merge_logits
+    from kdflow.components.teacher_shard import task as teacher_shard
+
+    for index in (0, 2):
+        teacher_shard.run(data_dir=str(prepared_data_dir), teacher=teacher_dir, shard=index, shards=3,
+                          logits_dir=str(tmp_path / f"shard-{index}"))
+    with pytest.raises(KdflowInputError, match=r"indices \[0, 2\]"):
+        merge_logits.run(shard_dirs=[str(tmp_path / "shard-0"), str(tmp_path / "shard-2")],
+                         logits_dir=str(tmp_path / "merged"))
+    assert not (tmp_path / "merged").exists()
+
+
+def test_teacher_eval_without_cache_logits_writes_no_logits(tmp_path, prepared_data_dir, teacher_dir):
+    metrics = teacher_eval.run(data_dir=str(prepared_data_dir), teacher=teacher_dir, logits_dir=str(tmp_path / "l"),
+                               cache_logits=False)
+    assert not (tmp_path / "l").exists()
+    assert 0.0 <= metrics["accuracy"] <= 1.0

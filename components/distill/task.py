@@ -4,11 +4,19 @@ Run as a KFP component (component.py) or directly:
 
     python -m kdflow.components.distill.task --data DATA_DIR --teacher-logits LOGITS_DIR \
         --teacher TEACHER_URI --student from_teacher --output STUDENT_DIR --curves curves.html
+
+With `--nproc N` it starts itself in N processes under torchrun (DDP: NCCL on GPUs, one GPU each; gloo on CPU).
+Under a torchrun started elsewhere (several nodes, see the README's "Several nodes") it runs as the process it
+is. `--batch-size` is the global batch of an optimizer step (before gradient accumulation), split evenly across
+the processes, so a run takes the same steps with any number of them; only the first process (rank 0) writes.
 """
 
 import argparse
 import json
 import logging
+import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -38,6 +46,7 @@ def run(*, data_dir: str, teacher_logits_dir: str, teacher: str, student: str, o
     from transformers import set_seed
 
     check_distillation_hyperparameters(temperature, alpha, distill_mode)
+    check_processes(batch_size, int(os.environ.get("WORLD_SIZE", 1)))
     set_seed(seed)
     data = load_prepared(data_dir)
     teacher_model = None
@@ -59,6 +68,8 @@ def run(*, data_dir: str, teacher_logits_dir: str, teacher: str, student: str, o
     with tempfile.TemporaryDirectory(prefix="kdflow-distill-") as scratch:
         args = DistillationArguments(
             temperature=temperature, alpha=alpha,
+            # batch_size is the global batch: each of several processes takes its share of every batch.
+            accelerator_config={"split_batches": True},
             **trainer_settings(
                 output_dir=scratch, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                 precision=precision, train_rows=len(train), gradient_accumulation_steps=gradient_accumulation_steps,
@@ -72,6 +83,8 @@ def run(*, data_dir: str, teacher_logits_dir: str, teacher: str, student: str, o
         )
         result = trainer.train()
         figures = {**result.metrics, **trainer.evaluate()}
+        if not trainer.is_world_process_zero():
+            return figures
         trainer.save_model(scratch + "/student")
         Path(scratch, "student", TRAINING_LOG).write_text(json.dumps(trainer.state.log_history, indent=1))
         # Where the student came from, for its model card.
@@ -85,6 +98,42 @@ def run(*, data_dir: str, teacher_logits_dir: str, teacher: str, student: str, o
         move_into(Path(scratch, "student"), Path(output_dir))
     Path(curves_path).write_text(curves_html(trainer.state.log_history, "Distillation losses"))
     return figures
+
+
+def launch(nproc: int = 1, **arguments) -> dict | None:
+    """`run(**arguments)` in this process, or in `nproc` processes on this node under torchrun.
+
+    Returns run's figures when it ran here; the processes print theirs in their log.
+    """
+    if nproc < 1:
+        raise KdflowInputError(f"nproc={nproc} must be at least 1.")
+    if nproc == 1:
+        return run(**arguments)
+    # The checks a process would make, made once here so a mistake reads as one sentence, not nproc tracebacks.
+    check_distillation_hyperparameters(arguments.get("temperature", 2.0), arguments.get("alpha", 0.5),
+                                       arguments.get("distill_mode", "cached"))
+    check_processes(arguments.get("batch_size", 8), nproc)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "kdflow.components.distill.task", *command_line(arguments)]
+    subprocess.run(command, check=True)
+    return None
+
+
+def check_processes(batch_size: int, processes: int) -> None:
+    if batch_size % processes:
+        raise KdflowInputError(f"batch_size={batch_size} does not split evenly across {processes} processes: it is "
+                               f"the global batch of a step, so make it a multiple of {processes}.")
+
+
+# run()'s arguments whose command-line flag is not the argument's name with dashes.
+FLAGS = {"data_dir": "--data", "teacher_logits_dir": "--teacher-logits", "output_dir": "--output",
+         "curves_path": "--curves"}
+
+
+def command_line(arguments: dict) -> list[str]:
+    """run()'s keyword arguments as the flags of main()."""
+    return [part for name, value in arguments.items()
+            for part in (FLAGS.get(name, "--" + name.replace("_", "-")), str(value))]
 
 
 def build_student(student: str, data, teacher_model, student_layers: int):
@@ -129,16 +178,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="processes on this node under torchrun, one GPU each (gloo on CPU); global batch unchanged")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    figures = run(
+    figures = launch(
+        nproc=args.nproc,
         data_dir=args.data, teacher_logits_dir=args.teacher_logits, teacher=args.teacher, student=args.student,
         output_dir=args.output, curves_path=args.curves, student_layers=args.student_layers,
         distill_mode=args.distill_mode, temperature=args.temperature, alpha=args.alpha, epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.learning_rate,
         gradient_accumulation_steps=args.gradient_accumulation_steps, precision=args.precision, seed=args.seed,
     )
-    print(json.dumps(figures, indent=2))
+    if figures is not None:
+        print(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":
