@@ -160,7 +160,7 @@ def retokenize_for_student(split, tokenizer, max_length: int):
     return retokenize(renamed, tokenizer, max_length)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="prepared-data folder (data_prep output)")
     parser.add_argument("--teacher-logits", default="", help="teacher logits folder (teacher_eval output)")
@@ -180,7 +180,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--nproc", type=int, default=1,
                         help="processes on this node under torchrun, one GPU each (gloo on CPU); global batch unchanged")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     figures = launch(
         nproc=args.nproc,
