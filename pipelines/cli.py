@@ -25,6 +25,7 @@ from pathlib import Path
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.images import DEFAULT_REGISTRY, IMAGE_KINDS, check_registry
 from kdflow.components.common.summary import score_rows
+from kdflow.components.distill.hyperparameters import check_processes
 
 from . import cluster, containers, image_build, presets
 
@@ -98,12 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
     """Settings that shape the DAG and its GPU requests, so they are fixed when the pipeline is built."""
-    parser.add_argument("--teacher-shards", type=int, default=1, metavar="N",
+    parser.add_argument("--teacher-shards", type=at_least_one, default=1, metavar="N",
                         help="compute the teacher's logits on the training data in N parallel tasks, one GPU each, "
                              "merged in row order (default 1: within teacher_eval)")
-    parser.add_argument("--nproc", type=int, default=1, metavar="N",
+    parser.add_argument("--nproc", type=at_least_one, default=1, metavar="N",
                         help="run distill in N processes under torchrun on one node, requesting N GPUs; batch_size "
                              "stays the global batch (default 1)")
+
+
+def at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
 
 
 def scale_settings(args) -> dict:
@@ -115,6 +123,7 @@ def run_command(args) -> int:
     if args.publish_uri:
         overrides["publish_uri"] = args.publish_uri
     parameters = presets.resolve(args.preset, overrides, args.data)
+    check_processes(parameters["batch_size"], args.nproc)
     if args.runner == "docker":
         parameters = containers.with_absolute_local_paths(parameters)
     if parameters["publish_uri"] and not parameters["model_version"]:

@@ -14,7 +14,6 @@ from kfp import dsl, kubernetes
 from kfp.dsl import PipelineTask, pipeline_context
 from kfp.dsl.graph_component import GraphComponent
 
-from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.images import DEFAULT_REGISTRY, RUNTIME_IMAGE, TRAINER_IMAGE, image_name
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -58,9 +57,6 @@ def apply_cluster_settings() -> None:
 def with_settings(pipeline: GraphComponent, **settings) -> GraphComponent:
     """The pipeline built again with these SETTINGS changed, so that every task gets them; SETTINGS stay as they were."""
     global SETTINGS
-    for name in ("teacher_shards", "nproc"):
-        if settings.get(name, 1) < 1:
-            raise KdflowInputError(f"{name}={settings[name]} must be at least 1.")
     default = SETTINGS
     SETTINGS = dataclasses.replace(default, **settings)
     try:

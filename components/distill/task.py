@@ -26,7 +26,7 @@ from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.storage import move_into
 from kdflow.components.common.training import TRAINING_LOG, curves_html, trainer_settings
 
-from .hyperparameters import MODES, check_distillation_hyperparameters
+from .hyperparameters import MODES, check_distillation_hyperparameters, check_processes
 from .trainer import (
     TEACHER_INPUT_PREFIX, TEACHER_LOGITS, DistillationArguments, DistillationCollator, DistillationTrainer,
 )
@@ -117,12 +117,6 @@ def launch(nproc: int = 1, **arguments) -> dict | None:
                "-m", "kdflow.components.distill.task", *command_line(arguments)]
     subprocess.run(command, check=True)
     return None
-
-
-def check_processes(batch_size: int, processes: int) -> None:
-    if batch_size % processes:
-        raise KdflowInputError(f"batch_size={batch_size} does not split evenly across {processes} processes: it is "
-                               f"the global batch of a step, so make it a multiple of {processes}.")
 
 
 # run()'s arguments whose command-line flag is not the argument's name with dashes.
