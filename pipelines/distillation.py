@@ -15,7 +15,8 @@ T = 2, alpha = 0.5, 2 epochs, batch 8), so the compiled YAML runs the recipe unl
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import HTML, Markdown, Metrics, Model
+from kfp.dsl import HTML, Dataset, Markdown, Metrics, Model, pipeline_context
+from kfp.dsl.graph_component import GraphComponent
 
 from kdflow.components.data_prep.component import data_prep
 from kdflow.components.distill.component import distill
@@ -45,6 +46,29 @@ Outputs = NamedTuple(
     onnx_metrics=Metrics,
     summary=str,
 )
+
+
+def sharded_teacher_logits(shards: int) -> GraphComponent:
+    """A sub-pipeline: the teacher's logits in `shards` teacher_shard tasks side by side, merged in row order.
+
+    A sub-pipeline so that its loop reads the teacher's URI as an input of its own: kfp.local 2.17 gives the tasks of
+    a loop the loop item in place of any value that comes from another task's output, as the URI does.
+    """
+
+    def sharded(data: Dataset, teacher: str) -> Dataset:
+        with dsl.ParallelFor(list(range(shards))) as shard:
+            logits = on_gpu(teacher_shard(data=data, teacher=teacher, shard=shard, shards=shards))
+        merged = merge_logits(shards=dsl.Collected(logits.outputs["teacher_logits"]))
+        apply_cluster_settings()
+        return merged.outputs["teacher_logits"]
+
+    # KFP defines one pipeline at a time, and this one is defined while the main pipeline is.
+    outer = pipeline_context.Pipeline.get_default_pipeline()
+    pipeline_context.Pipeline._default_pipeline = None
+    try:
+        return dsl.pipeline(name="sharded-teacher-logits")(sharded)
+    finally:
+        pipeline_context.Pipeline._default_pipeline = outer
 
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Distills a fine-tuned text classifier into a smaller student, "
@@ -107,9 +131,7 @@ def distillation_pipeline(
     evaluated_teacher = on_gpu(teacher_eval(data=data, teacher=teacher_uri, cache_logits=shards == 1))
     teacher_logits = evaluated_teacher.outputs["teacher_logits"]
     if shards > 1:  # the teacher's logits on the training data, side by side, merged back in row order
-        with dsl.ParallelFor(list(range(shards))) as shard:
-            sharded = on_gpu(teacher_shard(data=data, teacher=teacher_uri, shard=shard, shards=shards))
-        teacher_logits = merge_logits(shards=dsl.Collected(sharded.outputs["teacher_logits"])).outputs["teacher_logits"]
+        teacher_logits = sharded_teacher_logits(shards)(data=data, teacher=teacher_uri).output
 
     nproc = platform.SETTINGS.nproc
     training = dict(

@@ -48,6 +48,8 @@ def apply_cluster_settings() -> None:
     images = {RUNTIME_IMAGE: image_name("cpu", SETTINGS.image_registry),
               TRAINER_IMAGE: image_name(SETTINGS.gpu_step_image, SETTINGS.image_registry)}
     for task in pipeline_context.Pipeline.get_default_pipeline().tasks.values():
+        if task.container_spec is None:
+            continue  # a sub-pipeline, whose tasks got the settings when it was defined
         task.set_container_image(images[task.container_spec.image])
         if SETTINGS.gcp_key_secret:
             kubernetes.use_secret_as_volume(task, secret_name=SETTINGS.gcp_key_secret, mount_path=KEY_MOUNT_PATH)

@@ -136,13 +136,16 @@ def test_nproc_at_compile_time_requests_that_many_gpus_for_distill(tmp_path):
 def test_teacher_shards_at_compile_time_fan_out_in_a_parallel_for_and_merge(tmp_path):
     spec = yaml.safe_load(compile_to(tmp_path / "p.yaml", "--teacher-shards", "3"))
     root = spec["root"]["dag"]["tasks"]
-    [loop] = [task for task in root.values() if "parameterIterator" in task]
+    sharded = spec["components"]["comp-sharded-teacher-logits"]["dag"]
+    [loop] = [task for task in sharded["tasks"].values() if "parameterIterator" in task]
     assert json.loads(loop["parameterIterator"]["items"]["raw"]) == [0, 1, 2]
     inner = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
     assert inner["teacher-shard"]["inputs"]["parameters"]["shards"]["runtimeValue"]["constant"] == 3
     gpus = gpu_counts(spec)
     assert gpus["exec-teacher-shard"] == "1" and gpus["exec-merge-logits"] is None
     # distill reads the merged logits; teacher_eval only evaluates.
+    [merged] = sharded["outputs"]["artifacts"].values()
+    assert merged["artifactSelectors"][0]["producerSubtask"] == "merge-logits"
     assert root["distill"]["inputs"]["artifacts"]["teacher_logits"]["taskOutputArtifact"]["producerTask"] == \
-        "merge-logits"
+        "sharded-teacher-logits"
     assert root["teacher-eval"]["inputs"]["parameters"]["cache_logits"]["runtimeValue"]["constant"] is False
