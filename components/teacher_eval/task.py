@@ -6,6 +6,7 @@
 
 import argparse
 import json
+from pathlib import Path
 
 from kdflow.components.common import models
 from kdflow.components.common.data import load_prepared
@@ -14,13 +15,15 @@ from kdflow.components.common.metrics import write_metrics_file
 
 # Splits whose logits the distill step reads: train to learn from, validation for its evaluation loss.
 LOGIT_SPLITS = ("train", "validation")
+NOT_HERE = "README.txt"  # what the logits folder holds when teacher_shard steps compute the logits
 
 
 def run(*, data_dir: str, teacher: str, logits_dir: str, batch_size: int = 64, cache_logits: bool = True) -> dict:
     """Evaluates `teacher` on the test split and stores its logits, row-aligned, in `logits_dir`.
 
     The logits are a DatasetDict with one float column `teacher_logits` per split, in the splits' row order.
-    With `cache_logits` false nothing is written there: the teacher_shard steps compute the logits instead.
+    With `cache_logits` false the teacher_shard steps compute the logits instead, and `logits_dir` holds only a
+    note that says so (a cluster's launcher uploads every output folder, so it must exist).
     Returns the test metrics.
     """
     data = load_prepared(data_dir)
@@ -30,6 +33,9 @@ def run(*, data_dir: str, teacher: str, logits_dir: str, batch_size: int = 64, c
                    latency_ms=latencies_ms(torch_runner(model), data.splits["test"], data.tokenizer))
     if cache_logits:
         teacher_logits(model, data, batch_size).save_to_disk(logits_dir)
+    else:
+        Path(logits_dir).mkdir(parents=True, exist_ok=True)
+        Path(logits_dir, NOT_HERE).write_text("The teacher_shard steps computed the logits; merge_logits joined them.\n")
     return {**metrics, "label_names": data.info["label_names"]}
 
 
