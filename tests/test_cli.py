@@ -77,6 +77,7 @@ def test_the_quality_report_compares_every_model(smoke_output, smoke_summary):
     (["--preset", "imdb"], "needs a teacher"),
     (["--preset", "minilm"], "The minilm preset needs --data"),
     (["--set", "truncation_side=middle"], "truncation_side='middle'"),
+    (["--nproc", "3"], "batch_size=32 does not split evenly across 3 processes"),
 ])
 def test_bad_parameters_stop_before_the_pipeline_starts(tmp_path, capsys, arguments, needle):
     assert main(["run", "--output", str(tmp_path / "out"), *arguments]) == 2
@@ -92,3 +93,4 @@ def test_a_data_error_inside_the_pipeline_is_reported_in_one_sentence(tmp_path, 
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert "text_column" in error and "review" in error
     assert not (output / "summary.json").exists()
+
