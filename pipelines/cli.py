@@ -147,7 +147,8 @@ def run_command(args) -> int:
     return 0
 
 
-def run_locally(parameters: dict, pipeline_root: Path, runner: str = "subprocess", settings: dict | None = None) -> dict:
+def run_locally(parameters: dict, pipeline_root: Path, runner: str = "subprocess",
+                settings: dict | None = None) -> dict:
     """Runs the pipeline with kfp.local, its steps in this interpreter or in containers; returns its outputs by name.
 
     `settings`: platform settings the pipeline is built with (teacher_shards, nproc).

@@ -104,7 +104,8 @@ def test_logits_of_three_shards_merged_equal_the_single_tasks_row_for_row(tmp_pa
                           logits_dir=folder, batch_size=7)
     # Collected artifacts come in no promised order: the merge must go by the shards' indices.
     merge_logits.run(shard_dirs=shard_dirs[::-1], logits_dir=str(tmp_path / "merged"))
-    single, merged = datasets.load_from_disk(str(tmp_path / "single")), datasets.load_from_disk(str(tmp_path / "merged"))
+    single = datasets.load_from_disk(str(tmp_path / "single"))
+    merged = datasets.load_from_disk(str(tmp_path / "merged"))
     for split in ("train", "validation"):  # 96 and 32 rows: the validation shards differ in size (10, 11, 11)
         assert len(merged[split]) == len(single[split])
         np.testing.assert_allclose(np.array(merged[split]["teacher_logits"]), np.array(single[split]["teacher_logits"]),

@@ -173,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--nproc", type=int, default=1,
-                        help="processes on this node under torchrun, one GPU each (gloo on CPU); global batch unchanged")
+                        help="processes on this node under torchrun, one GPU each (gloo on CPU); "
+                             "--batch-size stays the global batch")
     return parser
 
 

@@ -31,7 +31,7 @@ def teacher_eval(
         cache_logits: Compute the logits on the training data here; false when teacher_shard steps compute them.
 
     Returns:
-        teacher_logits: The teacher's logits on the train and validation splits, one row per data row, in order (only a note saying where they are without cache_logits).
+        teacher_logits: The teacher's logits on the train and validation splits, one row per data row, in order (without cache_logits: a note).
         teacher_metrics: Test accuracy, macro F1 and confusion matrix (also as JSON at the artifact's path).
         teacher_confusion: The test confusion matrix, drawn by the KFP UI.
     """

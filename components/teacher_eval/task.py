@@ -35,7 +35,7 @@ def run(*, data_dir: str, teacher: str, logits_dir: str, batch_size: int = 64, c
         teacher_logits(model, data, batch_size).save_to_disk(logits_dir)
     else:
         Path(logits_dir).mkdir(parents=True, exist_ok=True)
-        Path(logits_dir, NOT_HERE).write_text("The teacher_shard steps computed the logits; merge_logits joined them.\n")
+        Path(logits_dir, NOT_HERE).write_text("teacher_shard steps computed the logits.\n")
     return {**metrics, "label_names": data.info["label_names"]}
 
 

@@ -32,9 +32,10 @@ def run(*, data_dir: str, teacher: str, shard: int, shards: int, logits_dir: str
     data = load_prepared(data_dir)
     smallest = min(len(data.splits[name]) for name in LOGIT_SPLITS)
     if shards > smallest:
-        raise KdflowInputError(f"teacher_shards={shards} is more than the {smallest} rows of a split: use fewer shards.")
+        raise KdflowInputError(f"teacher_shards={shards} is more than the {smallest} rows of a split: use fewer.")
     model = models.load_classifier(teacher, data.num_labels, fine_tuned=True)
-    teacher_logits(model, data, batch_size, rows=lambda length: shard_rows(length, shard, shards)).save_to_disk(logits_dir)
+    logits = teacher_logits(model, data, batch_size, rows=lambda length: shard_rows(length, shard, shards))
+    logits.save_to_disk(logits_dir)
     Path(logits_dir, SHARD_INFO).write_text(json.dumps({"shard": shard, "shards": shards}))
 
 
