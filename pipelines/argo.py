@@ -128,6 +128,9 @@ class WorkflowBuilder:
 
     def collect(self, dag: Dag, conditions: list[tuple[dict, Dag]], dependencies: list[str]) -> None:
         for name, task in dag.tasks().items():
+            if "parameterIterator" in task or "artifactIterator" in task:
+                raise KdflowInputError(f"the Argo target cannot translate the dsl.ParallelFor of {name}: compile the "
+                                       "pipeline for Argo without one.")
             component = self.spec["components"][task["componentRef"]["name"]]
             inner_conditions = conditions + ([(task, dag)] if "triggerPolicy" in task else [])
             inner_dependencies = dependencies + task.get("dependentTasks", [])

@@ -26,6 +26,7 @@ from kdflow.components.common import storage
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.images import DEFAULT_REGISTRY, IMAGE_KINDS, check_registry
 from kdflow.components.common.summary import score_rows
+from kdflow.components.distill.hyperparameters import check_processes
 
 from . import cluster, containers, image_build, presets
 
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--runner", choices=("subprocess", "docker"), default="subprocess",
                      help="subprocess: every step in this Python environment (default); docker: every step in its "
                           "container image, through Docker or podman's Docker API socket (DOCKER_HOST)")
+    add_scale_arguments(run)
     run.set_defaults(command=run_command)
 
     compile_ = commands.add_parser("compile", help="compile the pipeline to KFP YAML or Argo Workflows resources")
@@ -73,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "(default: the pod's service account, through Workload Identity)")
     compile_.add_argument("--image-registry", default=DEFAULT_REGISTRY,
                           help=f"registry of the task images, REGISTRY/kdflow-KIND:VERSION (default {DEFAULT_REGISTRY})")
+    add_scale_arguments(compile_)
     compile_.set_defaults(command=compile_command)
 
     cluster.add_submit_arguments(commands.add_parser(
@@ -95,11 +98,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
+    """Settings that shape the DAG and its GPU requests, so they are fixed when the pipeline is built."""
+    parser.add_argument("--teacher-shards", type=at_least_one, default=1, metavar="N",
+                        help="compute the teacher's logits on the training data in N parallel tasks, one GPU each, "
+                             "merged in row order (default 1: within teacher_eval)")
+    parser.add_argument("--nproc", type=at_least_one, default=1, metavar="N",
+                        help="run distill in N processes under torchrun on one node, requesting N GPUs; batch_size "
+                             "stays the global batch (default 1)")
+
+
+def at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
+def scale_settings(args) -> dict:
+    return {"teacher_shards": args.teacher_shards, "nproc": args.nproc}
+
+
 def run_command(args) -> int:
     overrides = presets.parse_overrides(args.overrides)
     if args.publish_uri:
         overrides["publish_uri"] = args.publish_uri
     parameters = presets.resolve(args.preset, overrides, args.data)
+    check_processes(parameters["batch_size"], args.nproc)
     for destination in ("publish_uri", "checkpoint_uri"):
         if parameters[destination]:
             # Here and not in presets.check: kdflow submit's machine need not have the cluster's write access.
@@ -115,7 +140,7 @@ def run_command(args) -> int:
     for stale in (summary_path, report_path):  # a previous run's results must not pass for this run's
         stale.unlink(missing_ok=True)
     started = time.monotonic()
-    outputs = run_locally(parameters, output / "pipeline_root", args.runner)
+    outputs = run_locally(parameters, output / "pipeline_root", args.runner, scale_settings(args))
     summary = summary_of_run(outputs, parameters, args.preset, time.monotonic() - started)
     if parameters["publish_uri"]:
         summary["publish"] = publish_decision(parameters)
@@ -127,17 +152,23 @@ def run_command(args) -> int:
     return 0
 
 
-def run_locally(parameters: dict, pipeline_root: Path, runner: str = "subprocess") -> dict:
-    """Runs the pipeline with kfp.local, its steps in this interpreter or in containers; returns its outputs by name."""
+def run_locally(parameters: dict, pipeline_root: Path, runner: str = "subprocess",
+                settings: dict | None = None) -> dict:
+    """Runs the pipeline with kfp.local, its steps in this interpreter or in containers; returns its outputs by name.
+
+    `settings`: platform settings the pipeline is built with (teacher_shards, nproc).
+    """
     import kfp.local
 
+    from . import platform
     from .distillation import distillation_pipeline
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if runner == "docker":
-        pipeline, task_runner = containers.pipeline_and_runner(distillation_pipeline, parameters)
+        pipeline, task_runner = containers.pipeline_and_runner(distillation_pipeline, parameters, settings or {})
     else:
-        pipeline, task_runner = distillation_pipeline, kfp.local.SubprocessRunner(use_venv=False)
+        pipeline = platform.with_settings(distillation_pipeline, **(settings or {}))
+        task_runner = kfp.local.SubprocessRunner(use_venv=False)
     kfp.local.init(runner=task_runner, pipeline_root=str(pipeline_root))
     log = Tee(sys.stdout)
     try:
@@ -214,7 +245,7 @@ def compile_command(args) -> int:
 
     check_registry(args.image_registry, "--image-registry")
     pipeline = platform.with_settings(distillation_pipeline, gcp_key_secret=args.gcp_key_secret,
-                                      image_registry=args.image_registry)
+                                      image_registry=args.image_registry, **scale_settings(args))
     compiler.Compiler().compile(pipeline, package_path=args.output)
     print(f"compiled pipeline: {args.output}")
     return 0
@@ -229,8 +260,13 @@ def compile_argo(args) -> int:
             "--gcp-key-secret is for the KFP target: on Argo, steps and the GCS artifact repository take their "
             "credentials from the workflow's service account (e.g. argo submit --serviceaccount NAME)."
         )
+    if args.teacher_shards > 1:
+        raise KdflowInputError(
+            "--teacher-shards is for the KFP target: Argo has no step that collects the artifacts of a loop's "
+            "tasks, which merging the shards needs; compile for Argo without it (teacher_eval computes the logits)."
+        )
     check_registry(args.image_registry, "--image-registry")
-    pipeline = platform.with_settings(distillation_pipeline, image_registry=args.image_registry)
+    pipeline = platform.with_settings(distillation_pipeline, image_registry=args.image_registry, nproc=args.nproc)
     if args.cron:
         document, output = argo.cron_workflow(args.cron, pipeline), args.output or "distillation-argo-cron.yaml"
     else:

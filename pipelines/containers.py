@@ -39,10 +39,12 @@ def with_absolute_local_paths(parameters: dict) -> dict:
     return resolved
 
 
-def pipeline_and_runner(pipeline: GraphComponent, parameters: dict) -> tuple[GraphComponent, kfp.local.DockerRunner]:
+def pipeline_and_runner(pipeline: GraphComponent, parameters: dict,
+                        settings: dict) -> tuple[GraphComponent, kfp.local.DockerRunner]:
     """The pipeline with the images this host can run, and a DockerRunner that mounts what the steps read and write.
 
-    Checks the engine and the images before any step starts.
+    `settings` are further platform settings to build the pipeline with (teacher_shards, nproc). Checks the engine
+    and the images before any step starts.
     """
     client = docker_client()
     gpus = host_has_gpus()
@@ -56,7 +58,7 @@ def pipeline_and_runner(pipeline: GraphComponent, parameters: dict) -> tuple[Gra
     # 13332), so a step that failed fast passed; this keeps each container until its status is read.
     docker_task_handler.run_docker_container = run_container
     runner = kfp.local.DockerRunner(**container_run_args(parameters, gpus))
-    return platform.with_settings(pipeline, gpu_step_image=gpu_step_image), runner
+    return platform.with_settings(pipeline, gpu_step_image=gpu_step_image, **settings), runner
 
 
 def docker_client():

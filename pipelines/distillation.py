@@ -4,6 +4,10 @@
                                                                                  -> onnx_export ──┴─> publish
                                     (baseline: compare_baseline set; publish: gate passed, publish_uri set)
 
+Compiled with `--teacher-shards N` (N > 1), the teacher's logits on the training data come from N teacher_shard
+tasks side by side (dsl.ParallelFor) merged in row order by merge_logits, and teacher_eval only evaluates; with
+`--nproc N`, distill runs in N processes under torchrun and requests N GPUs.
+
 Parameter defaults are the `imdb` preset: the notebook recipe (BERT teacher -> DistilBERT student on IMDb,
 T = 2, alpha = 0.5, 2 epochs, batch 8), so the compiled YAML runs the recipe unless told otherwise.
 """
@@ -11,18 +15,22 @@ T = 2, alpha = 0.5, 2 epochs, batch 8), so the compiled YAML runs the recipe unl
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import HTML, Markdown, Metrics, Model
+from kfp.dsl import HTML, Dataset, Markdown, Metrics, Model, pipeline_context
+from kfp.dsl.graph_component import GraphComponent
 
 from kdflow.components.data_prep.component import data_prep
 from kdflow.components.distill.component import distill
+from kdflow.components.merge_logits.component import merge_logits
 from kdflow.components.onnx_export.component import onnx_export
 from kdflow.components.publish.component import publish
 from kdflow.components.report.component import report
 from kdflow.components.student_eval.component import student_eval
 from kdflow.components.teacher_check.component import teacher_check
 from kdflow.components.teacher_eval.component import teacher_eval
+from kdflow.components.teacher_shard.component import teacher_shard
 from kdflow.components.teacher_train.component import teacher_train
 
+from . import platform
 from .platform import apply_cluster_settings, on_gpu
 
 PIPELINE_NAME = "kdflow-distillation"
@@ -38,6 +46,29 @@ Outputs = NamedTuple(
     onnx_metrics=Metrics,
     summary=str,
 )
+
+
+def sharded_teacher_logits(shards: int) -> GraphComponent:
+    """A sub-pipeline: the teacher's logits in `shards` teacher_shard tasks side by side, merged in row order.
+
+    A sub-pipeline so that its loop reads the teacher's URI as an input of its own: kfp.local 2.17 gives the tasks of
+    a loop the loop item in place of any value that comes from another task's output, as the URI does.
+    """
+
+    def sharded(data: Dataset, teacher: str) -> Dataset:
+        with dsl.ParallelFor(list(range(shards))) as shard:
+            logits = on_gpu(teacher_shard(data=data, teacher=teacher, shard=shard, shards=shards))
+        merged = merge_logits(shards=dsl.Collected(logits.outputs["teacher_logits"]))
+        apply_cluster_settings()
+        return merged.outputs["teacher_logits"]
+
+    # KFP defines one pipeline at a time, and this one is defined while the main pipeline is.
+    outer = pipeline_context.Pipeline.get_default_pipeline()
+    pipeline_context.Pipeline._default_pipeline = None
+    try:
+        return dsl.pipeline(name="sharded-teacher-logits")(sharded)
+    finally:
+        pipeline_context.Pipeline._default_pipeline = outer
 
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Distills a fine-tuned text classifier into a smaller student, "
@@ -99,16 +130,21 @@ def distillation_pipeline(
         checked = teacher_check(data=data, teacher=teacher)
     teacher_uri = dsl.OneOf(trained.outputs["Output"], checked.output)
 
-    evaluated_teacher = on_gpu(teacher_eval(data=data, teacher=teacher_uri))
+    shards = platform.SETTINGS.teacher_shards
+    evaluated_teacher = on_gpu(teacher_eval(data=data, teacher=teacher_uri, cache_logits=shards == 1))
+    teacher_logits = evaluated_teacher.outputs["teacher_logits"]
+    if shards > 1:  # the teacher's logits on the training data, side by side, merged back in row order
+        teacher_logits = sharded_teacher_logits(shards)(data=data, teacher=teacher_uri).output
 
+    nproc = platform.SETTINGS.nproc
     training = dict(
-        data=data, teacher_logits=evaluated_teacher.outputs["teacher_logits"], teacher=teacher_uri,
+        data=data, teacher_logits=teacher_logits, teacher=teacher_uri, nproc=nproc,
         student_spec=student, student_layers=student_layers, distill_mode=distill_mode, temperature=temperature,
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         gradient_accumulation_steps=gradient_accumulation_steps, precision=precision, seed=seed,
         checkpoint_steps=checkpoint_steps, checkpoint_uri=checkpoint_uri,
     )
-    distilled = on_gpu(distill(alpha=alpha, **training))
+    distilled = on_gpu(distill(alpha=alpha, **training), nproc)
 
     evaluated_student = student_eval(
         data=data, student=distilled.outputs["student"], teacher_metrics=evaluated_teacher.outputs["teacher_metrics"],
@@ -124,7 +160,7 @@ def distillation_pipeline(
     )
     # The same student, data and budget on the hard labels alone (alpha 1): what the teacher adds.
     with dsl.If(compare_baseline == True):  # noqa: E712
-        baseline = on_gpu(distill(alpha=1.0, **training)).set_display_name("baseline")
+        baseline = on_gpu(distill(alpha=1.0, **training), nproc).set_display_name("baseline")
         evaluated_baseline = student_eval(
             data=data, student=baseline.outputs["student"],
             teacher_metrics=evaluated_teacher.outputs["teacher_metrics"], min_retention=min_retention,

@@ -26,6 +26,9 @@ class ClusterSettings:
     gcp_key_secret: str = ""  # a Kubernetes secret with a service-account key; empty means Workload Identity
     image_registry: str = DEFAULT_REGISTRY  # where the task images are pulled from
     gpu_step_image: str = "trainer"  # the image kind of the GPU steps; "cpu" on a machine without GPUs
+    # Scale-out, fixed when the pipeline is compiled since it shapes the DAG and the GPU requests:
+    teacher_shards: int = 1  # teacher_shard tasks computing the teacher's logits side by side; 1: teacher_eval alone
+    nproc: int = 1  # processes of the distill step under torchrun, one GPU each, on one node
 
 
 SETTINGS = ClusterSettings()
@@ -45,6 +48,8 @@ def apply_cluster_settings() -> None:
     images = {RUNTIME_IMAGE: image_name("cpu", SETTINGS.image_registry),
               TRAINER_IMAGE: image_name(SETTINGS.gpu_step_image, SETTINGS.image_registry)}
     for task in pipeline_context.Pipeline.get_default_pipeline().tasks.values():
+        if task.container_spec is None:
+            continue  # a sub-pipeline, whose tasks got the settings when it was defined
         task.set_container_image(images[task.container_spec.image])
         if SETTINGS.gcp_key_secret:
             kubernetes.use_secret_as_volume(task, secret_name=SETTINGS.gcp_key_secret, mount_path=KEY_MOUNT_PATH)

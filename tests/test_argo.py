@@ -128,6 +128,7 @@ def test_cron_runs_the_template_weekly_one_run_at_a_time():
     (("--cron", "0 0 3 * * *"), "has 6 fields: Argo cron has five"),
     (("--cron", "weekly"), "has 1 fields"),
     (("--gcp-key-secret", "kdflow-gcp-key"), "--gcp-key-secret is for the KFP target"),
+    (("--teacher-shards", "2"), "--teacher-shards is for the KFP target"),
 ])
 def test_bad_argo_options_are_refused_in_one_sentence(tmp_path, options, needle):
     result = compile_argo(tmp_path / "out.yaml", *options)
@@ -151,6 +152,28 @@ def test_a_condition_the_target_cannot_translate_is_refused():
 
     with pytest.raises(ValueError, match="strings and booleans only"):
         argo.workflow_template(pipeline)
+
+
+def test_a_parallel_for_is_refused_by_name():
+    from kdflow.pipelines import argo, platform
+    from kdflow.pipelines.distillation import distillation_pipeline
+
+    with pytest.raises(presets.KdflowInputError, match="cannot translate the dsl.ParallelFor"):
+        argo.workflow_template(platform.with_settings(distillation_pipeline, teacher_shards=2))
+
+
+def test_nproc_gives_distill_that_many_gpus_and_processes(tmp_path):
+    assert compile_argo(tmp_path / "out.yaml", "--nproc", "2").returncode == 0
+    spec = yaml.safe_load((tmp_path / "out.yaml").read_text())["spec"]
+    templates = {template["name"]: template for template in spec["templates"]}
+    tasks = {task["name"]: task for task in templates[spec["entrypoint"]]["dag"]["tasks"]}
+    for name in ("distill", "distill-2"):
+        container = templates[name]["container"]
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == "2", name
+        assert container["args"][container["args"].index("--nproc") + 1] == "{{inputs.parameters.nproc}}"
+        # The task starts torchrun itself when given --nproc 2.
+        assert {"name": "nproc", "value": "2"} in tasks[name]["arguments"]["parameters"], name
+    assert templates["teacher-eval"]["container"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
 
 # -- the WorkflowTemplate's steps, run here ------------------------------------------------------------------------

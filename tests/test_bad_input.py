@@ -65,6 +65,7 @@ CASES = {
     "unknown distill_mode": (lambda t, k: ["--set", "distill_mode=fast"], "distill_mode='fast' is not one of"),
     "unknown truncation_side": (lambda t, k: ["--set", "truncation_side=middle"], "truncation_side='middle'"),
     "negative checkpoint_steps": (lambda t, k: ["--set", "checkpoint_steps=-1"], "checkpoint_steps=-1 must be"),
+    "batch not split by --nproc": (lambda t, k: ["--nproc", "3"], "batch_size=32 does not split evenly across 3"),
     "imdb preset without a teacher": (lambda t, k: ["--preset", "imdb"], "needs a teacher"),
     "minilm preset without data": (lambda t, k: ["--preset", "minilm"], "The minilm preset needs --data"),
     "publish URI without write access": (lambda t, k: ["--publish-uri", blocked_folder(t)],

@@ -1,5 +1,6 @@
 """The compiled pipeline: committed and current, GPU requests, presets, and a local run of the YAML itself."""
 
+import json
 import os
 import re
 import subprocess
@@ -20,10 +21,10 @@ def runs_on_gpu(executor_name: str) -> bool:
     return re.fullmatch(rf"exec-({'|'.join(GPU_TASKS)})(-\d+)?", executor_name) is not None
 
 
-def compile_to(path: Path, **environment) -> str:
+def compile_to(path: Path, *options: str, **environment) -> str:
     # A fresh interpreter, so the image registry is read from this environment and nothing else.
     env = {key: value for key, value in os.environ.items() if key != "KDFLOW_IMAGE_REGISTRY"}
-    subprocess.run([sys.executable, "-m", "kdflow.pipelines.cli", "compile", "--output", str(path)],
+    subprocess.run([sys.executable, "-m", "kdflow.pipelines.cli", "compile", *options, "--output", str(path)],
                    check=True, env={**env, **environment}, capture_output=True)
     return path.read_text()
 
@@ -114,3 +115,37 @@ def test_gcp_key_secret_is_mounted_in_every_task_by_name_only(tmp_path):
         assert variables["GOOGLE_APPLICATION_CREDENTIALS"] == "/var/secrets/google/key.json"
     # The default pipeline relies on the pod's service account: no secret at all.
     assert len(list(yaml.safe_load_all(COMMITTED_YAML.read_text()))) == 1
+
+
+def gpu_counts(spec: dict) -> dict[str, str]:
+    """The GPUs each executor requests, by executor name; none for CPU steps."""
+    return {name: executor["container"].get("resources", {}).get("accelerator", {}).get("resourceCount")
+            for name, executor in spec["deploymentSpec"]["executors"].items()}
+
+
+def test_nproc_at_compile_time_requests_that_many_gpus_for_distill(tmp_path):
+    spec = yaml.safe_load(compile_to(tmp_path / "p.yaml", "--nproc", "4"))
+    gpus = gpu_counts(spec)
+    assert gpus["exec-distill"] == gpus["exec-distill-2"] == "4"  # the distilled student and the baseline
+    assert gpus["exec-teacher-eval"] == gpus["exec-teacher-train"] == "1"
+    # ... and tells the step to start that many processes.
+    root = spec["root"]["dag"]["tasks"]
+    assert root["distill"]["inputs"]["parameters"]["nproc"]["runtimeValue"]["constant"] == 4
+
+
+def test_teacher_shards_at_compile_time_fan_out_in_a_parallel_for_and_merge(tmp_path):
+    spec = yaml.safe_load(compile_to(tmp_path / "p.yaml", "--teacher-shards", "3"))
+    root = spec["root"]["dag"]["tasks"]
+    sharded = spec["components"]["comp-sharded-teacher-logits"]["dag"]
+    [loop] = [task for task in sharded["tasks"].values() if "parameterIterator" in task]
+    assert json.loads(loop["parameterIterator"]["items"]["raw"]) == [0, 1, 2]
+    inner = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+    assert inner["teacher-shard"]["inputs"]["parameters"]["shards"]["runtimeValue"]["constant"] == 3
+    gpus = gpu_counts(spec)
+    assert gpus["exec-teacher-shard"] == "1" and gpus["exec-merge-logits"] is None
+    # distill reads the merged logits; teacher_eval only evaluates.
+    [merged] = sharded["outputs"]["artifacts"].values()
+    assert merged["artifactSelectors"][0]["producerSubtask"] == "merge-logits"
+    assert root["distill"]["inputs"]["artifacts"]["teacher_logits"]["taskOutputArtifact"]["producerTask"] == \
+        "sharded-teacher-logits"
+    assert root["teacher-eval"]["inputs"]["parameters"]["cache_logits"]["runtimeValue"]["constant"] is False

@@ -99,3 +99,41 @@ def test_a_learning_rate_that_blows_up_the_loss_stops_teacher_train(tmp_path, pr
         teacher_train.run(data_dir=str(prepared_data_dir), teacher="config:tiny-bert", output_dir=str(tmp_path / "t"),
                           curves_path=str(tmp_path / "curves.html"), epochs=2, batch_size=16, learning_rate=1e6)
     assert not (tmp_path / "t").exists()
+def test_logits_of_three_shards_merged_equal_the_single_tasks_row_for_row(tmp_path, prepared_data_dir, teacher_dir):
+    from kdflow.components.merge_logits import task as merge_logits
+    from kdflow.components.teacher_shard import task as teacher_shard
+
+    teacher_eval.run(data_dir=str(prepared_data_dir), teacher=teacher_dir, logits_dir=str(tmp_path / "single"),
+                     batch_size=7)
+    shard_dirs = [str(tmp_path / f"shard-{index}") for index in range(3)]
+    for index, folder in enumerate(shard_dirs):
+        teacher_shard.run(data_dir=str(prepared_data_dir), teacher=teacher_dir, shard=index, shards=3,
+                          logits_dir=folder, batch_size=7)
+    # Collected artifacts come in no promised order: the merge must go by the shards' indices.
+    merge_logits.run(shard_dirs=shard_dirs[::-1], logits_dir=str(tmp_path / "merged"))
+    single = datasets.load_from_disk(str(tmp_path / "single"))
+    merged = datasets.load_from_disk(str(tmp_path / "merged"))
+    for split in ("train", "validation"):  # 96 and 32 rows: the validation shards differ in size (10, 11, 11)
+        assert len(merged[split]) == len(single[split])
+        np.testing.assert_allclose(np.array(merged[split]["teacher_logits"]), np.array(single[split]["teacher_logits"]),
+                                   atol=1e-5)
+
+
+def test_merge_refuses_a_missing_shard(tmp_path, prepared_data_dir, teacher_dir):
+    from kdflow.components.merge_logits import task as merge_logits
+    from kdflow.components.teacher_shard import task as teacher_shard
+
+    for index in (0, 2):
+        teacher_shard.run(data_dir=str(prepared_data_dir), teacher=teacher_dir, shard=index, shards=3,
+                          logits_dir=str(tmp_path / f"shard-{index}"))
+    with pytest.raises(KdflowInputError, match=r"indices \[0, 2\]"):
+        merge_logits.run(shard_dirs=[str(tmp_path / "shard-0"), str(tmp_path / "shard-2")],
+                         logits_dir=str(tmp_path / "merged"))
+    assert not (tmp_path / "merged").exists()
+
+
+def test_teacher_eval_without_cache_logits_writes_no_logits(tmp_path, prepared_data_dir, teacher_dir):
+    metrics = teacher_eval.run(data_dir=str(prepared_data_dir), teacher=teacher_dir, logits_dir=str(tmp_path / "l"),
+                               cache_logits=False)
+    assert [path.name for path in (tmp_path / "l").iterdir()] == [teacher_eval.NOT_HERE]  # a note, no logits
+    assert 0.0 <= metrics["accuracy"] <= 1.0

@@ -30,6 +30,7 @@ def distill(
     seed: int = 42,
     checkpoint_steps: int = 500,
     checkpoint_uri: str = "",
+    nproc: int = 1,
 ):
     """Distills the teacher into a smaller student with the recipe's loss.
 
@@ -45,7 +46,7 @@ def distill(
         temperature: Softmax temperature T of the soft term, above 0.
         alpha: Weight of the hard-label cross-entropy, in [0, 1]; the soft term gets 1 - alpha.
         epochs: Training epochs.
-        batch_size: Per-device training batch size.
+        batch_size: Training batch of an optimizer step (before accumulation), split evenly across the nproc processes.
         learning_rate: Peak learning rate (linear decay after 10% warm-up).
         gradient_accumulation_steps: Batches accumulated per optimizer step.
         precision: auto (bf16 on GPUs that support it, else fp16; on a CPU, bf16 where it has bf16 kernels, else fp32), fp32, bf16 or fp16.
@@ -54,6 +55,7 @@ def distill(
             0 for none.
         checkpoint_uri: Where checkpoints go (gs:// or a folder on a volume); empty: beside the output in the
             pipeline root.
+        nproc: Processes under torchrun (DDP), one GPU each, on one node; set with `kdflow compile --nproc`.
 
     Returns:
         student: The distilled student, a save_pretrained folder with its tokenizer and training_log.json.
@@ -62,8 +64,8 @@ def distill(
     from kdflow.components.common import checkpoints
     from kdflow.components.distill import task
 
-    task.run(
-        data_dir=data.path, teacher_logits_dir=teacher_logits.path, teacher=teacher, student=student_spec,
+    task.launch(
+        nproc=nproc, data_dir=data.path, teacher_logits_dir=teacher_logits.path, teacher=teacher, student=student_spec,
         output_dir=student.path, curves_path=training_curves.path, student_layers=student_layers,
         distill_mode=distill_mode, temperature=temperature, alpha=alpha, epochs=epochs, batch_size=batch_size,
         learning_rate=learning_rate, gradient_accumulation_steps=gradient_accumulation_steps, precision=precision,

@@ -14,3 +14,10 @@ def check_distillation_hyperparameters(temperature: float, alpha: float, distill
         )
     if distill_mode not in MODES:
         raise KdflowInputError(f"distill_mode={distill_mode!r} is not one of {', '.join(MODES)}: pick one of them.")
+
+
+def check_processes(batch_size: int, processes: int) -> None:
+    """batch_size is the global batch of an optimizer step: each of the processes takes an equal share."""
+    if batch_size % processes:
+        raise KdflowInputError(f"batch_size={batch_size} does not split evenly across {processes} processes: it is "
+                               f"the global batch of a step, so make it a multiple of {processes} (nproc).")

@@ -7,11 +7,18 @@ Run as a KFP component (component.py) or directly:
 
 Every `--checkpoint-steps` optimizer steps a checkpoint goes to `--checkpoint-uri` (default: STUDENT_DIR-checkpoints);
 the same command started again after a kill resumes from the newest complete one (see common/checkpoints.py).
+With `--nproc N` it starts itself in N processes under torchrun (DDP: NCCL on GPUs, one GPU each; gloo on CPU).
+Under a torchrun started elsewhere (several nodes, see the README's "Several nodes") it runs as the process it
+is. `--batch-size` is the global batch of an optimizer step (before gradient accumulation), split evenly across
+the processes, so a run takes the same steps with any number of them; only the first process (rank 0) writes.
 """
 
 import argparse
 import json
 import logging
+import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -20,7 +27,7 @@ from kdflow.components.common.data import MODEL_INPUTS, load_prepared, retokeniz
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.training import PROVENANCE, TRAINING_LOG, curves_html, trainer_settings
 
-from .hyperparameters import MODES, check_distillation_hyperparameters
+from .hyperparameters import MODES, check_distillation_hyperparameters, check_processes
 from .trainer import (
     TEACHER_INPUT_PREFIX, TEACHER_LOGITS, DistillationArguments, DistillationCollator, DistillationTrainer,
 )
@@ -42,6 +49,7 @@ def run(*, data_dir: str, teacher_logits_dir: str, teacher: str, student: str, o
     from transformers import set_seed
 
     check_distillation_hyperparameters(temperature, alpha, distill_mode)
+    check_processes(batch_size, int(os.environ.get("WORLD_SIZE", 1)))
     set_seed(seed)
     data = load_prepared(data_dir)
     teacher_model = None
@@ -71,6 +79,8 @@ def run(*, data_dir: str, teacher_logits_dir: str, teacher: str, student: str, o
     with tempfile.TemporaryDirectory(prefix="kdflow-distill-") as scratch:
         args = DistillationArguments(
             temperature=temperature, alpha=alpha,
+            # batch_size is the global batch: each of several processes takes its share of every batch.
+            accelerator_config={"split_batches": True},
             **trainer_settings(
                 output_dir=scratch, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                 precision=precision, train_rows=len(train), gradient_accumulation_steps=gradient_accumulation_steps,
@@ -84,6 +94,8 @@ def run(*, data_dir: str, teacher_logits_dir: str, teacher: str, student: str, o
         )
         result = checkpoints.train(trainer, checkpoint_dir)
         figures = {**result.metrics, **trainer.evaluate()}
+        if not trainer.is_world_process_zero():
+            return figures
         trainer.save_model(scratch + "/student")
         Path(scratch, "student", TRAINING_LOG).write_text(json.dumps(trainer.state.log_history, indent=1))
         # Where the student came from, for its model card.
@@ -94,6 +106,36 @@ def run(*, data_dir: str, teacher_logits_dir: str, teacher: str, student: str, o
         storage.delete(checkpoint_dir)  # the student is saved: nothing left to resume
     Path(curves_path).write_text(curves_html(trainer.state.log_history, "Distillation losses"))
     return figures
+
+
+def launch(nproc: int = 1, **arguments) -> dict | None:
+    """`run(**arguments)` in this process, or in `nproc` processes on this node under torchrun.
+
+    Returns run's figures when it ran here; the processes print theirs in their log.
+    """
+    if nproc < 1:
+        raise KdflowInputError(f"nproc={nproc} must be at least 1.")
+    if nproc == 1:
+        return run(**arguments)
+    # The checks a process would make, made once here so a mistake reads as one sentence, not nproc tracebacks.
+    check_distillation_hyperparameters(arguments.get("temperature", 2.0), arguments.get("alpha", 0.5),
+                                       arguments.get("distill_mode", "cached"))
+    check_processes(arguments.get("batch_size", 8), nproc)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "kdflow.components.distill.task", *command_line(arguments)]
+    subprocess.run(command, check=True)
+    return None
+
+
+# run()'s arguments whose command-line flag is not the argument's name with dashes.
+FLAGS = {"data_dir": "--data", "teacher_logits_dir": "--teacher-logits", "output_dir": "--output",
+         "curves_path": "--curves"}
+
+
+def command_line(arguments: dict) -> list[str]:
+    """run()'s keyword arguments as the flags of main()."""
+    return [part for name, value in arguments.items()
+            for part in (FLAGS.get(name, "--" + name.replace("_", "-")), str(value))]
 
 
 def build_student(student: str, data, teacher_model, student_layers: int):
@@ -121,7 +163,7 @@ def retokenize_for_student(split, tokenizer, max_length: int):
     return retokenize(renamed, tokenizer, max_length)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="prepared-data folder (data_prep output)")
     parser.add_argument("--teacher-logits", default="", help="teacher logits folder (teacher_eval output)")
@@ -141,9 +183,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--checkpoint-steps", type=int, default=500, help="steps between checkpoints; 0: none")
     parser.add_argument("--checkpoint-uri", default="", help="gs:// or folder; default OUTPUT-checkpoints")
-    args = parser.parse_args(argv)
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="processes on this node under torchrun, one GPU each (gloo on CPU); "
+                             "--batch-size stays the global batch")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    figures = run(
+    figures = launch(
+        nproc=args.nproc,
         data_dir=args.data, teacher_logits_dir=args.teacher_logits, teacher=args.teacher, student=args.student,
         output_dir=args.output, curves_path=args.curves, student_layers=args.student_layers,
         distill_mode=args.distill_mode, temperature=args.temperature, alpha=args.alpha, epochs=args.epochs,
@@ -151,7 +201,8 @@ def main(argv: list[str] | None = None) -> None:
         gradient_accumulation_steps=args.gradient_accumulation_steps, precision=args.precision, seed=args.seed,
         checkpoint_steps=args.checkpoint_steps, checkpoint_uri=args.checkpoint_uri,
     )
-    print(json.dumps(figures, indent=2))
+    if figures is not None:
+        print(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

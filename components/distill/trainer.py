@@ -82,6 +82,8 @@ class DistillationTrainer(GuardedTrainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._loss_terms["hard_loss"]:
             for name, values in self._loss_terms.items():
-                logs[name] = round(torch.stack(values).mean().item(), 6)
+                # Every process logs at the same step: the mean over all of them, as Trainer does for `loss`.
+                mean = self.accelerator.reduce(torch.stack(values).mean(), reduction="mean")
+                logs[name] = round(mean.item(), 6)
                 values.clear()
         super().log(logs, start_time)

@@ -20,6 +20,7 @@ def teacher_eval(
     teacher_confusion: Output[ClassificationMetrics],
     teacher: str,
     batch_size: int = 64,
+    cache_logits: bool = True,
 ):
     """Evaluates the teacher on the test split and caches its logits on the training data.
 
@@ -27,15 +28,17 @@ def teacher_eval(
         data: Tokenized splits from data_prep.
         teacher: URI of the fine-tuned teacher: a folder, a hub id or gs://.
         batch_size: Inference batch size (batches are grouped by length).
+        cache_logits: Compute the logits on the training data here; false when teacher_shard steps compute them.
 
     Returns:
-        teacher_logits: The teacher's logits on the train and validation splits, one row per data row, in order.
+        teacher_logits: The teacher's logits on the train and validation splits, one row per data row, in order (without cache_logits: a note).
         teacher_metrics: Test accuracy, macro F1 and confusion matrix (also as JSON at the artifact's path).
         teacher_confusion: The test confusion matrix, drawn by the KFP UI.
     """
     from kdflow.components.common.metrics import write_confusion_matrix, write_metrics
     from kdflow.components.teacher_eval import task
 
-    metrics = task.run(data_dir=data.path, teacher=teacher, logits_dir=teacher_logits.path, batch_size=batch_size)
+    metrics = task.run(data_dir=data.path, teacher=teacher, logits_dir=teacher_logits.path, batch_size=batch_size,
+                       cache_logits=cache_logits)
     write_metrics(teacher_metrics, metrics)
     write_confusion_matrix(teacher_confusion, metrics["confusion_matrix"], metrics["label_names"])

@@ -6,6 +6,7 @@
 
 import argparse
 import json
+from pathlib import Path
 
 from kdflow.components.common import models
 from kdflow.components.common.data import load_prepared
@@ -14,27 +15,43 @@ from kdflow.components.common.metrics import write_metrics_file
 
 # Splits whose logits the distill step reads: train to learn from, validation for its evaluation loss.
 LOGIT_SPLITS = ("train", "validation")
+NOT_HERE = "README.txt"  # what the logits folder holds when teacher_shard steps compute the logits
 
 
-def run(*, data_dir: str, teacher: str, logits_dir: str, batch_size: int = 64) -> dict:
+def run(*, data_dir: str, teacher: str, logits_dir: str, batch_size: int = 64, cache_logits: bool = True) -> dict:
     """Evaluates `teacher` on the test split and stores its logits, row-aligned, in `logits_dir`.
 
     The logits are a DatasetDict with one float column `teacher_logits` per split, in the splits' row order.
+    With `cache_logits` false the teacher_shard steps compute the logits instead, and `logits_dir` holds only a
+    note that says so (a cluster's launcher uploads every output folder, so it must exist).
     Returns the test metrics.
     """
-    import datasets
-
     data = load_prepared(data_dir)
     model = models.load_classifier(teacher, data.num_labels, fine_tuned=True)
     metrics = evaluate_on_test(model, data.tokenizer, data, batch_size)
     metrics.update(footprint(model, models.checkpoint_path(teacher)),
                    latency_ms=latencies_ms(torch_runner(model), data.splits["test"], data.tokenizer))
-    logits = datasets.DatasetDict({
-        name: datasets.Dataset.from_dict({"teacher_logits": predict_logits(model, data.splits[name], data.tokenizer, batch_size)})
-        for name in LOGIT_SPLITS
-    })
-    logits.save_to_disk(logits_dir)
+    if cache_logits:
+        teacher_logits(model, data, batch_size).save_to_disk(logits_dir)
+    else:
+        Path(logits_dir).mkdir(parents=True, exist_ok=True)
+        Path(logits_dir, NOT_HERE).write_text("teacher_shard steps computed the logits.\n")
     return {**metrics, "label_names": data.info["label_names"]}
+
+
+def teacher_logits(model, data, batch_size: int = 64, rows=None):
+    """The model's logits on LOGIT_SPLITS, one float column `teacher_logits` per split, in row order.
+
+    `rows` maps a split's length to the rows to take (a shard); all of them by default.
+    """
+    import datasets
+
+    def split_logits(split):
+        if rows is not None:
+            split = split.select(rows(len(split)))
+        return datasets.Dataset.from_dict({"teacher_logits": predict_logits(model, split, data.tokenizer, batch_size)})
+
+    return datasets.DatasetDict({name: split_logits(data.splits[name]) for name in LOGIT_SPLITS})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,8 +61,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--logits", required=True, help="folder for the teacher's logits")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--metrics", help="also write the test metrics to this JSON file (student_eval reads it)")
+    parser.add_argument("--cache-logits", choices=("true", "false"), default="true",
+                        help="false: write no logits (the teacher_shard steps compute them)")
     args = parser.parse_args(argv)
-    metrics = run(data_dir=args.data, teacher=args.teacher, logits_dir=args.logits, batch_size=args.batch_size)
+    metrics = run(data_dir=args.data, teacher=args.teacher, logits_dir=args.logits, batch_size=args.batch_size,
+                  cache_logits=args.cache_logits == "true")
     if args.metrics:
         write_metrics_file(args.metrics, metrics)
     print(json.dumps(metrics, indent=2))
