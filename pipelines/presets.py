@@ -30,7 +30,7 @@ PRESETS = {
         "batch_size": 32,
         "learning_rate": 5e-4,
     },
-    # Real pretrained weights on real reviews, sized for a 2-core CPU (about 20 minutes): all-MiniLM-L6-v2
+    # Real pretrained weights on real reviews, sized for a 2-core CPU (about 30 minutes): all-MiniLM-L6-v2
     # (6 layers; offline through the kdflow[minilm] extra) fine-tuned as the teacher, a 3-layer DistilBERT
     # student from its layers. The data comes from --data; --set max_train_samples=0 ... scales it up on a GPU.
     "minilm": {
