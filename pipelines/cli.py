@@ -8,6 +8,8 @@
     kdflow submit --host URL --param teacher=gs://...      # a run on Kubeflow Pipelines (see cluster.py)
     kdflow schedule --host URL --cron "0 0 3 * * 0" ...    # scheduled retraining on Kubeflow Pipelines
     kdflow images build                                    # the container images the steps run in
+    kdflow bench train --teacher DIR --data DIR            # kdflow's distill step against the recipe, side by side
+    kdflow bench infer --teacher DIR --student DIR --data DIR   # serving speed: teacher, student, ONNX fp32/int8
 """
 
 import argparse
@@ -95,6 +97,37 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--base-image", default="", help="the BASE_IMAGE build argument (default: the Dockerfile's)")
     build.add_argument("engine_args", nargs="*", metavar="-- ENGINE_ARG", help=argparse.SUPPRESS)
     build.set_defaults(command=images_build_command)
+
+    bench = commands.add_parser("bench", help="benchmarks: distillation against the recipe, and serving speed")
+    benches = bench.add_subparsers(required=True, metavar="COMMAND")
+    train = benches.add_parser("train", help="the recipe as written and kdflow's distill step, side by side")
+    train.add_argument("--teacher", required=True, help="a fine-tuned BERT teacher's folder (both sides use it)")
+    train.add_argument("--data", required=True, help="a folder with train.parquet and test.parquet (text, label)")
+    train.add_argument("--output", default="bench/train", help="working folder; bench_train.json goes here")
+    train.add_argument("--rows", type=int, default=1000, help="training rows of each side (default 1000)")
+    train.add_argument("--eval-rows", type=int, default=1000, help="held-out test rows both students are scored on")
+    train.add_argument("--max-length", type=int, default=512, help="tokens kept per review (default 512)")
+    train.add_argument("--epochs", type=float, default=2.0)
+    train.add_argument("--recipe-max-steps", type=int, default=0,
+                       help="stop the recipe after this many steps and extrapolate its time (for long GPU runs)")
+    train.add_argument("--repeats", type=int, default=3, help="runs of both sides; figures are medians (default 3)")
+    train.add_argument("--student-layers", type=int, default=3)
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--peak-tflops", type=float, default=0.0,
+                       help="the GPU's dense bf16 peak, for model FLOPs utilisation (default: known GPUs by name)")
+    train.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
+                       help="change a setting of kdflow's distill step (batch_size, learning_rate, precision, ...)")
+    train.set_defaults(command=bench_train_command)
+    infer = benches.add_parser("infer", help="throughput and accuracy of teacher, student and its ONNX fp32/int8")
+    infer.add_argument("--teacher", required=True, help="a fine-tuned teacher's folder")
+    infer.add_argument("--student", required=True, help="a trained student's folder")
+    infer.add_argument("--data", required=True, help="a folder with test.parquet (text, label)")
+    infer.add_argument("--output", default="bench/infer", help="folder for the ONNX files and bench_infer.json")
+    infer.add_argument("--rows", type=int, default=512, help="test rows, served at batch 32 (default 512)")
+    infer.add_argument("--batch-1-rows", type=int, default=64, help="of those, the rows served one at a time")
+    infer.add_argument("--max-length", type=int, default=512)
+    infer.add_argument("--repeats", type=int, default=3, help="passes; figures are medians (default 3)")
+    infer.set_defaults(command=bench_infer_command)
     return parser
 
 
@@ -279,6 +312,25 @@ def compile_argo(args) -> int:
 def images_build_command(args) -> int:
     image_build.build(args.engine, [args.only] if args.only else list(IMAGE_KINDS), args.registry, args.base_image,
                       args.engine_args)
+    return 0
+
+
+def bench_train_command(args) -> int:
+    from .bench import train
+
+    train.bench_train(teacher=args.teacher, data=args.data, output=args.output, rows=args.rows,
+                      eval_rows=args.eval_rows, max_length=args.max_length, epochs=args.epochs,
+                      recipe_max_steps=args.recipe_max_steps, repeats=args.repeats, student_layers=args.student_layers,
+                      seed=args.seed, distill_settings=train.parse_settings(args.settings),
+                      peak_tflops=args.peak_tflops)
+    return 0
+
+
+def bench_infer_command(args) -> int:
+    from .bench import infer
+
+    infer.bench_infer(teacher=args.teacher, student=args.student, data=args.data, output=args.output, rows=args.rows,
+                      batch_1_rows=args.batch_1_rows, max_length=args.max_length, repeats=args.repeats)
     return 0
 
 

@@ -140,12 +140,14 @@ def load_classifier(spec: str, num_labels: int, vocab_size: int | None = None, *
     return model
 
 
-def student_from_teacher(teacher, num_layers: int = 0):
+def student_from_teacher(teacher, num_layers: int = 0, attention_dropout: float = 0.0):
     """A DistilBERT classifier initialised from a BERT classifier, as in the DistilBERT paper.
 
     The student keeps the teacher's width and takes every other layer (or `num_layers` evenly spaced ones).
     BERT adds token-type embedding 0 to every token and DistilBERT has none, so it is folded into the
-    position embeddings; BERT's pooler initialises DistilBERT's pre-classifier.
+    position embeddings; BERT's pooler initialises DistilBERT's pre-classifier. Attention dropout is off by
+    default: with it, PyTorch's scaled-dot-product attention leaves its fused kernel, and a training step of a
+    3-layer student (batch 8, 300 tokens, CPU) was 1.3-1.6x slower; the other dropouts stay the teacher's.
     """
     import torch
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
@@ -166,7 +168,7 @@ def student_from_teacher(teacher, num_layers: int = 0):
         vocab_size=config.vocab_size, max_position_embeddings=config.max_position_embeddings,
         dim=config.hidden_size, n_layers=num_layers, n_heads=config.num_attention_heads,
         hidden_dim=config.intermediate_size, activation=config.hidden_act, dropout=config.hidden_dropout_prob,
-        attention_dropout=config.attention_probs_dropout_prob, initializer_range=config.initializer_range,
+        attention_dropout=attention_dropout, initializer_range=config.initializer_range,
         pad_token_id=config.pad_token_id, num_labels=config.num_labels, id2label=config.id2label,
         label2id=config.label2id,
     ))

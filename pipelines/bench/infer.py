@@ -1,0 +1,121 @@
+"""`kdflow bench infer`: how fast and how accurately the teacher and the student serve the same real texts.
+
+    kdflow bench infer --teacher TEACHER_DIR --student STUDENT_DIR --data IMDB_FOLDER --rows 512 --output bench/infer
+
+Four servings, on the same rows drawn (seeded) from the test split, each read by the model's own tokenizer at
+--max-length: the teacher in PyTorch fp32, the student in PyTorch fp32, and the student exported to ONNX fp32 and
+quantized to int8 by onnx_export's own functions. Throughput is rows per second with the rows in their drawn
+order, as requests arrive, so each batch pads to its longest row: at batch 32 over all rows, at batch 1 over the
+first --batch-1-rows. Every pass gives each serving its turn, and a figure is the median over --repeats passes.
+Accuracy is over all rows. The table goes to stdout and everything to OUTPUT/bench_infer.json.
+"""
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kdflow.components.common.errors import KdflowInputError
+
+BATCH_SIZES = (1, 32)
+SERVINGS = ("teacher_pytorch", "student_pytorch", "student_onnx_fp32", "student_onnx_int8")
+
+
+def bench_infer(*, teacher: str, student: str, data: str, output: str, rows: int = 512, batch_1_rows: int = 64,
+                max_length: int = 512, repeats: int = 3, seed: int = 42) -> dict:
+    import datasets
+    from transformers import AutoModelForSequenceClassification
+
+    from kdflow.components.common import models
+    from kdflow.components.common.data import retokenize
+    from kdflow.components.common.inference import footprint, torch_runner
+    from kdflow.components.onnx_export.task import FP32_FILE, INT8_FILE, export_onnx, ort_runner, quantize_int8
+
+    for role, folder in (("--teacher", teacher), ("--student", student)):
+        if not Path(folder, "config.json").is_file():
+            raise KdflowInputError(f"{role} {folder} is not a model folder with config.json: give a trained "
+                                   "model's folder (for the student, e.g. the kdflow student of `kdflow bench train`).")
+    if not Path(data, "test.parquet").is_file():
+        raise KdflowInputError(f"--data {data} has no test.parquet: give a folder with test.parquet of text and label.")
+    if rows <= 0 or batch_1_rows <= 0 or repeats <= 0:
+        raise KdflowInputError("--rows, --batch-1-rows and --repeats must be above 0.")
+    test = datasets.Dataset.from_parquet(str(Path(data, "test.parquet")))
+    if rows > len(test):
+        raise KdflowInputError(f"--rows {rows} is more than the {len(test)} rows of {data}/test.parquet: lower it.")
+    texts = test.shuffle(seed=seed).select(range(rows)).select_columns(["text", "label"])
+
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    teacher_model = AutoModelForSequenceClassification.from_pretrained(teacher)
+    student_model = AutoModelForSequenceClassification.from_pretrained(student)
+    export_onnx(student_model, out / FP32_FILE)
+    quantize_int8(out / FP32_FILE, out / INT8_FILE)
+    tokenizers = {"teacher": models.load_tokenizer(teacher), "student": models.load_tokenizer(student)}
+    splits = {name: retokenize(texts, tokenizer, max_length) for name, tokenizer in tokenizers.items()}
+    servings = {  # name -> (runner, whose tokenizer, size on disk in MB)
+        "teacher_pytorch": (torch_runner(teacher_model), "teacher", footprint(teacher_model, teacher)["size_mb"]),
+        "student_pytorch": (torch_runner(student_model), "student", footprint(student_model, student)["size_mb"]),
+        "student_onnx_fp32": (ort_runner(out / FP32_FILE), "student", (out / FP32_FILE).stat().st_size / 1e6),
+        "student_onnx_int8": (ort_runner(out / INT8_FILE), "student", (out / INT8_FILE).stat().st_size / 1e6),
+    }
+    batches = {(reader, size): padded_batches(splits[reader], tokenizers[reader], size, rows if size > 1 else batch_1_rows)
+               for reader in splits for size in BATCH_SIZES}
+    timings = {(name, size): [] for name in servings for size in BATCH_SIZES}
+    predictions = {}
+    for _ in range(repeats):
+        for name, (runner, reader, _) in servings.items():
+            for size in BATCH_SIZES:
+                seconds, logits = timed_pass(runner, batches[reader, size])
+                timings[name, size].append(seconds)
+                if size == max(BATCH_SIZES):
+                    predictions[name] = logits.argmax(axis=-1)
+
+    labels = np.asarray(texts["label"])
+    result = {"servings": {
+        name: {"accuracy": float((predictions[name] == labels).mean()), "size_mb": round(size_mb, 1),
+               **{f"batch_{size}_rows_per_s": (rows if size > 1 else batch_1_rows) / statistics.median(timings[name, size])
+                  for size in BATCH_SIZES}}
+        for name, (_, _, size_mb) in servings.items()
+    }}
+    figures = result["servings"]
+    result["ratios"] = {
+        f"{name}_vs_teacher_batch_{size}": figures[name][f"batch_{size}_rows_per_s"]
+        / figures["teacher_pytorch"][f"batch_{size}_rows_per_s"]
+        for name in SERVINGS[1:] for size in BATCH_SIZES
+    }
+    result["int8_minus_fp32_accuracy_points"] = 100 * (figures["student_onnx_int8"]["accuracy"]
+                                                       - figures["student_pytorch"]["accuracy"])
+    result["settings"] = {"teacher": teacher, "student": student, "data": data, "rows": rows,
+                          "batch_1_rows": batch_1_rows, "max_length": max_length, "repeats": repeats, "seed": seed}
+    (out / "bench_infer.json").write_text(json.dumps(result, indent=2))
+    print(infer_table(result))
+    return result
+
+
+def padded_batches(split, tokenizer, batch_size: int, rows: int) -> list[dict]:
+    """The first `rows` rows in order, in batches padded to their longest row (padding is not what is timed)."""
+    from kdflow.components.common.inference import padded_batch
+
+    return [padded_batch(split, np.arange(start, min(start + batch_size, rows)).tolist(), tokenizer)
+            for start in range(0, rows, batch_size)]
+
+
+def timed_pass(runner, batches: list[dict]):
+    """Seconds to run every batch (after one untimed warm-up batch), and the logits of all of them."""
+    runner(batches[0])
+    started = time.perf_counter()
+    logits = [runner(batch) for batch in batches]
+    return time.perf_counter() - started, np.concatenate(logits)
+
+
+def infer_table(result: dict) -> str:
+    lines = [f"{'serving':<20}{'accuracy':>10}{'size MB':>10}{'rows/s b1':>12}{'rows/s b32':>12}{'x teacher b32':>15}"]
+    for name, figures in result["servings"].items():
+        ratio = result["ratios"].get(f"{name}_vs_teacher_batch_32", 1.0)
+        lines.append(f"{name:<20}{figures['accuracy']:>10.4f}{figures['size_mb']:>10.1f}"
+                     f"{figures['batch_1_rows_per_s']:>12.1f}{figures['batch_32_rows_per_s']:>12.1f}{ratio:>14.2f}x")
+    lines.append(f"int8 - fp32 student accuracy: {result['int8_minus_fp32_accuracy_points']:+.2f} points; "
+                 f"medians of {result['settings']['repeats']} passes")
+    return "\n".join(lines)

@@ -1,0 +1,131 @@
+"""kdflow bench train and infer on a tiny teacher and synthetic reviews: what they measure, and what they refuse."""
+
+import json
+
+import datasets
+import pytest
+import torch
+from conftest import build_tokenizer, make_rows
+from transformers import BertConfig, BertForSequenceClassification
+
+from kdflow.components.common import models
+from kdflow.components.distill.losses import distillation_loss
+from kdflow.pipelines import cli
+from kdflow.pipelines.bench import recipe
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("teacher")
+    tokenizer = build_tokenizer(folder)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertForSequenceClassification(config).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("reviews")
+    for split, count, seed in (("train", 120, 0), ("test", 60, 1)):
+        datasets.Dataset.from_dict(make_rows(count, seed)).to_parquet(str(folder / f"{split}.parquet"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bench_train_result(tmp_path_factory, teacher_dir, data_dir):
+    output = tmp_path_factory.mktemp("bench") / "train"
+    assert cli.main(["bench", "train", "--teacher", str(teacher_dir), "--data", str(data_dir), "--output", str(output),
+                     "--rows", "48", "--eval-rows", "40", "--max-length", "64", "--epochs", "1", "--repeats", "2",
+                     "--student-layers", "1", "--set", "batch_size=16"]) == 0
+    return output, json.loads((output / "bench_train.json").read_text())
+
+
+def test_bench_train_reports_both_sides_from_their_own_processes(bench_train_result):
+    output, result = bench_train_result
+    recipe_figures, kdflow_figures, ratios = result["recipe"], result["kdflow"], result["ratios"]
+    assert len(result["repeats"]) == 2
+    # The ratios are those of the medians, the medians those of the repeats.
+    assert ratios["end_to_end_speedup"] == pytest.approx(recipe_figures["end_to_end_s"] / kdflow_figures["end_to_end_s"])
+    assert ratios["peak_memory_ratio"] == pytest.approx(kdflow_figures["peak_rss_mb"] / recipe_figures["peak_rss_mb"])
+    for side in ("recipe", "kdflow"):
+        values = sorted(run[side]["train_samples_per_s"] for run in result["repeats"])
+        assert result[side]["train_samples_per_s"] == pytest.approx(sum(values) / 2)
+    # kdflow's end-to-end time is its three stages, teacher logits included.
+    assert set(kdflow_figures["stages_s"]) == {"prep", "logits", "distill"}
+    for run in result["repeats"]:
+        assert run["kdflow"]["end_to_end_s"] == pytest.approx(sum(run["kdflow"]["stages_s"].values()))
+    # Each stage's peak memory is a process's own: a Python with torch loaded is over 100 MB.
+    assert recipe_figures["peak_rss_mb"] > 100 and kdflow_figures["peak_rss_mb"] > 100
+    assert recipe_figures["extrapolated"] is False
+    assert 0 <= result["accuracy"]["recipe"] <= 1 and 0 <= result["accuracy"]["kdflow"] <= 1
+    assert result["settings"]["distill"] == {"batch_size": 16}
+
+
+def test_bench_train_trains_both_sides_on_the_same_number_of_rows(bench_train_result):
+    output, _ = bench_train_result
+    from kdflow.components.common.data import load_prepared
+
+    data = load_prepared(str(output / "kdflow" / "data"))
+    assert len(data.splits["train"]) == 48 and len(data.splits["test"]) == 40
+    for side in ("recipe", "kdflow"):
+        assert (output / side / "student" / "config.json").is_file()
+    # The distill step ran with the batch size given by --set: 48 rows, 1 epoch, batch 16 is 3 steps.
+    log = json.loads((output / "kdflow" / "student" / "training_log.json").read_text())
+    assert log[-1]["step"] == 3
+
+
+def test_recipe_loss_is_the_objective_kdflow_distills_with(teacher_dir):
+    """The yardstick trains on the same objective: 0.5 CE + 0.5 T^2 KL, as distill's loss."""
+    teacher = models.load_classifier(str(teacher_dir), 2, fine_tuned=True)
+    student = models.student_from_teacher(teacher, 1, recipe.ATTENTION_DROPOUT).eval()
+    batch = {"input_ids": torch.randint(5, 30, (4, 12)), "attention_mask": torch.ones(4, 12, dtype=torch.long),
+             "labels": torch.tensor([0, 1, 1, 0])}
+    trainer = recipe.RecipeDistillationTrainer.__new__(recipe.RecipeDistillationTrainer)
+    trainer.teacher, trainer.temperature, trainer.alpha = teacher.eval(), 2.0, 0.5
+    loss = trainer.compute_loss(student, dict(batch))
+    with torch.no_grad():
+        expected = distillation_loss(student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                                     teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                                     batch["labels"], 2.0, 0.5).total
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_bench_infer_serves_teacher_student_and_onnx_on_the_same_rows(tmp_path, teacher_dir, data_dir):
+    student_dir = tmp_path / "student"
+    teacher = models.load_classifier(str(teacher_dir), 2, fine_tuned=True)
+    models.student_from_teacher(teacher, 1).save_pretrained(str(student_dir))
+    build_tokenizer(student_dir)
+    output = tmp_path / "infer"
+    assert cli.main(["bench", "infer", "--teacher", str(teacher_dir), "--student", str(student_dir), "--data",
+                     str(data_dir), "--output", str(output), "--rows", "40", "--batch-1-rows", "4", "--max-length",
+                     "64", "--repeats", "1"]) == 0
+    result = json.loads((output / "bench_infer.json").read_text())
+    servings = result["servings"]
+    assert set(servings) == {"teacher_pytorch", "student_pytorch", "student_onnx_fp32", "student_onnx_int8"}
+    # The fp32 export predicts what PyTorch does on every row.
+    assert servings["student_onnx_fp32"]["accuracy"] == servings["student_pytorch"]["accuracy"]
+    assert result["ratios"]["student_onnx_int8_vs_teacher_batch_32"] == pytest.approx(
+        servings["student_onnx_int8"]["batch_32_rows_per_s"] / servings["teacher_pytorch"]["batch_32_rows_per_s"])
+    assert all(figures["batch_1_rows_per_s"] > 0 and figures["size_mb"] > 0 for figures in servings.values())
+    assert (output / "model.int8.onnx").is_file()
+
+
+@pytest.mark.parametrize("arguments, sentence", [
+    (["--teacher", "{tmp}/nothing"], "--teacher {tmp}/nothing is not a model folder with config.json"),
+    (["--data", "{tmp}"], "has no train.parquet"),
+    (["--rows", "0"], "--rows 0 must be above 0"),
+    (["--rows", "1000"], "fewer than the 1032 asked for: lower --rows or --eval-rows"),
+    (["--set", "warmup=3"], "--set 'warmup=3' must be NAME=VALUE with NAME one of batch_size"),
+    (["--set", "batch_size=eight"], "'eight' is not a valid batch_size"),
+])
+def test_bench_train_refuses_bad_input_in_one_sentence(tmp_path, capsys, teacher_dir, data_dir, arguments, sentence):
+    given = {"--teacher": str(teacher_dir), "--data": str(data_dir), "--output": str(tmp_path / "out")}
+    extra = [part.format(tmp=tmp_path) for part in arguments]
+    for flag, value in zip(extra[::2], extra[1::2]):
+        given[flag] = value
+    assert cli.main(["bench", "train", *[part for pair in given.items() for part in pair]]) == 2
+    error = capsys.readouterr().err
+    assert sentence.format(tmp=tmp_path) in error and error.count("\n") == 1
+    assert not (tmp_path / "out" / "bench_train.json").exists()
