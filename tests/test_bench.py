@@ -129,3 +129,30 @@ def test_bench_train_refuses_bad_input_in_one_sentence(tmp_path, capsys, teacher
     error = capsys.readouterr().err
     assert sentence.format(tmp=tmp_path) in error and error.count("\n") == 1
     assert not (tmp_path / "out" / "bench_train.json").exists()
+
+
+def test_gpu_check_script_calls_commands_that_exist(monkeypatch):
+    """The GPU check cannot run here (no GPU): its command lines must at least be ones kdflow accepts.
+
+    Each step's main() parses its line; its run() is replaced by a recorder, so nothing is trained.
+    """
+    import importlib
+    import re
+    import shlex
+    from pathlib import Path
+
+    script = (Path(cli.__file__).parent / "bench" / "gpu_check.sh").read_text().replace("\\\n", " ")
+    numbers = {"recipe_steps": "300"}  # the script's shell variables that must expand to numbers
+    commands = [shlex.split(re.sub(r"\$\{?(\w+)\}?", lambda match: numbers.get(match[1], match[1]), line))
+                for line in script.splitlines() if line.strip().startswith(("kdflow ", "python -m "))]
+    assert [command[0] for command in commands] == ["python", "python", "kdflow"]
+    for command in commands:
+        if command[0] == "kdflow":
+            args = cli.build_parser().parse_args(command[1:])
+            assert args.command is cli.bench_train_command and args.epochs == 1 and args.recipe_max_steps
+        else:
+            module = importlib.import_module(command[2])
+            calls = []
+            monkeypatch.setattr(module, "run", lambda **arguments: calls.append(arguments) or {})
+            module.main(command[3:])
+            assert calls[0]["max_length" if "data_prep" in command[2] else "epochs"] in (512, 1.0)

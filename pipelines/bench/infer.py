@@ -64,7 +64,8 @@ def bench_infer(*, teacher: str, student: str, data: str, output: str, rows: int
                for reader in splits for size in BATCH_SIZES}
     timings = {(name, size): [] for name in servings for size in BATCH_SIZES}
     predictions = {}
-    for _ in range(repeats):
+    for repeat in range(repeats):
+        print(f"kdflow bench infer: pass {repeat + 1} of {repeats}", flush=True)
         for name, (runner, reader, _) in servings.items():
             for size in BATCH_SIZES:
                 seconds, logits = timed_pass(runner, batches[reader, size])
