@@ -55,9 +55,10 @@ def sharded_teacher_logits(shards: int) -> GraphComponent:
     a loop the loop item in place of any value that comes from another task's output, as the URI does.
     """
 
-    def sharded(data: Dataset, teacher: str) -> Dataset:
+    def sharded(data: Dataset, teacher: str, precision: str) -> Dataset:
         with dsl.ParallelFor(list(range(shards))) as shard:
-            logits = on_gpu(teacher_shard(data=data, teacher=teacher, shard=shard, shards=shards))
+            logits = on_gpu(teacher_shard(data=data, teacher=teacher, shard=shard, shards=shards,
+                                          precision=precision))
         merged = merge_logits(shards=dsl.Collected(logits.outputs["teacher_logits"]))
         apply_cluster_settings()
         return merged.outputs["teacher_logits"]
@@ -131,10 +132,12 @@ def distillation_pipeline(
     teacher_uri = dsl.OneOf(trained.outputs["Output"], checked.output)
 
     shards = platform.SETTINGS.teacher_shards
-    evaluated_teacher = on_gpu(teacher_eval(data=data, teacher=teacher_uri, cache_logits=shards == 1))
+    evaluated_teacher = on_gpu(teacher_eval(data=data, teacher=teacher_uri, cache_logits=shards == 1,
+                                            precision=precision))
     teacher_logits = evaluated_teacher.outputs["teacher_logits"]
     if shards > 1:  # the teacher's logits on the training data, side by side, merged back in row order
-        teacher_logits = sharded_teacher_logits(shards)(data=data, teacher=teacher_uri).output
+        teacher_logits = sharded_teacher_logits(shards)(data=data, teacher=teacher_uri,
+                                                                precision=precision).output
 
     nproc = platform.SETTINGS.nproc
     training = dict(

@@ -34,7 +34,7 @@ def teacher_dir(tmp_path, tokenizer_dir):
 
 def test_cached_logits_line_up_with_their_rows(tmp_path, prepared_data_dir, teacher_dir):
     metrics = teacher_eval.run(data_dir=str(prepared_data_dir), teacher=teacher_dir, logits_dir=str(tmp_path / "l"),
-                               batch_size=7)
+                               batch_size=7, precision="fp32")
     logits = datasets.load_from_disk(str(tmp_path / "l"))
     data = load_prepared(str(prepared_data_dir))
     model = BertForSequenceClassification.from_pretrained(teacher_dir).eval()
@@ -48,6 +48,15 @@ def test_cached_logits_line_up_with_their_rows(tmp_path, prepared_data_dir, teac
             np.testing.assert_allclose(logits[split][row]["teacher_logits"], expected, atol=1e-5)
     assert 0.0 <= metrics["accuracy"] <= 1.0
     assert np.array(metrics["confusion_matrix"]).sum() == len(data.splits["test"])
+
+
+def test_bf16_logits_are_close_to_fp32_ones(prepared_data_dir, teacher_dir):
+    data = load_prepared(str(prepared_data_dir))
+    model = BertForSequenceClassification.from_pretrained(teacher_dir)
+    fp32, bf16 = (np.array(teacher_eval.teacher_logits(model, data, precision=precision)["train"]["teacher_logits"])
+                  for precision in ("fp32", "bf16"))
+    assert not np.array_equal(bf16, fp32)  # the products did run in bf16
+    np.testing.assert_allclose(bf16, fp32, atol=0.05)
 
 
 def test_teacher_train_learns_the_data(tmp_path, prepared_data_dir):

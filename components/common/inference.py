@@ -9,15 +9,23 @@ import numpy as np
 from .data import LENGTH, MODEL_INPUTS, split_for_tokenizer
 
 
-def torch_runner(model):
-    """A function from a batch of int64 numpy inputs to float32 numpy logits, on the model's device, in fp32."""
+def torch_runner(model, precision: str = "fp32"):
+    """A function from a batch of int64 numpy inputs to float32 numpy logits, on the model's device.
+
+    It computes in `precision` (see training.resolve_precision): bf16 or fp16 run under autocast, so the weights
+    stay fp32 and only the matrix products drop to half precision.
+    """
     import torch
+
+    from .training import resolve_precision
 
     model.eval()
     device = next(model.parameters()).device
+    precision = resolve_precision(precision)
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
     def logits(batch: dict) -> np.ndarray:
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(device.type, dtype=half, enabled=half is not None):
             inputs = {name: torch.from_numpy(values).to(device) for name, values in batch.items()}
             return model(**inputs).logits.float().cpu().numpy()
 
@@ -45,21 +53,22 @@ def predict(runner, split, tokenizer, batch_size: int = 64, by_length: bool = Tr
     return logits
 
 
-def predict_logits(model, split, tokenizer, batch_size: int = 64) -> np.ndarray:
-    """Float32 logits of a PyTorch model for every row of `split`, in row order, on a GPU when there is one."""
+def predict_logits(model, split, tokenizer, batch_size: int = 64, precision: str = "fp32") -> np.ndarray:
+    """Float32 logits of a PyTorch model for every row of `split`, in row order, on a GPU when there is one,
+    computed in `precision` (torch_runner)."""
     import torch
 
     if torch.cuda.is_available():
         model = model.to("cuda")
-    return predict(torch_runner(model), split, tokenizer, batch_size)
+    return predict(torch_runner(model, precision), split, tokenizer, batch_size)
 
 
-def evaluate_on_test(model, tokenizer, data, batch_size: int = 64) -> dict:
+def evaluate_on_test(model, tokenizer, data, batch_size: int = 64, precision: str = "fp32") -> dict:
     """Accuracy, macro F1 and confusion matrix of `model` (reading text with `tokenizer`) on the test split."""
     from .metrics import classification_metrics
 
     test = split_for_tokenizer(data, "test", tokenizer)
-    predictions = predict_logits(model, test, tokenizer, batch_size).argmax(axis=-1)
+    predictions = predict_logits(model, test, tokenizer, batch_size, precision).argmax(axis=-1)
     return classification_metrics(test["label"], predictions, data.num_labels)
 
 

@@ -147,7 +147,7 @@ def student_from_teacher(teacher, num_layers: int = 0, attention_dropout: float 
     BERT adds token-type embedding 0 to every token and DistilBERT has none, so it is folded into the
     position embeddings; BERT's pooler initialises DistilBERT's pre-classifier. Attention dropout is off by
     default: with it, PyTorch's scaled-dot-product attention leaves its fused kernel, and a training step of a
-    3-layer student (batch 8, 300 tokens, CPU) was 1.3-1.6x slower; the other dropouts stay the teacher's.
+    3-layer student (batch 8, 300 tokens, CPU) was 1.25-2x slower; the other dropouts stay the teacher's.
     """
     import torch
     from transformers import DistilBertConfig, DistilBertForSequenceClassification

@@ -21,6 +21,7 @@ def teacher_eval(
     teacher: str,
     batch_size: int = 64,
     cache_logits: bool = True,
+    precision: str = "auto",
 ):
     """Evaluates the teacher on the test split and caches its logits on the training data.
 
@@ -29,6 +30,7 @@ def teacher_eval(
         teacher: URI of the fine-tuned teacher: a folder, a hub id or gs://.
         batch_size: Inference batch size (batches are grouped by length).
         cache_logits: Compute the logits on the training data here; false when teacher_shard steps compute them.
+        precision: What the teacher computes in: auto (bf16 where the GPU or CPU has bf16 kernels), fp32, bf16 or fp16.
 
     Returns:
         teacher_logits: The teacher's logits on the train and validation splits, one row per data row, in order (without cache_logits: a note).
@@ -39,6 +41,6 @@ def teacher_eval(
     from kdflow.components.teacher_eval import task
 
     metrics = task.run(data_dir=data.path, teacher=teacher, logits_dir=teacher_logits.path, batch_size=batch_size,
-                       cache_logits=cache_logits)
+                       cache_logits=cache_logits, precision=precision)
     write_metrics(teacher_metrics, metrics)
     write_confusion_matrix(teacher_confusion, metrics["confusion_matrix"], metrics["label_names"])

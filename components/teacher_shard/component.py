@@ -18,6 +18,7 @@ def teacher_shard(
     shard: int,
     shards: int,
     batch_size: int = 64,
+    precision: str = "auto",
 ):
     """Computes the teacher's logits on one shard of the train and validation splits.
 
@@ -27,6 +28,7 @@ def teacher_shard(
         shard: This shard's index, from 0.
         shards: The number of shards; shard I holds the I-th of that many contiguous row ranges of each split.
         batch_size: Inference batch size (batches are grouped by length).
+        precision: What the teacher computes in: auto (bf16 where the GPU or CPU has bf16 kernels), fp32, bf16 or fp16.
 
     Returns:
         teacher_logits: The teacher's logits on this shard's rows, in row order, with the shard's index.
@@ -34,4 +36,4 @@ def teacher_shard(
     from kdflow.components.teacher_shard import task
 
     task.run(data_dir=data.path, teacher=teacher, shard=shard, shards=shards, logits_dir=teacher_logits.path,
-             batch_size=batch_size)
+             batch_size=batch_size, precision=precision)

@@ -25,7 +25,8 @@ def shard_rows(rows: int, shard: int, shards: int) -> range:
     return range(shard * rows // shards, (shard + 1) * rows // shards)
 
 
-def run(*, data_dir: str, teacher: str, shard: int, shards: int, logits_dir: str, batch_size: int = 64) -> None:
+def run(*, data_dir: str, teacher: str, shard: int, shards: int, logits_dir: str, batch_size: int = 64,
+        precision: str = "auto") -> None:
     """Stores the teacher's logits on shard `shard` of each split in LOGIT_SPLITS, in row order, in `logits_dir`."""
     if not 0 <= shard < shards:
         raise KdflowInputError(f"shard={shard} must lie in [0, shards={shards}).")
@@ -34,7 +35,8 @@ def run(*, data_dir: str, teacher: str, shard: int, shards: int, logits_dir: str
     if shards > smallest:
         raise KdflowInputError(f"teacher_shards={shards} is more than the {smallest} rows of a split: use fewer.")
     model = models.load_classifier(teacher, data.num_labels, fine_tuned=True)
-    logits = teacher_logits(model, data, batch_size, rows=lambda length: shard_rows(length, shard, shards))
+    logits = teacher_logits(model, data, batch_size, rows=lambda length: shard_rows(length, shard, shards),
+                            precision=precision)
     logits.save_to_disk(logits_dir)
     Path(logits_dir, SHARD_INFO).write_text(json.dumps({"shard": shard, "shards": shards}))
 
@@ -47,9 +49,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shards", type=int, required=True, help="the number of shards")
     parser.add_argument("--teacher-logits", required=True, help="folder for this shard's logits")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16 (GPU)")
     args = parser.parse_args(argv)
     run(data_dir=args.data, teacher=args.teacher, shard=args.shard, shards=args.shards,
-        logits_dir=args.teacher_logits, batch_size=args.batch_size)
+        logits_dir=args.teacher_logits, batch_size=args.batch_size, precision=args.precision)
 
 
 if __name__ == "__main__":

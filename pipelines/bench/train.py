@@ -8,7 +8,8 @@ repeat:
 
 - recipe: recipe.py in one process: the text tokenized with padding, the teacher run at every training step;
 - kdflow: the pipeline's own step functions, each in its own process as on a cluster: data_prep, the teacher's
-  logits as teacher_eval computes them, and distill with its defaults (`--set NAME=VALUE` changes one).
+  logits as teacher_eval computes them, and distill with its defaults (`--set NAME=VALUE` changes one; a
+  precision set so applies to the teacher's logits too, as the pipeline's `precision` parameter does).
 
 Every stage is a child process, so its peak memory (ru_maxrss, from os.wait4) is its own; times are taken inside
 the children around the work, so interpreter start and imports count for neither side. Both students are then
@@ -62,7 +63,8 @@ def bench_train(*, teacher: str, data: str, output: str, rows: int = 1000, eval_
         kdflow = {
             "prep": run_stage("prep", {**common, "data_dir": str(work / "kdflow" / "data")}, work),
             "logits": run_stage("logits", {**common, "data_dir": str(work / "kdflow" / "data"),
-                                           "logits_dir": str(work / "kdflow" / "logits")}, work),
+                                           "logits_dir": str(work / "kdflow" / "logits"),
+                                           "precision": distill_settings.get("precision", "auto")}, work),
             "distill": run_stage("distill", {**common, "data_dir": str(work / "kdflow" / "data"),
                                              "logits_dir": str(work / "kdflow" / "logits"),
                                              "student_dir": str(work / "kdflow" / "student"),
@@ -259,7 +261,7 @@ def stage_logits(arguments: dict) -> dict:
     started = time.perf_counter()
     data = load_prepared(arguments["data_dir"])
     teacher = models.load_classifier(arguments["teacher"], data.num_labels, fine_tuned=True)
-    teacher_logits(teacher, data).save_to_disk(arguments["logits_dir"])
+    teacher_logits(teacher, data, precision=arguments["precision"]).save_to_disk(arguments["logits_dir"])
     return {"seconds": time.perf_counter() - started}
 
 
