@@ -11,7 +11,7 @@ from transformers import (
 from kdflow.components.common import models
 from kdflow.components.common.data import load_prepared
 from kdflow.components.common.errors import KdflowInputError
-from kdflow.components.common.training import precision_flags
+from kdflow.components.common.training import pad_batch, precision_flags
 from kdflow.components.distill import task
 from kdflow.components.distill.trainer import DistillationArguments, DistillationCollator, DistillationTrainer
 
@@ -49,7 +49,7 @@ def one_step(tmp_path, data, split, batch_size, accumulation):
     )
     student = tiny_distilbert(len(data.tokenizer))
     trainer = DistillationTrainer(model=student, args=args, train_dataset=split,
-                                  data_collator=DistillationCollator(data.tokenizer))
+                                  data_collator=DistillationCollator(data.tokenizer, data.max_length))
     trainer.train()
     loss = next(entry["loss"] for entry in trainer.state.log_history if "loss" in entry)
     return torch.nn.utils.parameters_to_vector(student.parameters()).detach(), loss
@@ -63,12 +63,21 @@ def test_gradient_accumulation_2_equals_accumulation_1_on_the_same_samples(tmp_p
     assert torch.allclose(params_1, params_2, atol=1e-5)
 
 
+@pytest.mark.parametrize("max_length", [30, 100])
+def test_batches_pad_to_a_multiple_of_64_within_the_data_max_length(prepared_data_dir, max_length):
+    data = load_prepared(str(prepared_data_dir))
+    rows = [{"input_ids": [5] * length, "attention_mask": [1] * length, "label": 0} for length in (3, 20)]
+    batch = pad_batch(data.tokenizer, rows, max_length)
+    assert batch["input_ids"].shape == (2, min(64, max_length))
+    assert batch["attention_mask"].sum(dim=1).tolist() == [3, 20]  # the padding is masked
+
+
 def test_cached_logits_give_the_same_loss_as_the_online_teacher(tmp_path, prepared_data_dir):
     data = load_prepared(str(prepared_data_dir))
     teacher = tiny_bert(len(data.tokenizer))
     split = data.splits["train"].select(range(6))
     with torch.no_grad():
-        batch = DistillationCollator(data.tokenizer)([split[i] for i in range(6)])
+        batch = DistillationCollator(data.tokenizer, data.max_length)([split[i] for i in range(6)])
         cached = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     args = DistillationArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", temperature=2.0, alpha=0.5)
     student = tiny_distilbert(len(data.tokenizer)).eval()

@@ -109,10 +109,20 @@ def loss_plot_img(log_history: list[dict], title: str) -> str:
     return f"<img alt='{html.escape(title)}' src='data:image/png;base64,{picture}'>"
 
 
-def pad_batch(tokenizer, rows: list[dict]) -> dict:
-    """Model inputs padded to the longest row of the batch, and the labels; other columns are left out."""
+# Training batches pad to a multiple of this many tokens. With few distinct shapes oneDNN builds and caches few
+# kernels: a bf16 distill step (256 IMDb rows, 512 tokens, 2-core AMX CPU) peaked at 1.3 GB instead of 2.0 GB and
+# trained 8% faster (32: 1.4 GB; 128: no faster). GPUs' tensor cores want multiples of 8 anyway.
+PAD_TO_MULTIPLE_OF = 64
+
+
+def pad_batch(tokenizer, rows: list[dict], max_length: int) -> dict:
+    """Model inputs padded to the longest row of the batch, rounded up to PAD_TO_MULTIPLE_OF but not beyond
+    `max_length` (the data's, which the model's positions cover), and the labels; other columns are left out."""
     import torch
 
-    batch = tokenizer.pad([{name: row[name] for name in MODEL_INPUTS} for row in rows], return_tensors="pt")
+    longest = max(len(row[MODEL_INPUTS[0]]) for row in rows)
+    length = max(longest, min(-(-longest // PAD_TO_MULTIPLE_OF) * PAD_TO_MULTIPLE_OF, max_length))
+    batch = tokenizer.pad([{name: row[name] for name in MODEL_INPUTS} for row in rows], padding="max_length",
+                          max_length=length, return_tensors="pt")
     batch["labels"] = torch.tensor([row[LABEL] for row in rows], dtype=torch.long)
     return dict(batch)

@@ -89,7 +89,8 @@ def run(*, data_dir: str, teacher_logits_dir: str, teacher: str, student: str, o
         )
         trainer = DistillationTrainer(
             model=student_model, args=args, train_dataset=train, eval_dataset=validation,
-            data_collator=DistillationCollator(student_tokenizer, None if same_vocabulary else data.tokenizer),
+            data_collator=DistillationCollator(student_tokenizer, data.max_length,
+                                               None if same_vocabulary else data.tokenizer),
             processing_class=student_tokenizer, teacher=teacher_model,
         )
         result = checkpoints.train(trainer, checkpoint_dir)

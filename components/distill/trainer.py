@@ -30,12 +30,13 @@ class DistillationArguments(TrainingArguments):
 class DistillationCollator:
     """Pads a batch for the student; passes cached teacher logits, or pads the teacher's own token ids."""
 
-    def __init__(self, tokenizer, teacher_tokenizer=None):
+    def __init__(self, tokenizer, max_length: int, teacher_tokenizer=None):
         self.tokenizer = tokenizer
+        self.max_length = max_length  # the data's: padding never goes beyond it
         self.teacher_tokenizer = teacher_tokenizer
 
     def __call__(self, rows: list[dict]) -> dict:
-        batch = pad_batch(self.tokenizer, rows)
+        batch = pad_batch(self.tokenizer, rows, self.max_length)
         if TEACHER_LOGITS in rows[0]:
             batch[TEACHER_LOGITS] = torch.tensor([row[TEACHER_LOGITS] for row in rows], dtype=torch.float32)
         if TEACHER_INPUTS[0] in rows[0]:

@@ -45,7 +45,7 @@ def run(*, data_dir: str, teacher: str, output_dir: str, curves_path: str, epoch
             )),
             train_dataset=data.splits["train"],
             eval_dataset=data.splits["validation"],
-            data_collator=lambda rows: pad_batch(data.tokenizer, rows),
+            data_collator=lambda rows: pad_batch(data.tokenizer, rows, data.max_length),
             processing_class=data.tokenizer,
             learning_rate_parameter="teacher_learning_rate",
         )

@@ -31,7 +31,9 @@ def bench_infer(*, teacher: str, student: str, data: str, output: str, rows: int
     from kdflow.components.common import models
     from kdflow.components.common.data import retokenize
     from kdflow.components.common.inference import footprint, torch_runner
-    from kdflow.components.onnx_export.task import FP32_FILE, INT8_FILE, export_onnx, ort_runner, quantize_int8
+    from kdflow.components.onnx_export.task import (
+        FP32_FILE, INT8_FILE, export_onnx, load_for_export, ort_runner, quantize_int8,
+    )
 
     for role, folder in (("--teacher", teacher), ("--student", student)):
         if not Path(folder, "config.json").is_file():
@@ -50,7 +52,7 @@ def bench_infer(*, teacher: str, student: str, data: str, output: str, rows: int
     out.mkdir(parents=True, exist_ok=True)
     teacher_model = AutoModelForSequenceClassification.from_pretrained(teacher)
     student_model = AutoModelForSequenceClassification.from_pretrained(student)
-    export_onnx(student_model, out / FP32_FILE)
+    export_onnx(load_for_export(student), out / FP32_FILE)
     quantize_int8(out / FP32_FILE, out / INT8_FILE)
     tokenizers = {"teacher": models.load_tokenizer(teacher), "student": models.load_tokenizer(student)}
     splits = {name: retokenize(texts, tokenizer, max_length) for name, tokenizer in tokenizers.items()}
