@@ -92,6 +92,7 @@ def distillation_pipeline(
     teacher_learning_rate: float = 5e-5,
     student: str = "distilbert-base-uncased",
     student_layers: int = 0,
+    student_attention_dropout: float = 0.0,
     distill_mode: str = "cached",
     temperature: float = 2.0,
     alpha: float = 0.5,
@@ -142,7 +143,8 @@ def distillation_pipeline(
     nproc = platform.SETTINGS.nproc
     training = dict(
         data=data, teacher_logits=teacher_logits, teacher=teacher_uri, nproc=nproc,
-        student_spec=student, student_layers=student_layers, distill_mode=distill_mode, temperature=temperature,
+        student_spec=student, student_layers=student_layers, student_attention_dropout=student_attention_dropout,
+        distill_mode=distill_mode, temperature=temperature,
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         gradient_accumulation_steps=gradient_accumulation_steps, precision=precision, seed=seed,
         checkpoint_steps=checkpoint_steps, checkpoint_uri=checkpoint_uri,

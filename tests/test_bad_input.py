@@ -62,6 +62,8 @@ CASES = {
     "--set of a float for an int": (lambda t, k: ["--set", "seed=1.5"], "seed=1.5 is not a valid int"),
     "temperature 0": (lambda t, k: ["--set", "temperature=0"], "temperature=0.0 must be above 0"),
     "alpha above 1": (lambda t, k: ["--set", "alpha=1.5"], "alpha=1.5 must lie in [0, 1]"),
+    "attention dropout 1": (lambda t, k: ["--set", "student_attention_dropout=1"],
+                            "student_attention_dropout=1.0 must lie in [0, 1)"),
     "unknown distill_mode": (lambda t, k: ["--set", "distill_mode=fast"], "distill_mode='fast' is not one of"),
     "unknown truncation_side": (lambda t, k: ["--set", "truncation_side=middle"], "truncation_side='middle'"),
     "negative checkpoint_steps": (lambda t, k: ["--set", "checkpoint_steps=-1"], "checkpoint_steps=-1 must be"),

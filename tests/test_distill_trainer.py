@@ -154,9 +154,11 @@ def test_distill_step_writes_a_student_with_its_log(tmp_path, prepared_data_dir,
     figures = task.run(
         data_dir=str(prepared_data_dir), teacher_logits_dir=logits_dir, teacher=teacher_dir, student="from_teacher",
         output_dir=str(tmp_path / "student"), curves_path=str(tmp_path / "curves.html"), epochs=1, batch_size=16,
-        learning_rate=1e-3,
+        learning_rate=1e-3, student_attention_dropout=0.1,
     )
     assert (tmp_path / "student" / "model.safetensors").exists()
+    assert json.loads((tmp_path / "student" / "config.json").read_text())["attention_dropout"] == 0.1
+    assert json.loads((tmp_path / "student" / "distillation.json").read_text())["student_attention_dropout"] == 0.1
     assert (tmp_path / "student" / "tokenizer_config.json").exists()
     log = json.loads((tmp_path / "student" / "training_log.json").read_text())
     losses = [entry for entry in log if "loss" in entry]

@@ -19,6 +19,7 @@ def distill(
     teacher: str,
     student_spec: str = "from_teacher",
     student_layers: int = 0,
+    student_attention_dropout: float = 0.0,
     distill_mode: str = "cached",
     temperature: float = 2.0,
     alpha: float = 0.5,
@@ -42,6 +43,7 @@ def distill(
         teacher: URI of the fine-tuned teacher (folder, hub id or gs://); loaded for from_teacher and online mode.
         student_spec: The student: from_teacher (a DistilBERT from the BERT teacher's layers), config:NAME|PATH (random init) or a checkpoint URI.
         student_layers: Layers of a from_teacher student; 0 takes half the teacher's.
+        student_attention_dropout: Attention dropout of a from_teacher student: 0 keeps PyTorch's fused attention kernel (about 2x faster training), 0.1 is DistilBERT's.
         distill_mode: cached (read the teacher's stored logits) or online (run the teacher in every step; needed when tokenizers differ).
         temperature: Softmax temperature T of the soft term, above 0.
         alpha: Weight of the hard-label cross-entropy, in [0, 1]; the soft term gets 1 - alpha.
@@ -67,6 +69,7 @@ def distill(
     task.launch(
         nproc=nproc, data_dir=data.path, teacher_logits_dir=teacher_logits.path, teacher=teacher, student=student_spec,
         output_dir=student.path, curves_path=training_curves.path, student_layers=student_layers,
+        student_attention_dropout=student_attention_dropout,
         distill_mode=distill_mode, temperature=temperature, alpha=alpha, epochs=epochs, batch_size=batch_size,
         learning_rate=learning_rate, gradient_accumulation_steps=gradient_accumulation_steps, precision=precision,
         seed=seed, checkpoint_steps=checkpoint_steps,

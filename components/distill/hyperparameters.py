@@ -16,6 +16,12 @@ def check_distillation_hyperparameters(temperature: float, alpha: float, distill
         raise KdflowInputError(f"distill_mode={distill_mode!r} is not one of {', '.join(MODES)}: pick one of them.")
 
 
+def check_attention_dropout(student_attention_dropout: float) -> None:
+    if not 0 <= student_attention_dropout < 1:
+        raise KdflowInputError(f"student_attention_dropout={student_attention_dropout} must lie in [0, 1): 0 keeps "
+                               "PyTorch's fused attention kernel, the recipe's DistilBERT uses 0.1.")
+
+
 def check_processes(batch_size: int, processes: int) -> None:
     """batch_size is the global batch of an optimizer step: each of the processes takes an equal share."""
     if batch_size % processes:

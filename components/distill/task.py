@@ -27,14 +27,14 @@ from kdflow.components.common.data import MODEL_INPUTS, load_prepared, retokeniz
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.training import PROVENANCE, TRAINING_LOG, curves_html, trainer_settings
 
-from .hyperparameters import MODES, check_distillation_hyperparameters, check_processes
+from .hyperparameters import MODES, check_attention_dropout, check_distillation_hyperparameters, check_processes
 from .trainer import (
     TEACHER_INPUT_PREFIX, TEACHER_LOGITS, DistillationArguments, DistillationCollator, DistillationTrainer,
 )
 
 
 def run(*, data_dir: str, teacher_logits_dir: str, teacher: str, student: str, output_dir: str, curves_path: str,
-        student_layers: int = 0, distill_mode: str = "cached", temperature: float = 2.0, alpha: float = 0.5,
+        student_layers: int = 0, student_attention_dropout: float = 0.0, distill_mode: str = "cached", temperature: float = 2.0, alpha: float = 0.5,
         epochs: float = 2.0, batch_size: int = 8, learning_rate: float = 5e-5, gradient_accumulation_steps: int = 1,
         precision: str = "auto", seed: int = 42, dataloader_num_workers: int = 0, checkpoint_steps: int = 500,
         checkpoint_uri: str = "") -> dict:
@@ -49,13 +49,15 @@ def run(*, data_dir: str, teacher_logits_dir: str, teacher: str, student: str, o
     from transformers import set_seed
 
     check_distillation_hyperparameters(temperature, alpha, distill_mode)
+    check_attention_dropout(student_attention_dropout)
     check_processes(batch_size, int(os.environ.get("WORLD_SIZE", 1)))
     set_seed(seed)
     data = load_prepared(data_dir)
     teacher_model = None
     if distill_mode == "online" or student == models.FROM_TEACHER:
         teacher_model = models.load_classifier(teacher, data.num_labels, fine_tuned=True)
-    student_model, student_tokenizer = build_student(student, data, teacher_model, student_layers)
+    student_model, student_tokenizer = build_student(student, data, teacher_model, student_layers,
+                                                     student_attention_dropout)
     models.check_max_length(student_model.config, data.max_length, "student")
 
     train, validation = data.splits["train"], data.splits["validation"]
@@ -69,7 +71,8 @@ def run(*, data_dir: str, teacher_logits_dir: str, teacher: str, student: str, o
         train, validation = (retokenize_for_student(split, student_tokenizer, data.max_length) for split in (train, validation))
 
     settings = {
-        "teacher": teacher, "student": student, "student_layers": student_layers, "distill_mode": distill_mode,
+        "teacher": teacher, "student": student, "student_layers": student_layers,
+        "student_attention_dropout": student_attention_dropout, "distill_mode": distill_mode,
         "temperature": temperature, "alpha": alpha, "epochs": epochs, "batch_size": batch_size,
         "learning_rate": learning_rate, "gradient_accumulation_steps": gradient_accumulation_steps,
         "precision": precision, "seed": seed, "data": data.info,
@@ -121,6 +124,7 @@ def launch(nproc: int = 1, **arguments) -> dict | None:
     # The checks a process would make, made once here so a mistake reads as one sentence, not nproc tracebacks.
     check_distillation_hyperparameters(arguments.get("temperature", 2.0), arguments.get("alpha", 0.5),
                                        arguments.get("distill_mode", "cached"))
+    check_attention_dropout(arguments.get("student_attention_dropout", 0.0))
     check_processes(arguments.get("batch_size", 8), nproc)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "kdflow.components.distill.task", *command_line(arguments)]
@@ -139,10 +143,13 @@ def command_line(arguments: dict) -> list[str]:
             for part in (FLAGS.get(name, "--" + name.replace("_", "-")), str(value))]
 
 
-def build_student(student: str, data, teacher_model, student_layers: int):
-    """The student model and its tokenizer: a checkpoint's own, else the one the data was prepared with."""
+def build_student(student: str, data, teacher_model, student_layers: int, attention_dropout: float):
+    """The student model and its tokenizer: a checkpoint's own, else the one the data was prepared with.
+
+    `attention_dropout` is for a from_teacher student; the others keep their configuration's.
+    """
     if student == models.FROM_TEACHER:
-        return models.student_from_teacher(teacher_model, student_layers), data.tokenizer
+        return models.student_from_teacher(teacher_model, student_layers, attention_dropout), data.tokenizer
     if models.is_config_spec(student):
         return (models.load_classifier(student, data.num_labels, vocab_size=len(data.tokenizer), role="student"),
                 data.tokenizer)
@@ -173,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="folder for the student")
     parser.add_argument("--curves", required=True, help="HTML file for the loss curves")
     parser.add_argument("--student-layers", type=int, default=0)
+    parser.add_argument("--student-attention-dropout", type=float, default=0.0,
+                        help="attention dropout of a from_teacher student (0: PyTorch's fused attention kernel)")
     parser.add_argument("--distill-mode", choices=MODES, default="cached")
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--alpha", type=float, default=0.5)
@@ -197,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
         nproc=args.nproc,
         data_dir=args.data, teacher_logits_dir=args.teacher_logits, teacher=args.teacher, student=args.student,
         output_dir=args.output, curves_path=args.curves, student_layers=args.student_layers,
+        student_attention_dropout=args.student_attention_dropout,
         distill_mode=args.distill_mode, temperature=args.temperature, alpha=args.alpha, epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.learning_rate,
         gradient_accumulation_steps=args.gradient_accumulation_steps, precision=args.precision, seed=args.seed,

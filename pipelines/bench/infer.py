@@ -19,6 +19,8 @@ import numpy as np
 
 from kdflow.components.common.errors import KdflowInputError
 
+from .train import machine
+
 BATCH_SIZES = (1, 32)
 SERVINGS = ("teacher_pytorch", "student_pytorch", "student_onnx_fp32", "student_onnx_int8")
 
@@ -92,6 +94,7 @@ def bench_infer(*, teacher: str, student: str, data: str, output: str, rows: int
                                                        - figures["student_pytorch"]["accuracy"])
     result["settings"] = {"teacher": teacher, "student": student, "data": data, "rows": rows,
                           "batch_1_rows": batch_1_rows, "max_length": max_length, "repeats": repeats, "seed": seed}
+    result["machine"] = machine()
     (out / "bench_infer.json").write_text(json.dumps(result, indent=2))
     print(infer_table(result))
     return result

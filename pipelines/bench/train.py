@@ -32,7 +32,7 @@ from kdflow.components.common.errors import KdflowInputError
 STAGE_MODULE = "kdflow.pipelines.bench.train"
 VALIDATION_ROWS = 32  # kdflow's distill evaluates a validation split each epoch; the recipe has none
 # run() arguments of the distill step that --set may change, with their types.
-DISTILL_SETTINGS = {"batch_size": int, "learning_rate": float, "precision": str, "gradient_accumulation_steps": int,
+DISTILL_SETTINGS = {"student_attention_dropout": float, "batch_size": int, "learning_rate": float, "precision": str, "gradient_accumulation_steps": int,
                     "dataloader_num_workers": int, "temperature": float, "alpha": float}
 # Dense bf16/fp16 tensor-core peak of common GPUs, in TFLOP/s, for model FLOPs utilisation; --peak-tflops for others.
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0, "T4": 65.0}
@@ -212,11 +212,21 @@ def train_table(result: dict) -> str:
 
 
 def machine() -> dict:
+    """What the figures depend on: the CPU (and whether it has bf16 kernels, which precision=auto uses), the GPU."""
     import torch
 
-    return {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+    return {"processor": cpu_name(), "cpus": os.cpu_count(), "cpu_bf16": torch.ops.mkldnn._is_mkldnn_bf16_supported(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine()
 
 
 # The stages, each run by `python -m kdflow.pipelines.bench.train STAGE ARGUMENTS_JSON RESULT_PATH`.
