@@ -34,7 +34,8 @@ from .trainer import (
 
 
 def run(*, data_dir: str, teacher_logits_dir: str, teacher: str, student: str, output_dir: str, curves_path: str,
-        student_layers: int = 0, student_attention_dropout: float = 0.0, distill_mode: str = "cached", temperature: float = 2.0, alpha: float = 0.5,
+        student_layers: int = 0, student_attention_dropout: float = 0.0, distill_mode: str = "cached",
+        temperature: float = 2.0, alpha: float = 0.5,
         epochs: float = 2.0, batch_size: int = 8, learning_rate: float = 5e-5, gradient_accumulation_steps: int = 1,
         precision: str = "auto", seed: int = 42, dataloader_num_workers: int = 0, checkpoint_steps: int = 500,
         checkpoint_uri: str = "") -> dict:

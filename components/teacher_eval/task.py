@@ -47,7 +47,7 @@ def teacher_logits(model, data, batch_size: int = 64, rows=None, precision: str 
     """The model's logits on LOGIT_SPLITS, one float column `teacher_logits` per split, in row order.
 
     `rows` maps a split's length to the rows to take (a shard); all of them by default. The model runs in
-    `precision`: in bf16 the logits differ from fp32 by about 1e-2, far below what the softened targets resolve,
+    `precision`: in bf16 the logits differ from fp32 by under 1e-2, far below what the softened targets resolve,
     and on a CPU with AMX they come about 2.4x faster.
     """
     import datasets

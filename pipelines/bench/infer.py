@@ -79,7 +79,7 @@ def bench_infer(*, teacher: str, student: str, data: str, output: str, rows: int
 
     labels = np.asarray(texts["label"])
     result = {"servings": {
-        name: {"accuracy": float((predictions[name] == labels).mean()), "size_mb": round(size_mb, 1),
+        name: {"accuracy": float((predictions[name] == labels).mean()), "size_mb": size_mb,
                **{f"batch_{size}_rows_per_s": (rows if size > 1 else batch_1_rows) / statistics.median(timings[name, size])
                   for size in BATCH_SIZES}}
         for name, (_, _, size_mb) in servings.items()

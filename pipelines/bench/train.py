@@ -32,8 +32,9 @@ from kdflow.components.common.errors import KdflowInputError
 STAGE_MODULE = "kdflow.pipelines.bench.train"
 VALIDATION_ROWS = 32  # kdflow's distill evaluates a validation split each epoch; the recipe has none
 # run() arguments of the distill step that --set may change, with their types.
-DISTILL_SETTINGS = {"student_attention_dropout": float, "batch_size": int, "learning_rate": float, "precision": str, "gradient_accumulation_steps": int,
-                    "dataloader_num_workers": int, "temperature": float, "alpha": float}
+DISTILL_SETTINGS = {"batch_size": int, "learning_rate": float, "precision": str, "gradient_accumulation_steps": int,
+                    "dataloader_num_workers": int, "temperature": float, "alpha": float,
+                    "student_attention_dropout": float}
 # Dense bf16/fp16 tensor-core peak of common GPUs, in TFLOP/s, for model FLOPs utilisation; --peak-tflops for others.
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0, "T4": 65.0}
 
