@@ -50,7 +50,7 @@ def session(path: Path) -> onnxruntime.InferenceSession:
 
 
 def pytorch_logits(student_dir, batch) -> np.ndarray:
-    model = DistilBertForSequenceClassification.from_pretrained(student_dir).eval()
+    model = task.load_for_export(student_dir)  # the model the task measures the export against
     with torch.no_grad():
         return model(**{name: torch.from_numpy(values) for name, values in batch.items()}).logits.numpy()
 
@@ -96,8 +96,7 @@ def test_reported_difference_is_the_one_measured(exported, student_dir, prepared
         batch = encode(data.tokenizer, parity_rows[start:start + task.PARITY_BATCH_SIZE]["text"])
         onnx_logits = fp32.run(["logits"], batch)[0]
         differences.append(np.abs(onnx_logits - pytorch_logits(student_dir, batch)).max())
-    # abs: the reference here runs PyTorch's default (SDPA) attention, the task's eager; they differ by ~1e-9.
-    assert report["max_abs_diff"] == pytest.approx(float(max(differences)), rel=1e-3, abs=1e-8)
+    assert report["max_abs_diff"] == pytest.approx(float(max(differences)), rel=1e-3, abs=1e-12)
 
 
 @pytest.mark.parametrize("model_file", ["model.onnx", "model.int8.onnx"])
