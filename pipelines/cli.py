@@ -9,7 +9,7 @@
     kdflow schedule --host URL --cron "0 0 3 * * 0" ...    # scheduled retraining on Kubeflow Pipelines
     kdflow images build                                    # the container images the steps run in
     kdflow bench train --teacher DIR --data DIR            # kdflow's distill step against the recipe, side by side
-    kdflow bench infer --teacher DIR --student DIR --data DIR   # serving speed: teacher, student, ONNX fp32/int8
+    kdflow bench infer --teacher DIR --student DIR --data DIR   # serving speed: teacher, student, its ONNX files
 """
 
 import argparse
@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
                        help="change a setting of kdflow's distill step (batch_size, learning_rate, precision, ...)")
     train.set_defaults(command=bench_train_command)
-    infer = benches.add_parser("infer", help="throughput and accuracy of teacher, student and its ONNX fp32/int8")
+    infer = benches.add_parser("infer", help="throughput and accuracy of teacher, student and its ONNX files")
     infer.add_argument("--teacher", required=True, help="a fine-tuned teacher's folder")
     infer.add_argument("--student", required=True, help="a trained student's folder")
     infer.add_argument("--data", required=True, help="a folder with test.parquet (text, label)")

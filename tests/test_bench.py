@@ -103,13 +103,25 @@ def test_bench_infer_serves_teacher_student_and_onnx_on_the_same_rows(tmp_path, 
                      "64", "--repeats", "1"]) == 0
     result = json.loads((output / "bench_infer.json").read_text())
     servings = result["servings"]
-    assert set(servings) == {"teacher_pytorch", "student_pytorch", "student_onnx_fp32", "student_onnx_int8"}
+    assert set(servings) == {"teacher_pytorch", "student_pytorch", "student_onnx_fp32", "student_onnx_int8",
+                             "student_onnx_int8_qdq"}
     # The fp32 export predicts what PyTorch does on every row.
     assert servings["student_onnx_fp32"]["accuracy"] == servings["student_pytorch"]["accuracy"]
-    assert result["ratios"]["student_onnx_int8_vs_teacher_batch_32"] == pytest.approx(
-        servings["student_onnx_int8"]["batch_32_rows_per_s"] / servings["teacher_pytorch"]["batch_32_rows_per_s"])
+    for name in ("student_onnx_int8", "student_onnx_int8_qdq"):
+        assert result["ratios"][f"{name}_vs_teacher_batch_32"] == pytest.approx(
+            servings[name]["batch_32_rows_per_s"] / servings["teacher_pytorch"]["batch_32_rows_per_s"])
+        assert result["int8_minus_fp32_accuracy_points"][name] == pytest.approx(
+            100 * (servings[name]["accuracy"] - servings["student_pytorch"]["accuracy"]))
     assert all(figures["batch_1_rows_per_s"] > 0 and figures["size_mb"] > 0 for figures in servings.values())
-    assert (output / "model.int8.onnx").is_file()
+    assert {"model.onnx", "model.int8.onnx", "model.int8.qdq.onnx"} <= {path.name for path in output.iterdir()}
+
+
+def test_bench_infer_refuses_rows_that_leave_none_to_calibrate_on(tmp_path, capsys, teacher_dir, data_dir):
+    assert cli.main(["bench", "infer", "--teacher", str(teacher_dir), "--student", str(teacher_dir), "--data",
+                     str(data_dir), "--output", str(tmp_path / "infer"), "--rows", "60"]) == 2
+    error = capsys.readouterr().err
+    assert "--rows 60 leaves none of the 60 rows" in error and error.count("\n") == 1
+    assert not (tmp_path / "infer").exists()
 
 
 @pytest.mark.parametrize("arguments, sentence", [

@@ -29,6 +29,7 @@ def test_smoke_run_learns_and_exports(smoke_summary):
     assert smoke_summary["gate"]["passed"] == (smoke_summary["retention"] >= smoke_summary["gate"]["min_retention"])
     assert smoke_summary["onnx"]["max_abs_diff"] <= 1e-4
     assert smoke_summary["onnx"]["int8_accuracy"] >= 0.85
+    assert smoke_summary["onnx"]["int8_qdq_accuracy"] >= 0.85
 
 
 @pytest.mark.slow
@@ -54,12 +55,13 @@ def test_the_baseline_is_the_same_student_trained_without_the_teacher(smoke_summ
 def test_the_quality_report_compares_every_model(smoke_output, smoke_summary):
     report = (smoke_output / "quality_report.html").read_text()
     assert report == Path(smoke_summary["artifacts"]["quality_report"]).read_text()
-    for model in ("teacher", "distilled", "hard labels only", "ONNX fp32", "ONNX int8"):
+    for model in ("teacher", "distilled", "hard labels only", "ONNX fp32", "ONNX int8", "ONNX int8 QDQ, OpenVINO"):
         assert model in report
-    assert f"{smoke_summary['onnx']['int8_accuracy']:.4f}" in report
+    for kind in ("int8", "int8_qdq"):
+        assert f"{smoke_summary['onnx'][f'{kind}_accuracy']:.4f}" in report
     assert f"{smoke_summary['teacher']['parameters']:,}" in report
     assert "data:image/png;base64," in report
-    assert report.count("true \\ predicted") == 5  # one confusion matrix per model
+    assert report.count("true \\ predicted") == 6  # one confusion matrix per model
     for model in ("teacher", "student"):
         figures = smoke_summary[model]
         assert figures["parameters"] > 0 and figures["size_mb"] > 0

@@ -1,4 +1,4 @@
-"""onnx_export on tiny models: parity with PyTorch, dynamic shapes, int8, the report, and a failed check."""
+"""onnx_export on tiny models: parity with PyTorch, dynamic shapes, both int8 files, the report, a failed check."""
 
 import json
 from pathlib import Path
@@ -16,8 +16,10 @@ from kdflow.components.common.data import MODEL_INPUTS, load_prepared
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.onnx_export import task
 
-REPORT_KEYS = {"max_abs_diff", "parity_tolerance", "fp32_accuracy", "int8_accuracy", "pytorch_accuracy",
-               "int8_max_abs_diff", "latency_ms", "size_mb", "rows"}
+REPORT_KEYS = {"max_abs_diff", "parity_tolerance", "fp32_accuracy", "int8_accuracy", "int8_qdq_accuracy",
+               "pytorch_accuracy", "int8_max_abs_diff", "int8_qdq_max_abs_diff", "latency_ms", "size_mb", "rows",
+               "calibration_rows"}
+MODEL_FILES = ("model.onnx", "model.int8.onnx", "model.int8.qdq.onnx")
 
 
 def save_classifier(model, folder: Path, tokenizer_dir) -> str:
@@ -60,19 +62,23 @@ def encode(tokenizer, texts) -> dict:
     return {name: batch[name].astype(np.int64) for name in MODEL_INPUTS}
 
 
-def test_export_writes_both_models_tokenizer_config_and_report(exported, prepared_data_dir):
+def test_export_writes_the_models_tokenizer_config_and_report(exported, prepared_data_dir):
     output_dir, report = exported
-    assert {"model.onnx", "model.int8.onnx", "config.json", "tokenizer_config.json", "onnx_report.json"} <= {
-        path.name for path in output_dir.iterdir()}
+    assert {*MODEL_FILES, "config.json", "tokenizer_config.json", "onnx_report.json"} == {
+        path.name for path in output_dir.iterdir()} - {"tokenizer.json", "vocab.txt", "special_tokens_map.json"}
     assert json.loads((output_dir / "onnx_report.json").read_text()) == report
     assert REPORT_KEYS <= set(report)
-    assert report["rows"] == len(load_prepared(str(prepared_data_dir)).splits["test"])
+    data = load_prepared(str(prepared_data_dir))
+    assert report["rows"] == len(data.splits["test"])
+    assert report["calibration_rows"] == min(task.CALIBRATION_ROWS, len(data.splits["train"]))
     assert report["max_abs_diff"] <= 1e-4
     assert report["fp32_accuracy"] == report["pytorch_accuracy"]
-    assert 0.0 <= report["int8_accuracy"] <= 1.0
-    for runtime in ("pytorch_fp32", "onnx_fp32", "onnx_int8"):
+    assert 0.0 <= report["int8_accuracy"] <= 1.0 and 0.0 <= report["int8_qdq_accuracy"] <= 1.0
+    for runtime in ("pytorch_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_qdq"):
         assert set(report["latency_ms"][runtime]) == {"1", "32"}
         assert all(milliseconds > 0 for milliseconds in report["latency_ms"][runtime].values())
+    # (the QDQ file's scales outweigh what int8 saves on a model this small)
+    assert set(report["size_mb"]) == {"onnx_fp32", "onnx_int8", "onnx_int8_qdq"}
     assert report["size_mb"]["onnx_int8"] < report["size_mb"]["onnx_fp32"]
     assert (output_dir / "model.int8.onnx").stat().st_size < (output_dir / "model.onnx").stat().st_size
 
@@ -83,6 +89,33 @@ def test_both_models_run_onnx_runtime_fused_attention(exported):
                  for name in ("model.onnx", "model.int8.onnx")}
     assert {"Attention", "SkipLayerNormalization", "EmbedLayerNormalization"} <= operators["model.onnx"]
     assert {"QAttention", "MatMulInteger"} <= operators["model.int8.onnx"]
+
+
+def test_the_qdq_model_has_standard_operators_int8_embeddings_and_linear_layers(exported):
+    output_dir, _ = exported
+    graph = onnx.load(str(output_dir / "model.int8.qdq.onnx")).graph
+    assert {node.domain for node in graph.node} <= {"", "ai.onnx"}  # nothing of ONNX Runtime's own
+    made_by = {output: node for node in graph.node for output in node.output}
+    weights = {initializer.name for initializer in graph.initializer}
+    quantized = {"DequantizeLinear"}
+    linear, attention = [], []
+    for node in (node for node in graph.node if node.op_type == "MatMul"):
+        producers = [made_by.get(name) for name in node.input]
+        dequantized = [producer is not None and producer.op_type in quantized for producer in producers]
+        has_weight = any(producer is not None and producer.input[0] in weights for producer in producers if producer)
+        (linear if has_weight else attention).append(all(dequantized))
+    # the tiny student: 2 layers of q, k, v, output, and two feed-forward products; QK^T and attention x V
+    assert linear == [True] * 12
+    assert attention == [False] * 4
+    [word_embeddings] = [node for node in graph.node if node.op_type == "Gather"
+                         and made_by.get(node.input[0]) is not None
+                         and made_by[node.input[0]].input[0].endswith("word_embeddings.weight_quantized")]
+    assert made_by[word_embeddings.input[0]].op_type == "DequantizeLinear"
+    # linear weights int8, embedding tables uint8 (the quantizer gives Gather's data the activations' type)
+    eight_bit = {initializer.name for initializer in graph.initializer
+                 if initializer.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)}
+    assert all(node.input[0] in eight_bit for node in graph.node
+               if node.op_type == "DequantizeLinear" and node.input[0] in weights)
 
 
 def test_reported_difference_is_the_one_measured(exported, student_dir, prepared_data_dir):
@@ -99,15 +132,16 @@ def test_reported_difference_is_the_one_measured(exported, student_dir, prepared
     assert report["max_abs_diff"] == pytest.approx(float(max(differences)), rel=1e-3, abs=1e-12)
 
 
-@pytest.mark.parametrize("model_file", ["model.onnx", "model.int8.onnx"])
+@pytest.mark.parametrize("model_file", MODEL_FILES)
 def test_onnx_models_take_any_batch_size_and_length(exported, student_dir, tokenizer_dir, model_file):
     output_dir, _ = exported
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     texts = ["good", "the plot was really dull and the actors were bad", "a wonderful film"]
-    model = session(output_dir / model_file)
+    # each file on the runtime it is made for
+    runner = (task.openvino_runner if model_file == task.QDQ_INT8_FILE else task.ort_runner)(output_dir / model_file)
     tolerance = 1e-4 if model_file == "model.onnx" else 0.05
     for batch in [encode(tokenizer, [text]) for text in texts] + [encode(tokenizer, texts)]:
-        logits = model.run(["logits"], batch)[0]
+        logits = runner(batch)
         assert logits.shape == (len(batch["input_ids"]), 2)
         np.testing.assert_allclose(logits, pytorch_logits(student_dir, batch), atol=tolerance)
 
@@ -179,6 +213,7 @@ def test_component_runs_under_kfp_local(tmp_path, student_dir, prepared_data_dir
     assert metrics["rows"] == 16
     assert metrics["max_abs_diff"] <= 1e-4
     assert metrics["onnx_int8_latency_ms_b1"] > 0
+    assert metrics["onnx_int8_qdq_latency_ms_b1"] > 0
 
 
 

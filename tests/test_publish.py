@@ -15,7 +15,8 @@ def summary_with(accuracy):
         "teacher": {"accuracy": 0.95, "macro_f1": 0.95, "rows": 48},
         "student": {"accuracy": accuracy, "macro_f1": accuracy, "rows": 48},
         "retention": accuracy / 0.95, "gate": {"passed": True, "min_retention": 0.9},
-        "onnx": {"max_abs_diff": 1e-7, "fp32_accuracy": accuracy, "int8_accuracy": accuracy},
+        "onnx": {"max_abs_diff": 1e-7, "fp32_accuracy": accuracy, "int8_accuracy": accuracy,
+                 "int8_qdq_accuracy": accuracy},
     }
 
 

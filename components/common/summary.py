@@ -41,13 +41,14 @@ def scores(metrics: dict) -> dict:
 
 
 def score_rows(summary: dict) -> list[tuple[str, float, float | None]]:
-    """(model, accuracy, macro F1 or None) for the teacher, the student, its two ONNX exports, and the baseline."""
+    """(model, accuracy, macro F1 or None) for the teacher, the student, its ONNX exports, and the baseline."""
     onnx = summary["onnx"]
     rows = [
         ("teacher", summary["teacher"]["accuracy"], summary["teacher"]["macro_f1"]),
         ("student", summary["student"]["accuracy"], summary["student"]["macro_f1"]),
         ("student onnx fp32", onnx["fp32_accuracy"], onnx.get("fp32_macro_f1")),
         ("student onnx int8", onnx["int8_accuracy"], onnx.get("int8_macro_f1")),
+        ("student onnx int8 qdq (openvino)", onnx["int8_qdq_accuracy"], onnx.get("int8_qdq_macro_f1")),
     ]
     if "baseline" in summary:
         rows.append(("baseline (no teacher)", summary["baseline"]["accuracy"], summary["baseline"]["macro_f1"]))

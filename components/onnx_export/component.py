@@ -22,14 +22,17 @@ def onnx_export(
     """Exports the student to ONNX in fp32 and int8, checks it against PyTorch and measures accuracy and latency.
 
     Args:
-        data: Tokenized splits from data_prep; the test split is what the checks run on.
+        data: Tokenized splits from data_prep; the test split is what the checks run on, the first training rows
+            calibrate the static int8 model.
         student: The distilled student from distill, with its tokenizer.
         parity_tolerance: Largest logit difference allowed between ONNX Runtime fp32 and PyTorch; more fails the step.
         max_eval_samples: Test rows to measure accuracy on; 0 takes them all.
 
     Returns:
-        onnx_model: model.onnx (fp32), model.int8.onnx (dynamic int8), tokenizer, config.json and onnx_report.json.
-        onnx_metrics: Parity, accuracy and median latency of PyTorch, ONNX fp32 and int8, file sizes (also JSON).
+        onnx_model: model.onnx (fp32) and model.int8.onnx (dynamic int8) for ONNX Runtime, model.int8.qdq.onnx (static
+            int8, standard operators) for OpenVINO, tokenizer, config.json and onnx_report.json.
+        onnx_metrics: Parity, accuracy and median latency of PyTorch and of each ONNX file on its runtime, file
+            sizes (also JSON).
     """
     from kdflow.components.common.metrics import write_metrics
     from kdflow.components.onnx_export import task
@@ -37,7 +40,8 @@ def onnx_export(
     report = task.run(student_dir=student.path, data_dir=data.path, output_dir=onnx_model.path,
                       parity_tolerance=parity_tolerance, max_eval_samples=max_eval_samples)
     figures = {name: report[name] for name in (
-        "max_abs_diff", "int8_max_abs_diff", "pytorch_accuracy", "fp32_accuracy", "int8_accuracy", "rows")}
+        "max_abs_diff", "int8_max_abs_diff", "int8_qdq_max_abs_diff", "pytorch_accuracy", "fp32_accuracy",
+        "int8_accuracy", "int8_qdq_accuracy", "rows")}
     for runtime, by_batch_size in report["latency_ms"].items():
         for batch_size, milliseconds in by_batch_size.items():
             figures[f"{runtime}_latency_ms_b{batch_size}"] = milliseconds

@@ -7,7 +7,7 @@
 What a destination holds (`gs://...` or a local folder):
 
     MODEL/VERSION/            pytorch/ (the save_pretrained student and tokenizer), model.onnx, model.int8.onnx,
-                              the tokenizer, config.json, onnx_report.json, summary.json, README.md (model card),
+                              model.int8.qdq.onnx, the tokenizer, config.json, onnx_report.json, summary.json, README.md (model card),
                               manifest.json (every file with its size and MD5, written after all were verified)
     MODEL/latest.json         the champion: {"version", "uri", "accuracy"}; rewritten only once a new version
                               is complete, so its reader never sees a partial model
@@ -115,8 +115,8 @@ def model_card(model_name: str, summary: dict, student_dir: str) -> str:
     return f"""# {model_name}
 
 A text classifier distilled by kdflow from the teacher `{provenance.get('teacher', '?')}`.
-Files: `model.onnx` (fp32), `model.int8.onnx` (dynamic int8), the tokenizer, and `pytorch/` (Hugging Face
-`save_pretrained` folder).
+Files: `model.onnx` (fp32) and `model.int8.onnx` (dynamic int8) for ONNX Runtime, `model.int8.qdq.onnx` (static
+int8 in standard operators) for OpenVINO, the tokenizer, and `pytorch/` (Hugging Face `save_pretrained` folder).
 
 ## Test metrics ({summary['student']['rows']} rows)
 

@@ -36,9 +36,9 @@ def model_rows(summary: dict) -> list[dict]:
             {"model": "student, distilled (PyTorch)", **student}]
     if "baseline" in summary:
         rows.append({"model": "student, hard labels only (PyTorch)", **summary["baseline"]})
-    for kind in ("fp32", "int8"):
+    for kind, name in (("fp32", "ONNX fp32"), ("int8", "ONNX int8"), ("int8_qdq", "ONNX int8 QDQ, OpenVINO")):
         rows.append({
-            "model": f"student, ONNX {kind}", "accuracy": onnx[f"{kind}_accuracy"],
+            "model": f"student, {name}", "accuracy": onnx[f"{kind}_accuracy"],
             "macro_f1": onnx[f"{kind}_macro_f1"], "confusion_matrix": onnx["confusion_matrix"][f"onnx_{kind}"],
             "parameters": student.get("parameters"), "size_mb": onnx["size_mb"][f"onnx_{kind}"],
             "latency_ms": onnx["latency_ms"][f"onnx_{kind}"],
@@ -77,7 +77,8 @@ def report_html(summary: dict, label_names: list[str], log_history: list[dict]) 
         f"Retention (student / teacher accuracy): {summary['retention']:.4f}; the gate at "
         f"{gate['min_retention']} {verdict}.",
         f"ONNX fp32 parity with PyTorch: max |logit difference| {onnx['max_abs_diff']:.2e} on {onnx['parity_rows']} "
-        f"rows; int8 accuracy {onnx['int8_accuracy'] - onnx['fp32_accuracy']:+.4f} against fp32.",
+        f"rows; int8 accuracy {onnx['int8_accuracy'] - onnx['fp32_accuracy']:+.4f} against fp32 (QDQ int8 on "
+        f"OpenVINO: {onnx['int8_qdq_accuracy'] - onnx['fp32_accuracy']:+.4f}).",
         f"Scores on {summary['student']['rows']} test rows; latency is the median of timed batches of test rows on "
         f"{onnx['threads']} CPU threads (the teacher's on the device it was evaluated on).",
     ]

@@ -2,9 +2,10 @@
 
     kdflow bench infer --teacher TEACHER_DIR --student STUDENT_DIR --data IMDB_FOLDER --rows 512 --output bench/infer
 
-Four servings, on the same rows drawn (seeded) from the test split, each read by the model's own tokenizer at
---max-length: the teacher in PyTorch fp32, the student in PyTorch fp32, and the student exported to ONNX fp32 and
-quantized to int8 by onnx_export's own functions. Throughput is rows per second with the rows in their drawn
+Five servings, on the same rows drawn (seeded) from the test split, each read by the model's own tokenizer at
+--max-length: the teacher in PyTorch fp32, the student in PyTorch fp32, and the student's three ONNX files as
+onnx_export writes them: fp32 and dynamic int8 on ONNX Runtime, static QDQ int8 on OpenVINO (calibrated on up to
+64 further test rows of the draw, which are not measured). Throughput is rows per second with the rows in their drawn
 order, as requests arrive, so each batch pads to its longest row: at batch 32 over all rows, at batch 1 over the
 first --batch-1-rows. Every pass gives each serving its turn, and a figure is the median over --repeats passes.
 Accuracy is over all rows. The table goes to stdout and everything to OUTPUT/bench_infer.json.
@@ -22,7 +23,9 @@ from kdflow.components.common.errors import KdflowInputError
 from .train import machine
 
 BATCH_SIZES = (1, 32)
-SERVINGS = ("teacher_pytorch", "student_pytorch", "student_onnx_fp32", "student_onnx_int8")
+RUNTIMES = {"teacher_pytorch": "PyTorch", "student_pytorch": "PyTorch", "student_onnx_fp32": "ONNX Runtime",
+            "student_onnx_int8": "ONNX Runtime", "student_onnx_int8_qdq": "OpenVINO"}  # serving -> what runs it
+SERVINGS = tuple(RUNTIMES)
 
 
 def bench_infer(*, teacher: str, student: str, data: str, output: str, rows: int = 512, batch_1_rows: int = 64,
@@ -34,7 +37,8 @@ def bench_infer(*, teacher: str, student: str, data: str, output: str, rows: int
     from kdflow.components.common.data import retokenize
     from kdflow.components.common.inference import footprint, torch_runner
     from kdflow.components.onnx_export.task import (
-        FP32_FILE, INT8_FILE, export_onnx, load_for_export, ort_runner, quantize_int8,
+        CALIBRATION_ROWS, FP32_FILE, INT8_FILE, QDQ_INT8_FILE, calibration_batches, load_for_export, openvino_runner,
+        ort_runner, write_onnx_models,
     )
 
     for role, folder in (("--teacher", teacher), ("--student", student)):
@@ -46,23 +50,28 @@ def bench_infer(*, teacher: str, student: str, data: str, output: str, rows: int
     if rows <= 0 or batch_1_rows <= 0 or repeats <= 0:
         raise KdflowInputError("--rows, --batch-1-rows and --repeats must be above 0.")
     test = datasets.Dataset.from_parquet(str(Path(data, "test.parquet")))
-    if rows > len(test):
-        raise KdflowInputError(f"--rows {rows} is more than the {len(test)} rows of {data}/test.parquet: lower it.")
-    texts = test.shuffle(seed=seed).select(range(rows)).select_columns(["text", "label"])
+    if rows >= len(test):
+        raise KdflowInputError(f"--rows {rows} leaves none of the {len(test)} rows of {data}/test.parquet to calibrate "
+                               "the static int8 model on: lower it.")
+    drawn = test.shuffle(seed=seed).select_columns(["text", "label"])
+    texts = drawn.select(range(rows))
 
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     teacher_model = AutoModelForSequenceClassification.from_pretrained(teacher)
     student_model = AutoModelForSequenceClassification.from_pretrained(student)
-    export_onnx(load_for_export(student), out / FP32_FILE)
-    quantize_int8(out / FP32_FILE, out / INT8_FILE)
     tokenizers = {"teacher": models.load_tokenizer(teacher), "student": models.load_tokenizer(student)}
+    calibration = retokenize(drawn.select(range(rows, min(rows + CALIBRATION_ROWS, len(test)))), tokenizers["student"],
+                             max_length)
+    write_onnx_models(load_for_export(student), out, calibration_batches(calibration, tokenizers["student"]))
     splits = {name: retokenize(texts, tokenizer, max_length) for name, tokenizer in tokenizers.items()}
     servings = {  # name -> (runner, whose tokenizer, size on disk in MB)
         "teacher_pytorch": (torch_runner(teacher_model), "teacher", footprint(teacher_model, teacher)["size_mb"]),
         "student_pytorch": (torch_runner(student_model), "student", footprint(student_model, student)["size_mb"]),
         "student_onnx_fp32": (ort_runner(out / FP32_FILE), "student", (out / FP32_FILE).stat().st_size / 1e6),
         "student_onnx_int8": (ort_runner(out / INT8_FILE), "student", (out / INT8_FILE).stat().st_size / 1e6),
+        "student_onnx_int8_qdq": (openvino_runner(out / QDQ_INT8_FILE), "student",
+                                  (out / QDQ_INT8_FILE).stat().st_size / 1e6),
     }
     batches = {(reader, size): padded_batches(splits[reader], tokenizers[reader], size, rows if size > 1 else batch_1_rows)
                for reader in splits for size in BATCH_SIZES}
@@ -90,8 +99,9 @@ def bench_infer(*, teacher: str, student: str, data: str, output: str, rows: int
         / figures["teacher_pytorch"][f"batch_{size}_rows_per_s"]
         for name in SERVINGS[1:] for size in BATCH_SIZES
     }
-    result["int8_minus_fp32_accuracy_points"] = 100 * (figures["student_onnx_int8"]["accuracy"]
-                                                       - figures["student_pytorch"]["accuracy"])
+    result["int8_minus_fp32_accuracy_points"] = {
+        name: 100 * (figures[name]["accuracy"] - figures["student_pytorch"]["accuracy"])
+        for name in ("student_onnx_int8", "student_onnx_int8_qdq")}
     result["settings"] = {"teacher": teacher, "student": student, "data": data, "rows": rows,
                           "batch_1_rows": batch_1_rows, "max_length": max_length, "repeats": repeats, "seed": seed}
     result["machine"] = machine()
@@ -117,11 +127,13 @@ def timed_pass(runner, batches: list[dict]):
 
 
 def infer_table(result: dict) -> str:
-    lines = [f"{'serving':<20}{'accuracy':>10}{'size MB':>10}{'rows/s b1':>12}{'rows/s b32':>12}{'x teacher b32':>15}"]
+    lines = [f"{'serving':<23}{'runtime':<14}{'accuracy':>9}{'size MB':>9}{'rows/s b1':>11}{'rows/s b32':>11}"
+             f"{'x teacher b32':>15}"]
     for name, figures in result["servings"].items():
         ratio = result["ratios"].get(f"{name}_vs_teacher_batch_32", 1.0)
-        lines.append(f"{name:<20}{figures['accuracy']:>10.4f}{figures['size_mb']:>10.1f}"
-                     f"{figures['batch_1_rows_per_s']:>12.1f}{figures['batch_32_rows_per_s']:>12.1f}{ratio:>14.2f}x")
-    lines.append(f"int8 - fp32 student accuracy: {result['int8_minus_fp32_accuracy_points']:+.2f} points; "
-                 f"medians of {result['settings']['repeats']} passes")
+        lines.append(f"{name:<23}{RUNTIMES[name]:<14}{figures['accuracy']:>9.4f}{figures['size_mb']:>9.1f}"
+                     f"{figures['batch_1_rows_per_s']:>11.1f}{figures['batch_32_rows_per_s']:>11.1f}{ratio:>14.2f}x")
+    differences = ", ".join(f"{name} {points:+.2f}" for name, points in result["int8_minus_fp32_accuracy_points"].items())
+    lines.append(f"int8 - fp32 student accuracy, points: {differences}; medians of {result['settings']['repeats']} "
+                 "passes")
     return "\n".join(lines)
