@@ -116,11 +116,15 @@ def test_bench_infer_serves_teacher_student_and_onnx_on_the_same_rows(tmp_path, 
     assert {"model.onnx", "model.int8.onnx", "model.int8.qdq.onnx"} <= {path.name for path in output.iterdir()}
 
 
-def test_bench_infer_refuses_rows_that_leave_none_to_calibrate_on(tmp_path, capsys, teacher_dir, data_dir):
+@pytest.mark.parametrize("sizes, sentence", [
+    (["--rows", "60", "--batch-1-rows", "4"], "--rows 60 leaves none of the 60 rows"),
+    (["--rows", "8"], "--batch-1-rows 64 is more than --rows 8: lower it."),
+])
+def test_bench_infer_refuses_bad_sizes_in_one_sentence(tmp_path, capsys, teacher_dir, data_dir, sizes, sentence):
     assert cli.main(["bench", "infer", "--teacher", str(teacher_dir), "--student", str(teacher_dir), "--data",
-                     str(data_dir), "--output", str(tmp_path / "infer"), "--rows", "60"]) == 2
+                     str(data_dir), "--output", str(tmp_path / "infer"), *sizes]) == 2
     error = capsys.readouterr().err
-    assert "--rows 60 leaves none of the 60 rows" in error and error.count("\n") == 1
+    assert sentence in error and error.count("\n") == 1
     assert not (tmp_path / "infer").exists()
 
 

@@ -38,6 +38,12 @@ def padded_batch(split, rows: list[int], tokenizer) -> dict:
     return {name: batch[name].astype(np.int64) for name in MODEL_INPUTS}
 
 
+def batches_in_order(split, tokenizer, batch_size: int) -> list[dict]:
+    """Every row of `split` in its order, in batches padded to their longest row."""
+    return [padded_batch(split, list(range(start, min(start + batch_size, len(split)))), tokenizer)
+            for start in range(0, len(split), batch_size)]
+
+
 def predict(runner, split, tokenizer, batch_size: int = 64, by_length: bool = True) -> np.ndarray:
     """Logits of `runner` for every row of `split`, in row order.
 

@@ -4,8 +4,8 @@ Three files, for two runtimes:
 - model.onnx (fp32) and model.int8.onnx (dynamic int8) are made for ONNX Runtime: its transformer optimizer fuses
   attention, layer norms and GELU into its own operators (com.microsoft domain), and the int8 file is quantized
   from that graph;
-- model.int8.qdq.onnx keeps standard ONNX operators, with its linear layers in int8 (QuantizeLinear and
-  DequantizeLinear, calibrated on training rows), for runtimes that compile such graphs into their own kernels:
+- model.int8.qdq.onnx keeps standard ONNX operators, with its embedding tables and linear layers in int8
+  (QuantizeLinear and DequantizeLinear, calibrated on training rows), for runtimes that compile such graphs into their own kernels:
   it is measured with OpenVINO, which on Intel CPUs with AMX serves it several times faster than ONNX Runtime
   serves model.int8.onnx (README, Performance).
 
@@ -27,7 +27,7 @@ import numpy as np
 from kdflow.components.common.data import LABEL, MODEL_INPUTS, load_prepared, split_for_tokenizer
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.inference import (
-    LATENCY_BATCH_SIZES, latencies_ms, padded_batch, predict, torch_runner,
+    LATENCY_BATCH_SIZES, batches_in_order, latencies_ms, predict, torch_runner,
 )
 from kdflow.components.common.metrics import argmax, classification_metrics
 from kdflow.components.common.storage import move_into
@@ -84,7 +84,7 @@ def run(*, student_dir: str, data_dir: str, output_dir: str, parity_tolerance: f
         raise KdflowInputError(f"The test split of {data_dir} is empty: prepare the data with test rows.")
     train = split_for_tokenizer(data, "train", tokenizer)
     calibration_split = train.select(range(min(CALIBRATION_ROWS, len(train))))
-    calibration = calibration_batches(calibration_split, tokenizer)
+    calibration = batches_in_order(calibration_split, tokenizer, CALIBRATION_BATCH_SIZE)
     model = load_for_export(student_dir)
     pytorch = torch_runner(model)
 
@@ -169,12 +169,6 @@ def load_for_export(model_dir: str):
 
     return AutoModelForSequenceClassification.from_pretrained(
         model_dir, attn_implementation="eager", dtype=torch.float32).eval()
-
-
-def calibration_batches(rows, tokenizer) -> list[dict]:
-    """The rows in batches padded to their longest, as static quantization reads them."""
-    return [padded_batch(rows, list(range(start, min(start + CALIBRATION_BATCH_SIZE, len(rows)))), tokenizer)
-            for start in range(0, len(rows), CALIBRATION_BATCH_SIZE)]
 
 
 def write_onnx_models(model, folder: Path, calibration: list[dict]) -> None:

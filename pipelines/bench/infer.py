@@ -35,10 +35,10 @@ def bench_infer(*, teacher: str, student: str, data: str, output: str, rows: int
 
     from kdflow.components.common import models
     from kdflow.components.common.data import retokenize
-    from kdflow.components.common.inference import footprint, torch_runner
+    from kdflow.components.common.inference import batches_in_order, footprint, torch_runner
     from kdflow.components.onnx_export.task import (
-        CALIBRATION_ROWS, FP32_FILE, INT8_FILE, QDQ_INT8_FILE, calibration_batches, load_for_export, openvino_runner,
-        ort_runner, write_onnx_models,
+        CALIBRATION_BATCH_SIZE, CALIBRATION_ROWS, FP32_FILE, INT8_FILE, QDQ_INT8_FILE, load_for_export,
+        openvino_runner, ort_runner, write_onnx_models,
     )
 
     for role, folder in (("--teacher", teacher), ("--student", student)):
@@ -49,6 +49,8 @@ def bench_infer(*, teacher: str, student: str, data: str, output: str, rows: int
         raise KdflowInputError(f"--data {data} has no test.parquet: give a folder with test.parquet of text and label.")
     if rows <= 0 or batch_1_rows <= 0 or repeats <= 0:
         raise KdflowInputError("--rows, --batch-1-rows and --repeats must be above 0.")
+    if batch_1_rows > rows:
+        raise KdflowInputError(f"--batch-1-rows {batch_1_rows} is more than --rows {rows}: lower it.")
     test = datasets.Dataset.from_parquet(str(Path(data, "test.parquet")))
     if rows >= len(test):
         raise KdflowInputError(f"--rows {rows} leaves none of the {len(test)} rows of {data}/test.parquet to calibrate "
@@ -63,7 +65,8 @@ def bench_infer(*, teacher: str, student: str, data: str, output: str, rows: int
     tokenizers = {"teacher": models.load_tokenizer(teacher), "student": models.load_tokenizer(student)}
     calibration = retokenize(drawn.select(range(rows, min(rows + CALIBRATION_ROWS, len(test)))), tokenizers["student"],
                              max_length)
-    write_onnx_models(load_for_export(student), out, calibration_batches(calibration, tokenizers["student"]))
+    write_onnx_models(load_for_export(student), out,
+                      batches_in_order(calibration, tokenizers["student"], CALIBRATION_BATCH_SIZE))
     splits = {name: retokenize(texts, tokenizer, max_length) for name, tokenizer in tokenizers.items()}
     servings = {  # name -> (runner, whose tokenizer, size on disk in MB)
         "teacher_pytorch": (torch_runner(teacher_model), "teacher", footprint(teacher_model, teacher)["size_mb"]),
@@ -73,7 +76,9 @@ def bench_infer(*, teacher: str, student: str, data: str, output: str, rows: int
         "student_onnx_int8_qdq": (openvino_runner(out / QDQ_INT8_FILE), "student",
                                   (out / QDQ_INT8_FILE).stat().st_size / 1e6),
     }
-    batches = {(reader, size): padded_batches(splits[reader], tokenizers[reader], size, rows if size > 1 else batch_1_rows)
+    # The rows in their drawn order, as requests arrive, so each batch pads to its longest row (not timed).
+    batches = {(reader, size): batches_in_order(splits[reader].select(range(rows if size > 1 else batch_1_rows)),
+                                                tokenizers[reader], size)
                for reader in splits for size in BATCH_SIZES}
     timings = {(name, size): [] for name in servings for size in BATCH_SIZES}
     predictions = {}
@@ -108,14 +113,6 @@ def bench_infer(*, teacher: str, student: str, data: str, output: str, rows: int
     (out / "bench_infer.json").write_text(json.dumps(result, indent=2))
     print(infer_table(result))
     return result
-
-
-def padded_batches(split, tokenizer, batch_size: int, rows: int) -> list[dict]:
-    """The first `rows` rows in order, in batches padded to their longest row (padding is not what is timed)."""
-    from kdflow.components.common.inference import padded_batch
-
-    return [padded_batch(split, np.arange(start, min(start + batch_size, rows)).tolist(), tokenizer)
-            for start in range(0, rows, batch_size)]
 
 
 def timed_pass(runner, batches: list[dict]):
