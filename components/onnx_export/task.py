@@ -5,9 +5,9 @@ Three files, for two runtimes:
   attention, layer norms and GELU into its own operators (com.microsoft domain), and the int8 file is quantized
   from that graph;
 - model.int8.qdq.onnx keeps standard ONNX operators, with its embedding tables and linear layers in int8
-  (QuantizeLinear and DequantizeLinear, calibrated on training rows), for runtimes that compile such graphs into their own kernels:
-  it is measured with OpenVINO, which on Intel CPUs with AMX serves it several times faster than ONNX Runtime
-  serves model.int8.onnx (README, Performance).
+  (QuantizeLinear and DequantizeLinear, calibrated on training rows), for runtimes that compile such graphs into
+  their own kernels: it is measured with OpenVINO, which on Intel CPUs with AMX serves it several times faster
+  than ONNX Runtime serves model.int8.onnx (README, Performance).
 
     python -m kdflow.components.onnx_export.task --student STUDENT_DIR --data DATA_DIR --output ONNX_DIR
 

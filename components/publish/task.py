@@ -7,8 +7,9 @@
 What a destination holds (`gs://...` or a local folder):
 
     MODEL/VERSION/            pytorch/ (the save_pretrained student and tokenizer), model.onnx, model.int8.onnx,
-                              model.int8.qdq.onnx, the tokenizer, config.json, onnx_report.json, summary.json, README.md (model card),
-                              manifest.json (every file with its size and MD5, written after all were verified)
+                              model.int8.qdq.onnx, the tokenizer, config.json, onnx_report.json, summary.json,
+                              README.md (model card), manifest.json (every file with its size and MD5, written
+                              after all were verified)
     MODEL/latest.json         the champion: {"version", "uri", "accuracy"}; rewritten only once a new version
                               is complete, so its reader never sees a partial model
     MODEL/decisions/VERSION.json   every decision, promoted or not, with both sets of figures

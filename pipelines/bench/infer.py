@@ -4,10 +4,10 @@
 
 Five servings, on the same rows drawn (seeded) from the test split, each read by the model's own tokenizer at
 --max-length: the teacher in PyTorch fp32, the student in PyTorch fp32, and the student's three ONNX files as
-onnx_export writes them: fp32 and dynamic int8 on ONNX Runtime, static QDQ int8 on OpenVINO (calibrated on up to
-64 further test rows of the draw, which are not measured). Throughput is rows per second with the rows in their drawn
-order, as requests arrive, so each batch pads to its longest row: at batch 32 over all rows, at batch 1 over the
-first --batch-1-rows. Every pass gives each serving its turn, and a figure is the median over --repeats passes.
+onnx_export writes them: fp32 and dynamic int8 on ONNX Runtime, static QDQ int8 on OpenVINO (calibrated on up
+to 64 further test rows of the draw, which are not measured). Throughput is rows per second with the rows in their
+drawn order, as requests arrive, so each batch pads to its longest row: at batch 32 over all rows, at batch 1 over
+the first --batch-1-rows. Every pass gives each serving its turn, and a figure is the median over --repeats passes.
 Accuracy is over all rows. The table goes to stdout and everything to OUTPUT/bench_infer.json.
 """
 
@@ -130,7 +130,8 @@ def infer_table(result: dict) -> str:
         ratio = result["ratios"].get(f"{name}_vs_teacher_batch_32", 1.0)
         lines.append(f"{name:<23}{RUNTIMES[name]:<14}{figures['accuracy']:>9.4f}{figures['size_mb']:>9.1f}"
                      f"{figures['batch_1_rows_per_s']:>11.1f}{figures['batch_32_rows_per_s']:>11.1f}{ratio:>14.2f}x")
-    differences = ", ".join(f"{name} {points:+.2f}" for name, points in result["int8_minus_fp32_accuracy_points"].items())
+    differences = ", ".join(f"{name} {points:+.2f}"
+                            for name, points in result["int8_minus_fp32_accuracy_points"].items())
     lines.append(f"int8 - fp32 student accuracy, points: {differences}; medians of {result['settings']['repeats']} "
                  "passes")
     return "\n".join(lines)
