@@ -105,6 +105,9 @@ def test_bench_infer_serves_teacher_student_and_onnx_on_the_same_rows(tmp_path, 
     servings = result["servings"]
     assert set(servings) == {"teacher_pytorch", "student_pytorch", "student_onnx_fp32", "student_onnx_int8",
                              "student_onnx_int8_qdq"}
+    assert {name: figures["runtime"] for name, figures in servings.items()} == {
+        "teacher_pytorch": "PyTorch", "student_pytorch": "PyTorch", "student_onnx_fp32": "ONNX Runtime",
+        "student_onnx_int8": "ONNX Runtime", "student_onnx_int8_qdq": "OpenVINO"}
     # The fp32 export predicts what PyTorch does on every row.
     assert servings["student_onnx_fp32"]["accuracy"] == servings["student_pytorch"]["accuracy"]
     for name in ("student_onnx_int8", "student_onnx_int8_qdq"):

@@ -97,13 +97,12 @@ def test_the_qdq_model_has_standard_operators_int8_embeddings_and_linear_layers(
     assert {node.domain for node in graph.node} <= {"", "ai.onnx"}  # nothing of ONNX Runtime's own
     made_by = {output: node for node in graph.node for output in node.output}
     weights = {initializer.name for initializer in graph.initializer}
-    quantized = {"DequantizeLinear"}
     linear, attention = [], []
     for node in (node for node in graph.node if node.op_type == "MatMul"):
         producers = [made_by.get(name) for name in node.input]
-        dequantized = [producer is not None and producer.op_type in quantized for producer in producers]
-        has_weight = any(producer is not None and producer.input[0] in weights for producer in producers if producer)
-        (linear if has_weight else attention).append(all(dequantized))
+        has_weight = any(producer and producer.input[0] in weights for producer in producers)
+        dequantized = all(producer and producer.op_type == "DequantizeLinear" for producer in producers)
+        (linear if has_weight else attention).append(dequantized)
     # the tiny student: 2 layers of q, k, v, output, and two feed-forward products; QK^T and attention x V
     assert linear == [True] * 12
     assert attention == [False] * 4

@@ -23,9 +23,6 @@ from kdflow.components.common.errors import KdflowInputError
 from .train import machine
 
 BATCH_SIZES = (1, 32)
-RUNTIMES = {"teacher_pytorch": "PyTorch", "student_pytorch": "PyTorch", "student_onnx_fp32": "ONNX Runtime",
-            "student_onnx_int8": "ONNX Runtime", "student_onnx_int8_qdq": "OpenVINO"}  # serving -> what runs it
-SERVINGS = tuple(RUNTIMES)
 
 
 def bench_infer(*, teacher: str, student: str, data: str, output: str, rows: int = 512, batch_1_rows: int = 64,
@@ -68,12 +65,16 @@ def bench_infer(*, teacher: str, student: str, data: str, output: str, rows: int
     write_onnx_models(load_for_export(student), out,
                       batches_in_order(calibration, tokenizers["student"], CALIBRATION_BATCH_SIZE))
     splits = {name: retokenize(texts, tokenizer, max_length) for name, tokenizer in tokenizers.items()}
-    servings = {  # name -> (runner, whose tokenizer, size on disk in MB)
-        "teacher_pytorch": (torch_runner(teacher_model), "teacher", footprint(teacher_model, teacher)["size_mb"]),
-        "student_pytorch": (torch_runner(student_model), "student", footprint(student_model, student)["size_mb"]),
-        "student_onnx_fp32": (ort_runner(out / FP32_FILE), "student", (out / FP32_FILE).stat().st_size / 1e6),
-        "student_onnx_int8": (ort_runner(out / INT8_FILE), "student", (out / INT8_FILE).stat().st_size / 1e6),
-        "student_onnx_int8_qdq": (openvino_runner(out / QDQ_INT8_FILE), "student",
+    servings = {  # name -> (runner, what runs it, whose tokenizer, size on disk in MB)
+        "teacher_pytorch": (torch_runner(teacher_model), "PyTorch", "teacher",
+                            footprint(teacher_model, teacher)["size_mb"]),
+        "student_pytorch": (torch_runner(student_model), "PyTorch", "student",
+                            footprint(student_model, student)["size_mb"]),
+        "student_onnx_fp32": (ort_runner(out / FP32_FILE), "ONNX Runtime", "student",
+                              (out / FP32_FILE).stat().st_size / 1e6),
+        "student_onnx_int8": (ort_runner(out / INT8_FILE), "ONNX Runtime", "student",
+                              (out / INT8_FILE).stat().st_size / 1e6),
+        "student_onnx_int8_qdq": (openvino_runner(out / QDQ_INT8_FILE), "OpenVINO", "student",
                                   (out / QDQ_INT8_FILE).stat().st_size / 1e6),
     }
     # The rows in their drawn order, as requests arrive, so each batch pads to its longest row (not timed).
@@ -84,7 +85,7 @@ def bench_infer(*, teacher: str, student: str, data: str, output: str, rows: int
     predictions = {}
     for repeat in range(repeats):
         print(f"kdflow bench infer: pass {repeat + 1} of {repeats}", flush=True)
-        for name, (runner, reader, _) in servings.items():
+        for name, (runner, _, reader, _) in servings.items():
             for size in BATCH_SIZES:
                 seconds, logits = timed_pass(runner, batches[reader, size])
                 timings[name, size].append(seconds)
@@ -93,16 +94,16 @@ def bench_infer(*, teacher: str, student: str, data: str, output: str, rows: int
 
     labels = np.asarray(texts["label"])
     result = {"servings": {
-        name: {"accuracy": float((predictions[name] == labels).mean()), "size_mb": size_mb,
+        name: {"runtime": runtime, "accuracy": float((predictions[name] == labels).mean()), "size_mb": size_mb,
                **{f"batch_{size}_rows_per_s": (rows if size > 1 else batch_1_rows) / statistics.median(timings[name, size])
                   for size in BATCH_SIZES}}
-        for name, (_, _, size_mb) in servings.items()
+        for name, (_, runtime, _, size_mb) in servings.items()
     }}
     figures = result["servings"]
     result["ratios"] = {
         f"{name}_vs_teacher_batch_{size}": figures[name][f"batch_{size}_rows_per_s"]
         / figures["teacher_pytorch"][f"batch_{size}_rows_per_s"]
-        for name in SERVINGS[1:] for size in BATCH_SIZES
+        for name in figures if name != "teacher_pytorch" for size in BATCH_SIZES
     }
     result["int8_minus_fp32_accuracy_points"] = {
         name: 100 * (figures[name]["accuracy"] - figures["student_pytorch"]["accuracy"])
@@ -128,7 +129,7 @@ def infer_table(result: dict) -> str:
              f"{'x teacher b32':>15}"]
     for name, figures in result["servings"].items():
         ratio = result["ratios"].get(f"{name}_vs_teacher_batch_32", 1.0)
-        lines.append(f"{name:<23}{RUNTIMES[name]:<14}{figures['accuracy']:>9.4f}{figures['size_mb']:>9.1f}"
+        lines.append(f"{name:<23}{figures['runtime']:<14}{figures['accuracy']:>9.4f}{figures['size_mb']:>9.1f}"
                      f"{figures['batch_1_rows_per_s']:>11.1f}{figures['batch_32_rows_per_s']:>11.1f}{ratio:>14.2f}x")
     differences = ", ".join(f"{name} {points:+.2f}"
                             for name, points in result["int8_minus_fp32_accuracy_points"].items())
