@@ -1,1 +1,2 @@
-"""The kdflow pipeline, its presets and the `kdflow` command line."""
+"""The kdflow pipeline (the DAG, its presets and platform), its targets, the Kubeflow Pipelines client and the
+`kdflow` command line."""

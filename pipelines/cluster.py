@@ -1,4 +1,5 @@
-"""The pipeline on a Kubeflow cluster: `kdflow submit` and `kdflow schedule`, through the real kfp.Client.
+"""The client of a Kubeflow Pipelines API, through the real kfp.Client: runs (`kdflow submit`) and recurring runs
+(`kdflow schedule`) of the compiled pipeline.
 
     kdflow submit --host URL --namespace NS --pipeline-root gs://BUCKET/pipeline-root \\
         --service-account kdflow-pipeline-runner --param teacher=gs://BUCKET/teachers/bert-imdb
@@ -18,6 +19,7 @@ import os
 import re
 import sys
 import warnings
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.resources import files
 from pathlib import Path
@@ -32,12 +34,10 @@ from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentia
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.images import KDFLOW_VERSION
 
-from . import presets
-from .distillation import PIPELINE_NAME
+from .distillation import DATA_VERSION, PIPELINE_NAME
 
 TOKEN_ENV = "KDFLOW_KFP_TOKEN"
 COMPILED_PIPELINE = files("kdflow.pipelines") / "distillation.yaml"
-DATA_VERSION = "data_version"
 # Filled in by KFP's scheduler for each run of a recurring run (Go layout 20060102150405, UTC).
 SCHEDULED_TIME = "[[ScheduledTime]]"
 PAGE_SIZE = 100
@@ -53,79 +53,57 @@ CRON_NAMES = {
 CRON_TERM = re.compile(r"^(?:(?P<all>[*?])|(?P<start>\w+)(?:-(?P<end>\w+))?)(?:/(?P<step>\d+))?$")
 
 
-def add_cluster_arguments(parser) -> None:
-    """The options `submit` and `schedule` share: where the API is, who we are, what the runs get."""
-    parser.add_argument("--host", help="the Kubeflow Pipelines API, e.g. https://kubeflow.example.com/pipeline "
-                                       "(default: KF_PIPELINES_ENDPOINT, else kfp's in-cluster address)")
-    parser.add_argument("--namespace", help="the Kubeflow profile namespace (multi-user clusters)")
-    parser.add_argument("--experiment", default="kdflow", help="experiment the runs belong to (default kdflow)")
-    parser.add_argument("--token", help=f"bearer token for the API (default: the {TOKEN_ENV} environment variable)")
-    parser.add_argument("--cookies", help="session cookie for the API, e.g. 'authservice_session=...'")
-    parser.add_argument("--package", default=str(COMPILED_PIPELINE),
-                        help="compiled pipeline to upload (default: the one in this package; "
-                             "compile your own with your image registry, see `kdflow compile`)")
-    parser.add_argument("--pipeline-name", default=PIPELINE_NAME, help=f"pipeline to add a version to "
-                                                                       f"(default {PIPELINE_NAME})")
-    parser.add_argument("--pipeline-root", help="gs:// URI for the runs' artifacts "
-                                                "(default: defaultPipelineRoot of the namespace's kfp-launcher ConfigMap)")
-    parser.add_argument("--service-account", help="Kubernetes service account the runs' pods use, "
-                                                  "e.g. kdflow-pipeline-runner from manifests/")
-    parser.add_argument("--preset", default="imdb", help=f"parameter set: {', '.join(presets.PRESETS)} (default imdb)")
-    parser.add_argument("--param", "--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
-                        help="set a pipeline parameter (repeatable)")
+@dataclass(frozen=True)
+class Cluster:
+    """A Kubeflow Pipelines API, who calls it, and where kdflow's runs go on it."""
+
+    host: str | None = None  # e.g. https://kubeflow.example.com/pipeline; None: KF_PIPELINES_ENDPOINT or in-cluster
+    namespace: str | None = None  # the Kubeflow profile namespace (multi-user clusters)
+    token: str | None = None  # a bearer token; None: KDFLOW_KFP_TOKEN, else --cookies, else the pod's token
+    cookies: str | None = None  # a session cookie, e.g. 'authservice_session=...'
+    experiment: str = "kdflow"  # the experiment the runs belong to
+    pipeline_name: str = PIPELINE_NAME  # the pipeline each upload adds a version to
+    pipeline_root: str | None = None  # gs:// URI of the runs' artifacts; None: the namespace's kfp-launcher ConfigMap
+    service_account: str | None = None  # the Kubernetes service account of the runs' pods
 
 
-def add_submit_arguments(parser) -> None:
-    add_cluster_arguments(parser)
-    parser.add_argument("--run-name", help="display name of the run (default: kdflow-PRESET-TIME)")
-    parser.add_argument("--no-cache", action="store_true",
-                        help="run every step again: sets data_version to the submit time, which every step depends on")
-    parser.set_defaults(command=submit_command)
+@dataclass(frozen=True)
+class Scheduled:
+    """A recurring run that `schedule` created."""
+
+    recurring_run_id: str
+    cron: str  # as KFP got it
+    replaced: bool  # whether it replaced recurring runs of the same name
 
 
-def add_schedule_arguments(parser) -> None:
-    add_cluster_arguments(parser)
-    action = parser.add_mutually_exclusive_group(required=True)
-    action.add_argument("--cron", help='KFP cron, six fields with seconds first, e.g. "0 0 3 * * 0" (Sundays 03:00 UTC)')
-    action.add_argument("--list", action="store_true", help="list the recurring runs of the experiment")
-    action.add_argument("--delete", metavar="NAME", help="delete the recurring run NAME")
-    parser.add_argument("--name", default="kdflow-retraining", help="recurring run to create or replace "
-                                                                    "(default kdflow-retraining)")
-    parser.set_defaults(command=schedule_command)
+def submit(cluster: Cluster, package: str, parameters: dict, run_name: str, no_cache: bool = False) -> str:
+    """Uploads `package` as a new version of the pipeline and starts a run of it; returns the run's id.
 
-
-def submit_command(args) -> int:
-    parameters = run_parameters(args)
-    if args.no_cache:
+    `no_cache` sets data_version to the submit time, which every step depends on, so every step runs again.
+    """
+    parameters = dict(parameters)
+    if no_cache:
         if parameters[DATA_VERSION]:
             raise KdflowInputError(f"--no-cache sets data_version itself: drop --param data_version="
                                    f"{parameters[DATA_VERSION]}, or drop --no-cache to reuse that version's cache.")
         parameters[DATA_VERSION] = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
-    package = checked_package(args.package)
-    check_pipeline_root(args.pipeline_root)
-    run_name = args.run_name or f"kdflow-{args.preset}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
-    with api_errors(args.host):
-        client = connect(args)
-        pipeline_id, version_id, experiment_id = upload_into_experiment(client, args, package)
+    path = checked_package(package)
+    check_pipeline_root(cluster.pipeline_root)
+    with api_errors(cluster.host):
+        client = connect(cluster)
+        pipeline_id, version_id, experiment_id = upload_into_experiment(client, cluster, path)
         run = client.run_pipeline(
             experiment_id=experiment_id, job_name=run_name, params=parameters, pipeline_id=pipeline_id,
-            version_id=version_id, pipeline_root=args.pipeline_root, service_account=args.service_account,
+            version_id=version_id, pipeline_root=cluster.pipeline_root, service_account=cluster.service_account,
         )
-    print(f"run id: {run.run_id}")
-    return 0
+    return run.run_id
 
 
-def schedule_command(args) -> int:
-    if args.list:
-        return list_schedules(args)
-    if args.delete:
-        return delete_schedule(args)
-    return create_schedule(args)
-
-
-def create_schedule(args) -> int:
-    cron = check_cron(args.cron)
-    parameters = run_parameters(args)
+def schedule(cluster: Cluster, package: str, name: str, cron: str, parameters: dict) -> Scheduled:
+    """Uploads `package` as a new version of the pipeline and runs it on the KFP `cron` (six fields) as the
+    recurring run `name`, one run at a time and without catch-up, replacing any of that name."""
+    cron = check_cron(cron)
+    parameters = dict(parameters)
     if parameters[DATA_VERSION]:
         raise KdflowInputError(f"--param data_version={parameters[DATA_VERSION]} cannot be fixed for a schedule: "
                                "each run sets it to its scheduled time so that it reads fresh data; drop it.")
@@ -135,56 +113,42 @@ def create_schedule(args) -> int:
     # Every scheduled run gets another data_version, so data_prep reads the source again and, its output
     # being new, no later step is taken from the cache either.
     parameters[DATA_VERSION] = SCHEDULED_TIME
-    package = checked_package(args.package)
-    check_pipeline_root(args.pipeline_root)
-    with api_errors(args.host):
-        client = connect(args)
-        pipeline_id, version_id, experiment_id = upload_into_experiment(client, args, package)
-        replaced = list(recurring_runs(client, experiment_id, args.name))
+    path = checked_package(package)
+    check_pipeline_root(cluster.pipeline_root)
+    with api_errors(cluster.host):
+        client = connect(cluster)
+        pipeline_id, version_id, experiment_id = upload_into_experiment(client, cluster, path)
+        replaced = list(recurring_runs(client, experiment_id, name))
         # Created before the old one goes, so a failure never leaves the pipeline unscheduled.
         created = client.create_recurring_run(
-            experiment_id=experiment_id, job_name=args.name, cron_expression=cron, max_concurrency=1,
+            experiment_id=experiment_id, job_name=name, cron_expression=cron, max_concurrency=1,
             no_catchup=True, params=parameters, pipeline_id=pipeline_id, version_id=version_id,
-            pipeline_root=args.pipeline_root, service_account=args.service_account,
+            pipeline_root=cluster.pipeline_root, service_account=cluster.service_account,
         )
         for old in replaced:
             client.delete_recurring_run(old.recurring_run_id)
-    verb = "replaced" if replaced else "created"
-    print(f"{verb} recurring run {args.name} ({created.recurring_run_id}): cron {cron!r}, one run at a time, "
-          "no catch-up")
-    return 0
+    return Scheduled(created.recurring_run_id, cron, bool(replaced))
 
 
-def list_schedules(args) -> int:
-    with api_errors(args.host):
-        client = connect(args)
-        experiment = find_experiment(client, args.experiment, args.namespace)
-        scheduled = list(recurring_runs(client, experiment.experiment_id)) if experiment else []
-    for recurring in scheduled:
-        cron = recurring.trigger.cron_schedule.cron if recurring.trigger.cron_schedule else "periodic"
-        print(f"{recurring.display_name}\t{cron}\t{recurring.mode}\t{recurring.recurring_run_id}")
-    if not scheduled:
-        print(f"no recurring runs in experiment {args.experiment}")
-    return 0
+def list_schedules(cluster: Cluster) -> list:
+    """The recurring runs of the experiment (kfp_server_api V2beta1RecurringRun), none when it does not exist."""
+    with api_errors(cluster.host):
+        client = connect(cluster)
+        experiment = find_experiment(client, cluster.experiment, cluster.namespace)
+        return list(recurring_runs(client, experiment.experiment_id)) if experiment else []
 
 
-def delete_schedule(args) -> int:
-    with api_errors(args.host):
-        client = connect(args)
-        experiment = find_experiment(client, args.experiment, args.namespace)
-        named = list(recurring_runs(client, experiment.experiment_id, args.delete)) if experiment else []
+def delete_schedule(cluster: Cluster, name: str) -> None:
+    """Deletes the experiment's recurring runs named `name`; refuses when there is none."""
+    with api_errors(cluster.host):
+        client = connect(cluster)
+        experiment = find_experiment(client, cluster.experiment, cluster.namespace)
+        named = list(recurring_runs(client, experiment.experiment_id, name)) if experiment else []
         if not named:
-            raise KdflowInputError(f"--delete {args.delete}: experiment {args.experiment} has no recurring run "
+            raise KdflowInputError(f"--delete {name}: experiment {cluster.experiment} has no recurring run "
                                    "of that name; `kdflow schedule --list` shows them.")
         for recurring in named:
             client.delete_recurring_run(recurring.recurring_run_id)
-    print(f"deleted recurring run {args.delete}")
-    return 0
-
-
-def run_parameters(args) -> dict:
-    """The parameters every run gets: the preset's, then --param values, checked before anything is sent."""
-    return presets.resolve(args.preset, presets.parse_overrides(args.overrides))
 
 
 def check_cron(expression: str) -> str:
@@ -246,18 +210,20 @@ def check_pipeline_root(pipeline_root: str | None) -> None:
                                "gs://BUCKET/pipeline-root (the cluster's pods cannot see a local folder).")
 
 
-def connect(args):
-    """A kfp.Client for --host, authenticated by --token, KDFLOW_KFP_TOKEN, --cookies or the pod's token."""
-    token = args.token or os.environ.get(TOKEN_ENV)
+def connect(cluster: Cluster):
+    """A kfp.Client for the cluster's host, authenticated by its token, KDFLOW_KFP_TOKEN, its cookies or the pod's
+    token."""
+    token = cluster.token or os.environ.get(TOKEN_ENV)
     credentials = None
     projected_token = Path(os.environ.get(KF_PIPELINES_SA_TOKEN_ENV) or KF_PIPELINES_SA_TOKEN_PATH)
-    if not token and not args.cookies and projected_token.is_file():
+    if not token and not cluster.cookies and projected_token.is_file():
         credentials = ServiceAccountTokenVolumeCredentials(str(projected_token))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # kfp warns on every Client about pre-2.0 servers
         # The namespace goes with each call, not here: kfp.Client would also take it as the namespace KFP is
         # installed in when it finds the API in-cluster.
-        return kfp.Client(host=args.host, existing_token=token, cookies=args.cookies, credentials=credentials)
+        return kfp.Client(host=cluster.host, existing_token=token, cookies=cluster.cookies,
+                          credentials=credentials)
 
 
 @contextlib.contextmanager
@@ -283,10 +249,10 @@ def api_message(body) -> str:
         return str(body or "").strip()[:200] or "no message"
 
 
-def upload_into_experiment(client, args, package: Path) -> tuple[str, str, str]:
+def upload_into_experiment(client, cluster: Cluster, package: Path) -> tuple[str, str, str]:
     """Uploads the package as a new pipeline version; returns its pipeline, version and experiment ids."""
-    pipeline_id, version_id = upload_version(client, package, args.pipeline_name, args.namespace)
-    experiment = client.create_experiment(args.experiment, namespace=args.namespace)
+    pipeline_id, version_id = upload_version(client, package, cluster.pipeline_name, cluster.namespace)
+    experiment = client.create_experiment(cluster.experiment, namespace=cluster.namespace)
     return pipeline_id, version_id, experiment.experiment_id
 
 

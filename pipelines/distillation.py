@@ -15,7 +15,7 @@ T = 2, alpha = 0.5, 2 epochs, batch 8), so the compiled YAML runs the recipe unl
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import HTML, Dataset, Markdown, Metrics, Model, pipeline_context
+from kfp.dsl import HTML, Dataset, Markdown, Metrics, Model
 from kfp.dsl.graph_component import GraphComponent
 
 from kdflow.components.data_prep.component import data_prep
@@ -30,10 +30,12 @@ from kdflow.components.teacher_eval.component import teacher_eval
 from kdflow.components.teacher_shard.component import teacher_shard
 from kdflow.components.teacher_train.component import teacher_train
 
-from . import platform
-from .platform import apply_cluster_settings, on_gpu
+from .platform import Platform
 
 PIPELINE_NAME = "kdflow-distillation"
+# The parameter every step depends on: a new value reads the source again and takes no step from the cache.
+DATA_VERSION = "data_version"
+DESCRIPTION = "Distills a fine-tuned text classifier into a smaller student, evaluates both and exports the student to ONNX."
 
 Outputs = NamedTuple(
     "Outputs",
@@ -45,154 +47,160 @@ Outputs = NamedTuple(
     onnx_model=Model,
     onnx_metrics=Metrics,
     summary=str,
+    quality_report_uri=str,
 )
 
 
-def sharded_teacher_logits(shards: int) -> GraphComponent:
-    """A sub-pipeline: the teacher's logits in `shards` teacher_shard tasks side by side, merged in row order.
+def sharded_teacher_logits(platform: Platform) -> GraphComponent:
+    """A sub-pipeline: the teacher's logits in `platform.teacher_shards` teacher_shard tasks side by side, merged in
+    row order.
 
     A sub-pipeline so that its loop reads the teacher's URI as an input of its own: kfp.local 2.17 gives the tasks of
     a loop the loop item in place of any value that comes from another task's output, as the URI does.
     """
+    shards = platform.teacher_shards
 
+    @dsl.pipeline(name="sharded-teacher-logits")
     def sharded(data: Dataset, teacher: str, precision: str) -> Dataset:
         with dsl.ParallelFor(list(range(shards))) as shard:
-            logits = on_gpu(teacher_shard(data=data, teacher=teacher, shard=shard, shards=shards,
-                                          precision=precision))
-        merged = merge_logits(shards=dsl.Collected(logits.outputs["teacher_logits"]))
-        apply_cluster_settings()
+            logits = platform.on_gpu(teacher_shard(data=data, teacher=teacher, shard=shard, shards=shards,
+                                                   precision=precision))
+        merged = platform.on_cpu(merge_logits(shards=dsl.Collected(logits.outputs["teacher_logits"])))
         return merged.outputs["teacher_logits"]
 
-    # KFP defines one pipeline at a time, and this one is defined while the main pipeline is.
-    outer = pipeline_context.Pipeline.get_default_pipeline()
-    pipeline_context.Pipeline._default_pipeline = None
-    try:
-        return dsl.pipeline(name="sharded-teacher-logits")(sharded)
-    finally:
-        pipeline_context.Pipeline._default_pipeline = outer
+    return sharded
 
 
-@dsl.pipeline(name=PIPELINE_NAME, description="Distills a fine-tuned text classifier into a smaller student, "
-              "evaluates both and exports the student to ONNX.")
-def distillation_pipeline(
-    source: str = "imdb",
-    text_column: str = "text",
-    label_column: str = "label",
-    num_labels: int = 2,
-    tokenizer: str = "",
-    max_length: int = 512,
-    truncation_side: str = "right",
-    max_train_samples: int = 0,
-    max_eval_samples: int = 0,
-    validation_fraction: float = 0.1,
-    teacher: str = "",
-    train_teacher: bool = False,
-    teacher_epochs: float = 2.0,
-    teacher_batch_size: int = 16,
-    teacher_learning_rate: float = 5e-5,
-    student: str = "distilbert-base-uncased",
-    student_layers: int = 0,
-    student_attention_dropout: float = 0.0,
-    distill_mode: str = "cached",
-    temperature: float = 2.0,
-    alpha: float = 0.5,
-    epochs: float = 2.0,
-    batch_size: int = 8,
-    learning_rate: float = 5e-5,
-    gradient_accumulation_steps: int = 1,
-    precision: str = "auto",
-    compare_baseline: bool = False,
-    min_retention: float = 0.97,
-    parity_tolerance: float = 1e-4,
-    publish_uri: str = "",
-    model_name: str = "kdflow-student",
-    model_version: str = "",
-    promotion_tolerance: float = 0.0,
-    seed: int = 42,
-    checkpoint_steps: int = 500,
-    checkpoint_uri: str = "",
-    data_version: str = "",
-) -> Outputs:
-    prepared = data_prep(
-        source=source, text_column=text_column, label_column=label_column, num_labels=num_labels,
-        tokenizer=tokenizer, teacher=teacher, max_length=max_length, truncation_side=truncation_side,
-        max_train_samples=max_train_samples,
-        max_eval_samples=max_eval_samples, validation_fraction=validation_fraction, seed=seed,
-        data_version=data_version,
-    )
-    data = prepared.outputs["data"]
+def build_pipeline(platform: Platform = Platform()) -> GraphComponent:
+    """The pipeline, its tasks placed by `platform`: images, GPUs, credentials and scale-out."""
+    sharded_logits = sharded_teacher_logits(platform) if platform.teacher_shards > 1 else None
 
-    with dsl.If(train_teacher == True):  # noqa: E712 (a KFP condition, not a Python comparison)
-        trained = on_gpu(teacher_train(
-            data=data, teacher=teacher, epochs=teacher_epochs, batch_size=teacher_batch_size,
-            learning_rate=teacher_learning_rate, precision=precision, seed=seed, checkpoint_steps=checkpoint_steps,
-            checkpoint_uri=checkpoint_uri,
+    @dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION)
+    def distillation_pipeline(
+        source: str = "imdb",
+        text_column: str = "text",
+        label_column: str = "label",
+        num_labels: int = 2,
+        tokenizer: str = "",
+        max_length: int = 512,
+        truncation_side: str = "right",
+        max_train_samples: int = 0,
+        max_eval_samples: int = 0,
+        validation_fraction: float = 0.1,
+        teacher: str = "",
+        train_teacher: bool = False,
+        teacher_epochs: float = 2.0,
+        teacher_batch_size: int = 16,
+        teacher_learning_rate: float = 5e-5,
+        student: str = "distilbert-base-uncased",
+        student_layers: int = 0,
+        student_attention_dropout: float = 0.0,
+        distill_mode: str = "cached",
+        temperature: float = 2.0,
+        alpha: float = 0.5,
+        epochs: float = 2.0,
+        batch_size: int = 8,
+        learning_rate: float = 5e-5,
+        gradient_accumulation_steps: int = 1,
+        precision: str = "auto",
+        compare_baseline: bool = False,
+        min_retention: float = 0.97,
+        parity_tolerance: float = 1e-4,
+        publish_uri: str = "",
+        model_name: str = "kdflow-student",
+        model_version: str = "",
+        promotion_tolerance: float = 0.0,
+        seed: int = 42,
+        checkpoint_steps: int = 500,
+        checkpoint_uri: str = "",
+        data_version: str = "",
+    ) -> Outputs:
+        prepared = platform.on_cpu(data_prep(
+            source=source, text_column=text_column, label_column=label_column, num_labels=num_labels,
+            tokenizer=tokenizer, teacher=teacher, max_length=max_length, truncation_side=truncation_side,
+            max_train_samples=max_train_samples, max_eval_samples=max_eval_samples,
+            validation_fraction=validation_fraction, seed=seed, data_version=data_version,
         ))
-    with dsl.Else():
-        checked = teacher_check(data=data, teacher=teacher)
-    teacher_uri = dsl.OneOf(trained.outputs["Output"], checked.output)
+        data = prepared.outputs["data"]
 
-    shards = platform.SETTINGS.teacher_shards
-    evaluated_teacher = on_gpu(teacher_eval(data=data, teacher=teacher_uri, cache_logits=shards == 1,
-                                            precision=precision))
-    teacher_logits = evaluated_teacher.outputs["teacher_logits"]
-    if shards > 1:  # the teacher's logits on the training data, side by side, merged back in row order
-        teacher_logits = sharded_teacher_logits(shards)(data=data, teacher=teacher_uri,
-                                                                precision=precision).output
+        with dsl.If(train_teacher == True):  # noqa: E712 (a KFP condition, not a Python comparison)
+            trained = platform.on_gpu(teacher_train(
+                data=data, teacher=teacher, epochs=teacher_epochs, batch_size=teacher_batch_size,
+                learning_rate=teacher_learning_rate, precision=precision, seed=seed,
+                checkpoint_steps=checkpoint_steps, checkpoint_uri=checkpoint_uri,
+            ))
+        with dsl.Else():
+            checked = platform.on_cpu(teacher_check(data=data, teacher=teacher))
+        teacher_uri = dsl.OneOf(trained.outputs["teacher_uri"], checked.outputs["teacher_uri"])
 
-    nproc = platform.SETTINGS.nproc
-    training = dict(
-        data=data, teacher_logits=teacher_logits, teacher=teacher_uri, nproc=nproc,
-        student_spec=student, student_layers=student_layers, student_attention_dropout=student_attention_dropout,
-        distill_mode=distill_mode, temperature=temperature,
-        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-        gradient_accumulation_steps=gradient_accumulation_steps, precision=precision, seed=seed,
-        checkpoint_steps=checkpoint_steps, checkpoint_uri=checkpoint_uri,
-    )
-    distilled = on_gpu(distill(alpha=alpha, **training), nproc)
+        sharded = sharded_logits is not None
+        evaluated_teacher = platform.on_gpu(teacher_eval(data=data, teacher=teacher_uri, cache_logits=not sharded,
+                                                         precision=precision))
+        teacher_logits = evaluated_teacher.outputs["teacher_logits"]
+        if sharded:  # the teacher's logits on the training data, side by side, merged back in row order
+            teacher_logits = sharded_logits(data=data, teacher=teacher_uri, precision=precision).output
 
-    evaluated_student = student_eval(
-        data=data, student=distilled.outputs["student"], teacher_metrics=evaluated_teacher.outputs["teacher_metrics"],
-        min_retention=min_retention,
-    )
+        training = dict(
+            data=data, teacher_logits=teacher_logits, teacher=teacher_uri, nproc=platform.nproc,
+            student_spec=student, student_layers=student_layers, student_attention_dropout=student_attention_dropout,
+            distill_mode=distill_mode, temperature=temperature,
+            epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+            gradient_accumulation_steps=gradient_accumulation_steps, precision=precision, seed=seed,
+            checkpoint_steps=checkpoint_steps, checkpoint_uri=checkpoint_uri,
+        )
+        distilled = platform.on_gpu(distill(alpha=alpha, **training), platform.nproc)
 
-    exported = onnx_export(data=data, student=distilled.outputs["student"], parity_tolerance=parity_tolerance)
-
-    scores = dict(
-        teacher_metrics=evaluated_teacher.outputs["teacher_metrics"],
-        student_metrics=evaluated_student.outputs["student_metrics"], student=distilled.outputs["student"],
-        onnx_model=exported.outputs["onnx_model"],
-    )
-    # The same student, data and budget on the hard labels alone (alpha 1): what the teacher adds.
-    with dsl.If(compare_baseline == True):  # noqa: E712
-        baseline = on_gpu(distill(alpha=1.0, **training), nproc).set_display_name("baseline")
-        evaluated_baseline = student_eval(
-            data=data, student=baseline.outputs["student"],
+        evaluated_student = platform.on_cpu(student_eval(
+            data=data, student=distilled.outputs["student"],
             teacher_metrics=evaluated_teacher.outputs["teacher_metrics"], min_retention=min_retention,
-        ).set_display_name("baseline-eval")
-        reported_with_baseline = report(baseline_metrics=evaluated_baseline.outputs["student_metrics"], **scores)
-    with dsl.Else():
-        reported = report(**scores)
-    summary = dsl.OneOf(reported_with_baseline.outputs["Output"], reported.outputs["Output"])
+        ))
 
-    # The parameter's condition outside, the task output's inside: kfp.local resolves only this nesting.
-    with dsl.If(publish_uri != ""):
-        with dsl.If(evaluated_student.outputs["passed"] == True):  # noqa: E712
-            publish(
-                student=distilled.outputs["student"], onnx_model=exported.outputs["onnx_model"],
-                teacher_metrics=evaluated_teacher.outputs["teacher_metrics"],
-                student_metrics=evaluated_student.outputs["student_metrics"], publish_uri=publish_uri,
-                model_name=model_name, model_version=model_version, promotion_tolerance=promotion_tolerance,
-            )
+        exported = platform.on_cpu(onnx_export(data=data, student=distilled.outputs["student"],
+                                               parity_tolerance=parity_tolerance, max_eval_samples=max_eval_samples))
 
-    apply_cluster_settings()
-    return Outputs(
-        data_report=prepared.outputs["report"],
-        teacher_metrics=evaluated_teacher.outputs["teacher_metrics"],
-        student=distilled.outputs["student"],
-        training_curves=distilled.outputs["training_curves"],
-        student_metrics=evaluated_student.outputs["student_metrics"],
-        onnx_model=exported.outputs["onnx_model"],
-        onnx_metrics=exported.outputs["onnx_metrics"],
-        summary=summary,
-    )
+        scores = dict(
+            teacher_metrics=evaluated_teacher.outputs["teacher_metrics"],
+            student_metrics=evaluated_student.outputs["student_metrics"], student=distilled.outputs["student"],
+            onnx_model=exported.outputs["onnx_model"],
+        )
+        # The same student, data and budget on the hard labels alone (alpha 1): what the teacher adds.
+        with dsl.If(compare_baseline == True):  # noqa: E712
+            baseline = platform.on_gpu(distill(alpha=1.0, **training), platform.nproc).set_display_name("baseline")
+            evaluated_baseline = platform.on_cpu(student_eval(
+                data=data, student=baseline.outputs["student"],
+                teacher_metrics=evaluated_teacher.outputs["teacher_metrics"], min_retention=min_retention,
+            )).set_display_name("baseline-eval")
+            reported_with_baseline = platform.on_cpu(report(
+                baseline_metrics=evaluated_baseline.outputs["student_metrics"], **scores))
+        with dsl.Else():
+            reported = platform.on_cpu(report(**scores))
+
+        # The parameter's condition outside, the task output's inside: kfp.local resolves only this nesting.
+        with dsl.If(publish_uri != ""):
+            with dsl.If(evaluated_student.outputs["passed"] == True):  # noqa: E712
+                platform.on_cpu(publish(
+                    student=distilled.outputs["student"], onnx_model=exported.outputs["onnx_model"],
+                    teacher_metrics=evaluated_teacher.outputs["teacher_metrics"],
+                    student_metrics=evaluated_student.outputs["student_metrics"], publish_uri=publish_uri,
+                    model_name=model_name, model_version=model_version, promotion_tolerance=promotion_tolerance,
+                    run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                ))
+
+        return Outputs(
+            data_report=prepared.outputs["report"],
+            teacher_metrics=evaluated_teacher.outputs["teacher_metrics"],
+            student=distilled.outputs["student"],
+            training_curves=distilled.outputs["training_curves"],
+            student_metrics=evaluated_student.outputs["student_metrics"],
+            onnx_model=exported.outputs["onnx_model"],
+            onnx_metrics=exported.outputs["onnx_metrics"],
+            summary=dsl.OneOf(reported_with_baseline.outputs["summary"], reported.outputs["summary"]),
+            quality_report_uri=dsl.OneOf(reported_with_baseline.outputs["quality_report_uri"],
+                                         reported.outputs["quality_report_uri"]),
+        )
+
+    return distillation_pipeline
+
+
+# The pipeline as compiled into distillation.yaml: every task on this platform's defaults.
+distillation_pipeline = build_pipeline()

@@ -1,13 +1,15 @@
 """Named parameter sets for the pipeline, and the checks a parameter set must pass before a run starts."""
 
+import dataclasses
 import difflib
+from importlib import import_module
+
+from google.protobuf import json_format
 
 from kdflow.components.common.errors import KdflowInputError
-from kdflow.components.common.training import PRECISIONS
-from kdflow.components.data_prep.task import check_parameters as check_data_parameters
-from kdflow.components.distill.hyperparameters import check_attention_dropout, check_distillation_hyperparameters
 
-from .distillation import distillation_pipeline
+from .distillation import build_pipeline, distillation_pipeline
+from .platform import Platform
 
 PRESETS = {
     # The notebook recipe, for machines with hub access and a GPU; the compiled pipeline's defaults.
@@ -88,8 +90,9 @@ def parse_value(name: str, text: str, default):
         ) from None
 
 
-def resolve(preset: str, overrides: dict[str, str], data: str | None = None) -> dict:
-    """The parameters of a run: pipeline defaults, then the preset, then `--data`, then `--set` overrides."""
+def resolve(preset: str, overrides: dict[str, str], data: str | None = None, platform: Platform = Platform()) -> dict:
+    """The parameters of a run: pipeline defaults, then the preset, then `--data`, then `--set` overrides; checked
+    as the pipeline built for `platform` would pass them to its steps."""
     if preset not in PRESETS:
         raise KdflowInputError(f"--preset {preset!r} is unknown: use one of {', '.join(PRESETS)}.")
     defaults = pipeline_parameters()
@@ -102,37 +105,53 @@ def resolve(preset: str, overrides: dict[str, str], data: str | None = None) -> 
             hint = f"did you mean {close[0]}?" if close else f"parameters are: {', '.join(defaults)}."
             raise KdflowInputError(f"--set {name}=... names no pipeline parameter: {hint}")
         parameters[name] = parse_value(name, text, defaults[name])
-    check(parameters, preset)
+    check(parameters, preset, platform)
     return parameters
 
 
-def check(parameters: dict, preset: str) -> None:
+def check(parameters: dict, preset: str, platform: Platform) -> None:
     """The checks that need no data and no model, so a bad run stops before anything starts."""
     if not parameters["source"]:
         raise KdflowInputError(
             f"The {preset} preset needs --data: a local folder or gs:// prefix with train and test files (parquet, "
             "jsonl or csv) of text and label, e.g. the IMDb splits."
         )
-    check_distillation_hyperparameters(parameters["temperature"], parameters["alpha"], parameters["distill_mode"])
-    check_attention_dropout(parameters["student_attention_dropout"])
-    if parameters["precision"] not in PRECISIONS:
-        raise KdflowInputError(f"precision={parameters['precision']!r} is not one of {', '.join(PRECISIONS)}.")
     if not parameters["teacher"]:
         raise KdflowInputError(
             f"The {preset} preset needs a teacher: pass --set teacher=PATH_OR_HUB_ID of a fine-tuned classifier "
             "(or a base checkpoint with --set train_teacher=true)."
         )
-    for name in ("epochs", "batch_size", "teacher_epochs", "teacher_batch_size", "gradient_accumulation_steps"):
-        if not parameters[name] > 0:
-            raise KdflowInputError(f"{name}={parameters[name]} must be above 0.")
-    if parameters["checkpoint_steps"] < 0:
-        raise KdflowInputError(
-            f"checkpoint_steps={parameters['checkpoint_steps']} must be a number of optimizer steps, or 0 for no "
-            "checkpoints."
-        )
-    check_data_parameters(
-        num_labels=parameters["num_labels"], max_length=parameters["max_length"],
-        max_train_samples=parameters["max_train_samples"], max_eval_samples=parameters["max_eval_samples"],
-        validation_fraction=parameters["validation_fraction"], tokenizer=parameters["tokenizer"],
-        teacher=parameters["teacher"], truncation_side=parameters["truncation_side"],
-    )
+    for step, values in step_settings(build_pipeline(platform), parameters):
+        settings = import_module(f"kdflow.components.{step}.settings").Settings
+        declared = dataclasses.fields(settings) if settings else ()
+        if declared and all(item.name in values for item in declared):
+            settings(**{item.name: item.type(values[item.name]) for item in declared})  # runs the step's checks
+
+
+def step_settings(pipeline, parameters: dict):
+    """(step, the values of its settings) for every task of the compiled `pipeline` run with `parameters`.
+
+    A value another task computes (the teacher's URI) is taken as the pipeline parameter of the same name; where
+    there is none (a loop's item), the value is left out and that task's settings go unchecked.
+    """
+    spec = json_format.MessageToDict(pipeline.pipeline_spec)
+
+    def tasks(component: dict, inputs: dict):
+        for task in component["dag"]["tasks"].values():
+            values = {}
+            for name, source in task.get("inputs", {}).get("parameters", {}).items():
+                if "componentInputParameter" in source:
+                    if source["componentInputParameter"] in inputs:
+                        values[name] = inputs[source["componentInputParameter"]]
+                elif "runtimeValue" in source:
+                    values[name] = source["runtimeValue"]["constant"]
+                elif name in parameters:
+                    values[name] = parameters[name]
+            inner = spec["components"][task["componentRef"]["name"]]
+            if "dag" in inner:
+                yield from tasks(inner, values)
+            else:
+                arguments = spec["deploymentSpec"]["executors"][inner["executorLabel"]]["container"]["args"]
+                yield arguments[arguments.index("--function_to_execute") + 1], values
+
+    yield from tasks(spec["root"], parameters)

@@ -43,6 +43,17 @@ def make_rows(count, seed):
 
 
 @pytest.fixture(scope="session")
+def settings_for():
+    """A step's Settings as the pipeline passes them by default (its parameters' defaults), with `values` changed:
+    `settings_for(task, teacher=..., epochs=1)`. Values the pipeline wires from elsewhere must be given."""
+    from kdflow.components.common.settings import from_arguments
+    from kdflow.pipelines.presets import pipeline_parameters
+
+    defaults = pipeline_parameters()
+    return lambda task, **values: from_arguments(task.Settings, {**defaults, **values})
+
+
+@pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tokenizer")
     build_tokenizer(folder)

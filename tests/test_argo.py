@@ -142,11 +142,13 @@ def test_a_condition_the_target_cannot_translate_is_refused():
 
     from kdflow.components.data_prep.component import data_prep
     from kdflow.components.teacher_check.component import teacher_check
-    from kdflow.pipelines import argo
+    from kdflow.pipelines.targets import argo
+
+    defaults = presets.pipeline_parameters()
 
     @dsl.pipeline(name="numeric-condition")
     def pipeline(epochs: float = 2.0):
-        data = data_prep(source="synthetic").outputs["data"]
+        data = data_prep(**{name: defaults[name] for name in data_prep.component_spec.inputs}).outputs["data"]
         with dsl.If(epochs > 1.0):  # Argo parameters are strings: a number comparison would compare text
             teacher_check(data=data, teacher="a-teacher")
 
@@ -155,11 +157,12 @@ def test_a_condition_the_target_cannot_translate_is_refused():
 
 
 def test_a_parallel_for_is_refused_by_name():
-    from kdflow.pipelines import argo, platform
-    from kdflow.pipelines.distillation import distillation_pipeline
+    from kdflow.pipelines.targets import argo
+    from kdflow.pipelines.distillation import build_pipeline
+    from kdflow.pipelines.platform import Platform
 
     with pytest.raises(presets.KdflowInputError, match="cannot translate the dsl.ParallelFor"):
-        argo.workflow_template(platform.with_settings(distillation_pipeline, teacher_shards=2))
+        argo.workflow_template(build_pipeline(Platform(teacher_shards=2)))
 
 
 def test_nproc_gives_distill_that_many_gpus_and_processes(tmp_path):

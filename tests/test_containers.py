@@ -13,7 +13,7 @@ import pytest
 from kdflow.components.common.images import RUNTIME_IMAGE
 from kdflow.pipelines.cli import main
 
-pytestmark = pytest.mark.containers
+pytestmark = [pytest.mark.containers, pytest.mark.slow]
 
 
 def container_engine_problem() -> str | None:
@@ -65,3 +65,13 @@ def test_the_smoke_run_in_containers_meets_the_smoke_bar(tmp_path, capsys):
     student = Path(summary["artifacts"]["student"])
     assert (student / "model.safetensors").exists()
     assert student.stat().st_uid == os.getuid()  # written by the caller's user, not the image's
+
+
+def test_the_image_has_no_benchmarks():
+    import docker
+
+    with pytest.raises(docker.errors.ContainerError) as failed:
+        docker.from_env().containers.run(RUNTIME_IMAGE, ["kdflow", "bench", "train", "--teacher", "t", "--data", "d"],
+                                         remove=True)
+    assert failed.value.exit_status == 2
+    assert b"the benchmarks are not installed in this image" in failed.value.stderr

@@ -1,23 +1,32 @@
 """data_prep: synthetic and file sources, unpadded tokenization, validation carving, the report, early refusals."""
 
-import json
-
 import datasets
 import pytest
 from transformers import AutoTokenizer
 
+from kdflow.components.common import step
 from kdflow.components.common.data import load_prepared
 from kdflow.components.common.errors import KdflowInputError
+from kdflow.components.common.settings import as_arguments
 from kdflow.components.data_prep import synthetic, task
+from kdflow.components.data_prep.settings import Files, Settings
 
 COLUMNS = ["text", "label", "input_ids", "attention_mask", "length"]
+# The pipeline's defaults of the step's settings (pipelines/distillation.py), which the tests change one at a time.
+PIPELINE_DEFAULTS = dict(text_column="text", label_column="label", num_labels=2, tokenizer="", teacher="",
+                         max_length=512, truncation_side="right", max_train_samples=0, max_eval_samples=0,
+                         validation_fraction=0.1, seed=42, data_version="")
+
+
+def settings(**parameters) -> Settings:
+    return Settings(**{**PIPELINE_DEFAULTS, **parameters})
 
 
 def prepare(tmp_path, name="data", **parameters):
     """Runs the step into tmp_path/name; returns the loaded output and the report's text."""
     parameters.setdefault("max_train_samples", 300)
     parameters.setdefault("max_eval_samples", 100)
-    task.run(output_dir=str(tmp_path / name), report_path=str(tmp_path / f"{name}.md"), **parameters)
+    task.run(settings(**parameters), Files(data=str(tmp_path / name), report=str(tmp_path / f"{name}.md")))
     return load_prepared(str(tmp_path / name)), (tmp_path / f"{name}.md").read_text()
 
 
@@ -163,12 +172,27 @@ def test_wordpiece_tokenizer_is_trained_on_train_and_reloads(tmp_path):
     assert "WordPiece" in report
 
 
-def test_command_line_writes_data_and_report(tmp_path, tokenizer_dir, capsys):
-    task.main(["--source", "synthetic", "--tokenizer", str(tokenizer_dir), "--output", str(tmp_path / "out"),
-               "--max-train-samples", "40", "--max-eval-samples", "20", "--max-length", "32"])
-    assert json.loads(capsys.readouterr().out)["rows"] == {"train": 40, "validation": 4, "test": 20}
-    assert load_prepared(str(tmp_path / "out")).max_length == 32
-    assert (tmp_path / "out" / "report.md").exists()
+def test_command_line_writes_data_and_report(tmp_path, tokenizer_dir):
+    task.main(["--data", str(tmp_path / "out"), "--report", str(tmp_path / "report.md"), "--source", "synthetic",
+               "--text-column", "text", "--label-column", "label", "--num-labels", "2",
+               "--tokenizer", str(tokenizer_dir), "--teacher", "", "--max-length", "32", "--truncation-side", "right",
+               "--max-train-samples", "40", "--max-eval-samples", "20", "--validation-fraction", "0.1",
+               "--seed", "42", "--data-version", ""])
+    data = load_prepared(str(tmp_path / "out"))
+    assert data.info["rows"] == {"train": 40, "validation": 4, "test": 20}
+    assert data.max_length == 32
+    assert "## Rows and label balance" in (tmp_path / "report.md").read_text()
+
+
+def test_command_line_refuses_a_bad_setting_with_its_sentence_beside_the_outputs(tmp_path, capsys):
+    files = Files(data=str(tmp_path / "out" / "data"), report=str(tmp_path / "out" / "report.md"))
+    arguments = as_arguments(files) + as_arguments(settings(source="synthetic", tokenizer="wordpiece"))
+    with pytest.raises(SystemExit) as stopped:
+        task.main([*arguments, "--num-labels", "1"])  # the last of a repeated flag wins
+    assert stopped.value.code == 2
+    assert "num_labels=1 must be at least 2" in capsys.readouterr().err
+    assert "num_labels=1" in step.read_error(tmp_path / "out")
+    assert not (tmp_path / "out" / "data").exists()
 
 
 BALANCED = {"review": ["good film", "bad film", "great plot", "dull plot"] * 5, "sentiment": [1, 0, 1, 0] * 5}
@@ -221,7 +245,8 @@ def test_component_runs_under_kfp_local(tmp_path, tokenizer_dir):
     from kdflow.components.data_prep.component import data_prep
 
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path))
-    prepared = data_prep(source="synthetic", tokenizer=str(tokenizer_dir), max_train_samples=200, max_eval_samples=50)
+    prepared = data_prep(**{**PIPELINE_DEFAULTS, "source": "synthetic", "tokenizer": str(tokenizer_dir),
+                            "max_train_samples": 200, "max_eval_samples": 50})
     data = load_prepared(prepared.outputs["data"].path)
     assert data.info["rows"] == {"train": 200, "validation": 22, "test": 50}
     assert "## Token lengths before truncation" in open(prepared.outputs["report"].path).read()

@@ -20,16 +20,20 @@ BATCH_SIZE = 16  # the global batch: 8 rows in each of 2 processes
 
 
 @pytest.fixture(scope="module")
-def students(tmp_path_factory, prepared_data_dir, tokenizer_dir):
+def students(tmp_path_factory, prepared_data_dir, tokenizer_dir, settings_for):
     """A trained teacher distilled into the same student by one process and by two; folder by nproc."""
     root = tmp_path_factory.mktemp("processes")
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     tiny_bert(len(tokenizer)).save_pretrained(str(root / "initial"))
     tokenizer.save_pretrained(str(root / "initial"))
     teacher = str(root / "teacher")
-    teacher_train.run(data_dir=str(prepared_data_dir), teacher=str(root / "initial"), output_dir=teacher,
-                      curves_path=str(root / "teacher.html"), epochs=8, batch_size=16, learning_rate=2e-3)
-    teacher_eval.run(data_dir=str(prepared_data_dir), teacher=teacher, logits_dir=str(root / "logits"))
+    teacher_train.run(
+        settings_for(teacher_train, teacher=str(root / "initial"), epochs=8, batch_size=16, learning_rate=2e-3),
+        teacher_train.Files(data=str(prepared_data_dir), teacher_model=teacher, training_curves=str(root / "t.html")))
+    teacher_eval.run(settings_for(teacher_eval, teacher=teacher, cache_logits=True),
+                     teacher_eval.Files(data=str(prepared_data_dir), teacher_logits=str(root / "logits"),
+                                        teacher_metrics=str(root / "metrics.json"),
+                                        teacher_confusion=str(root / "confusion.json")))
     # The student from the teacher's layers, without dropout (tiny_bert has none; the head's is switched off): given
     # the same rows, one process and two then compute the same losses.
     student = models.student_from_teacher(AutoModelForSequenceClassification.from_pretrained(teacher))
@@ -39,10 +43,11 @@ def students(tmp_path_factory, prepared_data_dir, tokenizer_dir):
     folders = {}
     for nproc in (1, 2):
         folders[nproc] = root / f"student-{nproc}"
-        task.launch(nproc=nproc, data_dir=str(prepared_data_dir), teacher_logits_dir=str(root / "logits"),
-                    teacher=teacher, student=str(root / "student"), output_dir=str(folders[nproc]),
-                    curves_path=str(root / f"curves-{nproc}.html"), epochs=3, batch_size=BATCH_SIZE,
-                    learning_rate=1e-3, precision="fp32")  # auto would be bf16 on a CPU with bf16 kernels
+        task.run(settings_for(task, teacher=teacher, student_spec=str(root / "student"), nproc=nproc, epochs=3,
+                              batch_size=BATCH_SIZE, learning_rate=1e-3,
+                              precision="fp32"),  # auto would be bf16 on a CPU with bf16 kernels
+                 task.Files(data=str(prepared_data_dir), teacher_logits=str(root / "logits"),
+                            student=str(folders[nproc]), training_curves=str(root / f"curves-{nproc}.html")))
     return folders
 
 
@@ -50,6 +55,7 @@ def training_log(folder: Path) -> list[dict]:
     return json.loads((folder / "training_log.json").read_text())
 
 
+@pytest.mark.slow
 def test_two_processes_log_the_losses_of_one_with_the_same_global_batch(students):
     one, two = ([entry for entry in training_log(students[nproc]) if "loss" in entry] for nproc in (1, 2))
     assert len(one) == len(two) >= 3
@@ -64,12 +70,14 @@ def test_two_processes_log_the_losses_of_one_with_the_same_global_batch(students
             assert second[name] == pytest.approx(first[name], rel=1e-5), (name, first["step"])
 
 
+@pytest.mark.slow
 def test_two_processes_train_a_student_that_meets_the_smoke_bar(students, prepared_data_dir):
     data = load_prepared(str(prepared_data_dir))
     model = AutoModelForSequenceClassification.from_pretrained(str(students[2]))
     assert evaluate_on_test(model, data.tokenizer, data)["accuracy"] >= 0.90
 
 
+@pytest.mark.slow
 def test_two_processes_write_what_one_writes(students):
     files = {nproc: sorted(path.name for path in folder.iterdir()) for nproc, folder in students.items()}
     assert files[1] == files[2]
@@ -77,7 +85,6 @@ def test_two_processes_write_what_one_writes(students):
     assert [sorted(entry) for entry in one] == [sorted(entry) for entry in two]
 
 
-def test_a_batch_that_does_not_split_across_the_processes_is_refused_before_they_start(tmp_path):
+def test_a_batch_that_does_not_split_across_the_processes_is_refused_before_they_start(settings_for):
     with pytest.raises(KdflowInputError, match="batch_size=9 does not split evenly across 2 processes"):
-        task.launch(nproc=2, data_dir=str(tmp_path), teacher_logits_dir="", teacher="t", student="from_teacher",
-                    output_dir=str(tmp_path / "student"), curves_path=str(tmp_path / "c.html"), batch_size=9)
+        settings_for(task, teacher="t", student_spec="from_teacher", nproc=2, batch_size=9)

@@ -141,21 +141,28 @@ def save_teacher(folder, tokenizer_dir, layers=4):
     return str(folder)
 
 
-def logits_for(teacher_dir, prepared_data_dir, folder):
+def logits_for(settings_for, teacher_dir, prepared_data_dir, folder):
     from kdflow.components.teacher_eval import task as teacher_eval
 
-    teacher_eval.run(data_dir=str(prepared_data_dir), teacher=teacher_dir, logits_dir=str(folder))
+    teacher_eval.run(settings_for(teacher_eval, teacher=teacher_dir, cache_logits=True),
+                     teacher_eval.Files(data=str(prepared_data_dir), teacher_logits=str(folder),
+                                        teacher_metrics=f"{folder}-metrics.json",
+                                        teacher_confusion=f"{folder}-confusion.json"))
     return str(folder)
 
 
-def test_distill_step_writes_a_student_with_its_log(tmp_path, prepared_data_dir, tokenizer_dir):
+def run_distill(settings_for, data, teacher, student, output, logits="", **settings):
+    """The distill step with the pipeline's defaults but for `settings`, its student in `output`."""
+    files = task.Files(data=str(data), teacher_logits=logits, student=str(output),
+                       training_curves=f"{output}-curves.html")
+    return task.run(settings_for(task, teacher=teacher, student_spec=student, nproc=1, **settings), files)
+
+
+def test_distill_step_writes_a_student_with_its_log(tmp_path, prepared_data_dir, tokenizer_dir, settings_for):
     teacher_dir = save_teacher(tmp_path / "teacher", tokenizer_dir)
-    logits_dir = logits_for(teacher_dir, prepared_data_dir, tmp_path / "logits")
-    figures = task.run(
-        data_dir=str(prepared_data_dir), teacher_logits_dir=logits_dir, teacher=teacher_dir, student="from_teacher",
-        output_dir=str(tmp_path / "student"), curves_path=str(tmp_path / "curves.html"), epochs=1, batch_size=16,
-        learning_rate=1e-3, student_attention_dropout=0.1,
-    )
+    logits_dir = logits_for(settings_for, teacher_dir, prepared_data_dir, tmp_path / "logits")
+    figures = run_distill(settings_for, prepared_data_dir, teacher_dir, "from_teacher", tmp_path / "student",
+                          logits_dir, epochs=1, batch_size=16, learning_rate=1e-3, student_attention_dropout=0.1)
     assert (tmp_path / "student" / "model.safetensors").exists()
     assert json.loads((tmp_path / "student" / "config.json").read_text())["attention_dropout"] == 0.1
     assert json.loads((tmp_path / "student" / "distillation.json").read_text())["student_attention_dropout"] == 0.1
@@ -163,27 +170,27 @@ def test_distill_step_writes_a_student_with_its_log(tmp_path, prepared_data_dir,
     log = json.loads((tmp_path / "student" / "training_log.json").read_text())
     losses = [entry for entry in log if "loss" in entry]
     assert losses and {"hard_loss", "soft_loss"} <= set(losses[0])
-    assert "data:image/png;base64," in (tmp_path / "curves.html").read_text()
+    assert "data:image/png;base64," in (tmp_path / "student-curves.html").read_text()
     assert figures["eval_loss"] > 0
 
 
-def test_cached_mode_refuses_a_student_with_another_vocabulary(tmp_path, prepared_data_dir, tokenizer_dir):
+def test_cached_mode_refuses_a_student_with_another_vocabulary(tmp_path, prepared_data_dir, tokenizer_dir,
+                                                               settings_for):
     from transformers import BertTokenizer
 
     teacher_dir = save_teacher(tmp_path / "teacher", tokenizer_dir)
-    logits_dir = logits_for(teacher_dir, prepared_data_dir, tmp_path / "logits")
+    logits_dir = logits_for(settings_for, teacher_dir, prepared_data_dir, tmp_path / "logits")
     other_tokenizer = BertTokenizer(vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "movie"])})
     student = tiny_distilbert(len(other_tokenizer))
     student.save_pretrained(str(tmp_path / "other"))
     other_tokenizer.save_pretrained(str(tmp_path / "other"))
     with pytest.raises(KdflowInputError, match="distill_mode=online"):
-        task.run(data_dir=str(prepared_data_dir), teacher_logits_dir=logits_dir, teacher=teacher_dir,
-                 student=str(tmp_path / "other"), output_dir=str(tmp_path / "student"),
-                 curves_path=str(tmp_path / "curves.html"), epochs=1)
+        run_distill(settings_for, prepared_data_dir, teacher_dir, str(tmp_path / "other"), tmp_path / "student",
+                    logits_dir, epochs=1)
     assert not (tmp_path / "student").exists()
 
 
-def test_online_mode_trains_a_student_with_its_own_tokenizer(tmp_path, prepared_data_dir, tokenizer_dir):
+def test_online_mode_trains_a_student_with_its_own_tokenizer(tmp_path, prepared_data_dir, tokenizer_dir, settings_for):
     from transformers import BertTokenizer
 
     from conftest import WORDS
@@ -194,52 +201,50 @@ def test_online_mode_trains_a_student_with_its_own_tokenizer(tmp_path, prepared_
     student_tokenizer = BertTokenizer(vocab={t: i for i, t in enumerate(vocab)})
     tiny_distilbert(len(student_tokenizer)).save_pretrained(str(tmp_path / "base"))
     student_tokenizer.save_pretrained(str(tmp_path / "base"))
-    task.run(data_dir=str(prepared_data_dir), teacher_logits_dir="", teacher=teacher_dir, student=str(tmp_path / "base"),
-             output_dir=str(tmp_path / "student"), curves_path=str(tmp_path / "curves.html"), distill_mode="online",
-             epochs=1, batch_size=16)
+    run_distill(settings_for, prepared_data_dir, teacher_dir, str(tmp_path / "base"), tmp_path / "student",
+                distill_mode="online", epochs=1, batch_size=16)
     saved = AutoTokenizer.from_pretrained(str(tmp_path / "student"))
     assert saved.get_vocab() == student_tokenizer.get_vocab()
 
 
-def test_max_length_above_the_students_position_limit_is_refused(tmp_path, prepared_data_dir, tokenizer_dir):
+def test_max_length_above_the_students_position_limit_is_refused(tmp_path, prepared_data_dir, tokenizer_dir,
+                                                                  settings_for):
     teacher_dir = save_teacher(tmp_path / "teacher", tokenizer_dir)
     # The prepared data was cut at 64 tokens.
     student = tiny_distilbert(len(AutoTokenizer.from_pretrained(str(tokenizer_dir))), positions=32)
     student.save_pretrained(str(tmp_path / "short"))
     AutoTokenizer.from_pretrained(str(tokenizer_dir)).save_pretrained(str(tmp_path / "short"))
     with pytest.raises(KdflowInputError, match="max_length"):
-        task.run(data_dir=str(prepared_data_dir), teacher_logits_dir="", teacher=teacher_dir,
-                 student=str(tmp_path / "short"), output_dir=str(tmp_path / "student"),
-                 curves_path=str(tmp_path / "c.html"), distill_mode="online")
+        run_distill(settings_for, prepared_data_dir, teacher_dir, str(tmp_path / "short"), tmp_path / "student",
+                    distill_mode="online")
 
 
-def test_non_finite_teacher_logits_stop_distillation_at_the_first_step(tmp_path, prepared_data_dir, tokenizer_dir):
+def test_non_finite_teacher_logits_stop_distillation_at_the_first_step(tmp_path, prepared_data_dir, tokenizer_dir,
+                                                                       settings_for):
     import datasets
 
     teacher_dir = save_teacher(tmp_path / "teacher", tokenizer_dir)
-    logits = datasets.load_from_disk(logits_for(teacher_dir, prepared_data_dir, tmp_path / "logits"))
+    logits = datasets.load_from_disk(logits_for(settings_for, teacher_dir, prepared_data_dir, tmp_path / "logits"))
     # What a teacher that overflowed in fp16 would have cached: every soft target NaN, so the first loss is NaN.
     broken = logits.map(lambda row: {"teacher_logits": [float("nan")] * len(row["teacher_logits"])})
     broken.save_to_disk(str(tmp_path / "broken"))
     with pytest.raises(KdflowInputError, match=r"loss became nan at step 1 of 12.*lower learning_rate"):
-        task.run(data_dir=str(prepared_data_dir), teacher_logits_dir=str(tmp_path / "broken"), teacher=teacher_dir,
-                 student="from_teacher", output_dir=str(tmp_path / "student"), curves_path=str(tmp_path / "c.html"),
-                 epochs=2, batch_size=16, precision="fp32")
+        run_distill(settings_for, prepared_data_dir, teacher_dir, "from_teacher", tmp_path / "student",
+                    str(tmp_path / "broken"), epochs=2, batch_size=16, precision="fp32")
     assert not (tmp_path / "student").exists()
 
 
-def test_the_same_seed_gives_the_same_student_and_another_seed_another(tmp_path, prepared_data_dir, tokenizer_dir):
+def test_the_same_seed_gives_the_same_student_and_another_seed_another(tmp_path, prepared_data_dir, tokenizer_dir,
+                                                                       settings_for):
     from safetensors.torch import load_file
 
     teacher_dir = save_teacher(tmp_path / "teacher", tokenizer_dir)
-    logits_dir = logits_for(teacher_dir, prepared_data_dir, tmp_path / "logits")
+    logits_dir = logits_for(settings_for, teacher_dir, prepared_data_dir, tmp_path / "logits")
 
     def distill(name, seed):
         # Dropout on, so that the seed matters beyond the data order.
-        figures = task.run(data_dir=str(prepared_data_dir), teacher_logits_dir=logits_dir, teacher=teacher_dir,
-                           student="config:tiny-distilbert", output_dir=str(tmp_path / name),
-                           curves_path=str(tmp_path / f"{name}.html"), epochs=1, batch_size=16, learning_rate=1e-3,
-                           precision="fp32", seed=seed)
+        figures = run_distill(settings_for, prepared_data_dir, teacher_dir, "config:tiny-distilbert", tmp_path / name,
+                              logits_dir, epochs=1, batch_size=16, learning_rate=1e-3, precision="fp32", seed=seed)
         return figures, load_file(str(tmp_path / name / "model.safetensors"))
 
     (first, weights), (again, weights_again), (other, other_weights) = (

@@ -1,9 +1,12 @@
 """The image definitions, their names in the compiled pipeline, and what a docker run of the pipeline mounts."""
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+import sysconfig
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,8 @@ import yaml
 from packaging.requirements import Requirement
 
 from kdflow.components.common.images import KDFLOW_VERSION
-from kdflow.pipelines import containers, image_build, presets
+from kdflow.pipelines import presets
+from kdflow.pipelines.targets import images, local
 from kdflow.pipelines.cli import main
 
 ROOT = Path(__file__).parents[1]
@@ -36,6 +40,30 @@ def test_images_install_only_the_lock_and_run_as_a_non_root_user(dockerfile):
     assert "--no-deps /opt/kdflow-src" in installs[1]
     users = [line.split()[1] for line in instructions if line.startswith("USER ")]
     assert users and users[-1].split(":")[0].isdigit() and users[-1].split(":")[0] != "0"
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_the_images_install_kdflow_without_the_benchmarks(dockerfile):
+    instructions = dockerfile.read_text().replace("\\\n", " ").splitlines()
+    [install] = [line for line in instructions if "--no-deps /opt/kdflow-src" in line]
+    install_command, removal, *_ = (shlex.split(command) for command in install.removeprefix("RUN ").split("&&"))
+    assert install_command == ["pip", "install", "--no-deps", "/opt/kdflow-src"]
+    # In the same RUN, so the installed benchmarks never reach a layer; `rm -r` without -f, so a path that matches
+    # nothing (another venv layout) fails the build instead of leaving them in.
+    assert removal[:2] == ["rm", "-r"] and "/opt/kdflow-src/pipelines/bench" in removal[2:]
+    site_packages = sysconfig.get_path("purelib", "posix_prefix", {"base": "/opt/kdflow"})  # the image's venv
+    assert any(fnmatchcase(f"{site_packages}/kdflow/pipelines/bench", path) for path in removal[2:]), removal
+
+
+def test_bench_where_the_benchmarks_are_not_installed_says_where_to_run_them(capsys, monkeypatch):
+    # As in the images: no kdflow.pipelines.bench.
+    for name in [name for name in sys.modules if name.startswith("kdflow.pipelines.bench.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "kdflow.pipelines.bench", None)
+    assert main(["bench", "train", "--teacher", "teacher", "--data", "data"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "kdflow: error: the benchmarks are not installed in this image: run them from a source checkout "
+        "(`pip install -e .`).")
 
 
 def test_every_dependency_is_pinned_in_the_images_within_its_range():
@@ -95,26 +123,26 @@ def test_images_build_without_the_engine_says_which_is_missing(tmp_path, capsys,
 
 
 def test_each_image_is_built_from_its_dockerfile_with_the_version_and_the_chosen_base():
-    command = image_build.build_command("podman", "trainer", "registry.example.com/team", "mirror/python:3.11",
+    command = images.build_command("podman", "trainer", "registry.example.com/team", "mirror/python:3.11",
                                         ["--volume", "a:b"])
     assert command[:2] == ["podman", "build"]
     assert command[command.index("--file") + 1] == str(ROOT / "images" / "trainer.Dockerfile")
     assert command[command.index("--tag") + 1] == f"registry.example.com/team/kdflow-trainer:{KDFLOW_VERSION}"
     assert f"KDFLOW_VERSION={KDFLOW_VERSION}" in command and "BASE_IMAGE=mirror/python:3.11" in command
     assert command[-3:] == ["--volume", "a:b", str(ROOT)]  # engine arguments, then the context: the repository
-    assert "BASE_IMAGE=" not in " ".join(image_build.build_command("docker", "cpu", "localhost", "", []))
+    assert "BASE_IMAGE=" not in " ".join(images.build_command("docker", "cpu", "localhost", "", []))
 
 
 def test_a_docker_run_mounts_local_inputs_read_only_and_the_output_folders_writable(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
-    parameters = containers.with_absolute_local_paths(
+    parameters = local.with_absolute_local_paths(
         presets.resolve("smoke", {"publish_uri": "published", "checkpoint_uri": "checkpoints"}, data="data"))
     assert parameters["source"] == str(tmp_path / "data")
     assert parameters["publish_uri"] == str(tmp_path / "published")
     assert parameters["teacher"] == "config:tiny-bert"  # not a path: left as it is
 
-    arguments = containers.container_run_args(parameters, gpus=False)
+    arguments = local.container_run_args(parameters, gpus=False)
     mounts = {mount["Target"]: mount for mount in arguments["mounts"]}
     assert set(mounts) == {str(tmp_path / name) for name in ("data", "published", "checkpoints")}
     assert mounts[str(tmp_path / "data")]["ReadOnly"] and not mounts[str(tmp_path / "published")]["ReadOnly"]
@@ -125,7 +153,7 @@ def test_a_docker_run_mounts_local_inputs_read_only_and_the_output_folders_writa
 
 
 def test_a_docker_run_on_a_gpu_host_requests_every_gpu():
-    arguments = containers.container_run_args(presets.resolve("smoke", {}), gpus=True)
+    arguments = local.container_run_args(presets.resolve("smoke", {}), gpus=True)
     [request] = arguments["device_requests"]
     assert request["Count"] == -1 and request["Capabilities"] == [["gpu"]]
 

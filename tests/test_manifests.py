@@ -15,9 +15,9 @@ import yaml
 from kfp.client import KF_PIPELINES_SA_TOKEN_PATH
 
 from kdflow.components.common.images import KDFLOW_VERSION, RUNTIME_IMAGE, image_name
+from kdflow.components.common.settings import from_arguments, parser
 from kdflow.components.distill import task as distill_task
-from kdflow.pipelines import cluster
-from kdflow.pipelines.cli import build_parser
+from kdflow.pipelines.cli import build_parser, submit_command
 
 MANIFESTS = Path(__file__).parents[1] / "manifests"
 KUBERNETES_VERSION = "1.30"  # the oldest minor GKE's regular channel still runs
@@ -104,7 +104,7 @@ def test_the_cronjob_runs_a_kdflow_submit_the_cli_accepts():
     compile_line, submit_line = container["args"][0].split("&&")
     compile_args = build_parser().parse_args(shlex.split(compile_line)[1:])
     submit_args = build_parser().parse_args(shlex.split(submit_line.replace("exec", "", 1))[1:])
-    assert submit_args.command is cluster.submit_command
+    assert submit_args.command is submit_command
     assert submit_args.package == compile_args.output
     assert submit_args.no_cache, "each CronJob run must read fresh data"
     runner = documents(MANIFESTS / "base" / "service-account.yaml")[0]["metadata"]["name"]
@@ -174,7 +174,8 @@ def test_the_trainjob_runs_the_distill_task_on_several_nodes():
     arguments = trainer["args"]
     assert arguments[:2] == ["-m", "kdflow.components.distill.task"]
     assert importlib.util.find_spec(arguments[1]) is not None and importlib.util.find_spec("torch.distributed.run")
-    flags = distill_task.build_parser().parse_args(arguments[2:])  # flags the task accepts
+    flags = parser("", distill_task.Settings, distill_task.Files, distill_task.Result).parse_args(arguments[2:])
+    from_arguments(distill_task.Settings, flags)  # settings its checks accept
     assert flags.nproc == 1  # the processes are torchrun's, on every node
     # The run's artifacts where KFP puts them, the GCS pipeline root mounted at /gcs/BUCKET, by Workload Identity.
     [patch] = job["spec"]["runtimePatches"]
@@ -184,7 +185,7 @@ def test_the_trainjob_runs_the_distill_task_on_several_nodes():
     [container] = pod["spec"]["containers"]
     [mount] = container["volumeMounts"]
     assert mount["mountPath"] == f"/gcs/{volume['csi']['volumeAttributes']['bucketName']}"
-    for path in (flags.data, flags.teacher_logits, flags.output, flags.curves):
+    for path in (flags.data, flags.teacher_logits, flags.student, flags.training_curves):
         assert path.startswith(mount["mountPath"] + "/"), path
     runner = documents(MANIFESTS / "base" / "service-account.yaml")[0]["metadata"]["name"]
     assert pod["spec"]["serviceAccountName"] == runner

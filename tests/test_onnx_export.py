@@ -14,8 +14,11 @@ from transformers import (
 
 from kdflow.components.common.data import MODEL_INPUTS, load_prepared
 from kdflow.components.common.errors import KdflowInputError
+from kdflow.components.common.results import EXPORT_KINDS, OnnxReport
 from kdflow.components.onnx_export import task
+from kdflow.components.onnx_export.settings import Files, Settings
 
+# The report's JSON keeps the keys it had before it was a type (summary.json carries it under "onnx").
 REPORT_KEYS = {"max_abs_diff", "parity_tolerance", "fp32_accuracy", "int8_accuracy", "int8_qdq_accuracy",
                "pytorch_accuracy", "int8_max_abs_diff", "int8_qdq_max_abs_diff", "latency_ms", "size_mb", "rows",
                "calibration_rows"}
@@ -37,12 +40,19 @@ def student_dir(tmp_path_factory, tokenizer_dir):
     return save_classifier(model, tmp_path_factory.mktemp("student"), tokenizer_dir)
 
 
+def run_export(student_dir, data_dir, folder: Path, parity_tolerance=1e-4, max_eval_samples=0) -> None:
+    """onnx_export into folder/onnx, its UI figures to folder/onnx_metrics.json."""
+    task.run(Settings(parity_tolerance=parity_tolerance, max_eval_samples=max_eval_samples),
+             Files(data=str(data_dir), student=str(student_dir), onnx_model=str(folder / "onnx"),
+                   onnx_metrics=str(folder / "onnx_metrics.json")))
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, student_dir, prepared_data_dir):
     """The output folder and report of one export of the DistilBERT student, shared by the tests that read it."""
-    output_dir = tmp_path_factory.mktemp("export") / "onnx"
-    report = task.run(student_dir=student_dir, data_dir=str(prepared_data_dir), output_dir=str(output_dir))
-    return output_dir, report
+    folder = tmp_path_factory.mktemp("export")
+    run_export(student_dir, prepared_data_dir, folder)
+    return folder / "onnx", OnnxReport.read_folder(folder / "onnx")
 
 
 def session(path: Path) -> onnxruntime.InferenceSession:
@@ -66,21 +76,31 @@ def test_export_writes_the_models_tokenizer_config_and_report(exported, prepared
     output_dir, report = exported
     assert {*MODEL_FILES, "config.json", "tokenizer_config.json", "onnx_report.json"} == {
         path.name for path in output_dir.iterdir()} - {"tokenizer.json", "vocab.txt", "special_tokens_map.json"}
-    assert json.loads((output_dir / "onnx_report.json").read_text()) == report
-    assert REPORT_KEYS <= set(report)
+    saved = json.loads((output_dir / "onnx_report.json").read_text())
+    assert REPORT_KEYS <= set(saved)
+    assert report.to_dict() == saved
     data = load_prepared(str(prepared_data_dir))
-    assert report["rows"] == len(data.splits["test"])
-    assert report["calibration_rows"] == min(task.CALIBRATION_ROWS, len(data.splits["train"]))
-    assert report["max_abs_diff"] <= 1e-4
-    assert report["fp32_accuracy"] == report["pytorch_accuracy"]
-    assert 0.0 <= report["int8_accuracy"] <= 1.0 and 0.0 <= report["int8_qdq_accuracy"] <= 1.0
-    for runtime in ("pytorch_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_qdq"):
-        assert set(report["latency_ms"][runtime]) == {"1", "32"}
-        assert all(milliseconds > 0 for milliseconds in report["latency_ms"][runtime].values())
+    assert report.rows == len(data.splits["test"])
+    assert report.calibration_rows == min(task.CALIBRATION_ROWS, len(data.splits["train"]))
+    assert list(report.exports) == [kind.name for kind in EXPORT_KINDS]
+    exports = report.exports
+    assert report.max_abs_diff == exports["fp32"].max_abs_diff <= 1e-4
+    assert exports["fp32"].accuracy == report.pytorch_accuracy
+    assert 0.0 <= exports["int8"].accuracy <= 1.0 and 0.0 <= exports["int8_qdq"].accuracy <= 1.0
+    for runtime, by_batch_size in report.latency_ms().items():
+        assert set(by_batch_size) == {"1", "32"}, runtime
+        assert all(milliseconds > 0 for milliseconds in by_batch_size.values())
+    assert set(report.latency_ms()) == {"pytorch_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_qdq"}
     # (the QDQ file's scales outweigh what int8 saves on a model this small)
-    assert set(report["size_mb"]) == {"onnx_fp32", "onnx_int8", "onnx_int8_qdq"}
-    assert report["size_mb"]["onnx_int8"] < report["size_mb"]["onnx_fp32"]
+    assert set(saved["size_mb"]) == {"onnx_fp32", "onnx_int8", "onnx_int8_qdq"}
+    assert exports["int8"].size_mb < exports["fp32"].size_mb
     assert (output_dir / "model.int8.onnx").stat().st_size < (output_dir / "model.onnx").stat().st_size
+    # What the KFP UI shows: the figures it showed before, flat.
+    figures = json.loads((output_dir.parent / "onnx_metrics.json").read_text())
+    assert figures["max_abs_diff"] == report.max_abs_diff and figures["rows"] == report.rows
+    assert figures["int8_qdq_accuracy"] == exports["int8_qdq"].accuracy
+    assert figures["onnx_int8_latency_ms_b32"] == exports["int8"].latency_ms["32"]
+    assert figures["onnx_fp32_size_mb"] == exports["fp32"].size_mb
 
 
 def test_both_models_run_onnx_runtime_fused_attention(exported):
@@ -120,7 +140,7 @@ def test_the_qdq_model_has_standard_operators_int8_embeddings_and_linear_layers(
 def test_reported_difference_is_the_one_measured(exported, student_dir, prepared_data_dir):
     output_dir, report = exported
     data = load_prepared(str(prepared_data_dir))
-    parity_rows = data.splits["test"].select(range(report["parity_rows"]))
+    parity_rows = data.splits["test"].select(range(report.parity_rows))
     fp32 = session(output_dir / "model.onnx")
     differences = []
     # The task's parity batches: test rows in their own order, padded per batch.
@@ -128,7 +148,7 @@ def test_reported_difference_is_the_one_measured(exported, student_dir, prepared
         batch = encode(data.tokenizer, parity_rows[start:start + task.PARITY_BATCH_SIZE]["text"])
         onnx_logits = fp32.run(["logits"], batch)[0]
         differences.append(np.abs(onnx_logits - pytorch_logits(student_dir, batch)).max())
-    assert report["max_abs_diff"] == pytest.approx(float(max(differences)), rel=1e-3, abs=1e-12)
+    assert report.max_abs_diff == pytest.approx(float(max(differences)), rel=1e-3, abs=1e-12)
 
 
 @pytest.mark.parametrize("model_file", MODEL_FILES)
@@ -157,15 +177,14 @@ def test_failed_parity_check_leaves_no_result(tmp_path, monkeypatch, student_dir
 
     monkeypatch.setattr(task, "export_onnx", export_with_a_wrong_weight)
     with pytest.raises(task.ParityError, match=r"parity_tolerance=0\.0001"):
-        task.run(student_dir=student_dir, data_dir=str(prepared_data_dir), output_dir=str(tmp_path / "onnx"))
+        run_export(student_dir, prepared_data_dir, tmp_path)
     assert list(tmp_path.iterdir()) == []  # neither the output folder nor the scratch folder beside it
 
 
 @pytest.mark.parametrize("tolerance", [0.0, -1.0])
 def test_non_positive_tolerance_is_refused_before_export(tmp_path, student_dir, prepared_data_dir, tolerance):
     with pytest.raises(KdflowInputError, match="parity_tolerance"):
-        task.run(student_dir=student_dir, data_dir=str(prepared_data_dir), output_dir=str(tmp_path / "onnx"),
-                 parity_tolerance=tolerance)
+        run_export(student_dir, prepared_data_dir, tmp_path, parity_tolerance=tolerance)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -173,16 +192,18 @@ def test_non_empty_output_folder_is_refused(tmp_path, student_dir, prepared_data
     (tmp_path / "onnx").mkdir()
     (tmp_path / "onnx" / "model.onnx").write_text("an earlier result")
     with pytest.raises(KdflowInputError, match="not empty"):
-        task.run(student_dir=student_dir, data_dir=str(prepared_data_dir), output_dir=str(tmp_path / "onnx"))
+        run_export(student_dir, prepared_data_dir, tmp_path)
 
 
-def test_bert_classifier_exports_from_the_command_line(tmp_path, tokenizer_dir, prepared_data_dir):
+def test_bert_classifier_exports_from_the_command_line(tmp_path, monkeypatch, tokenizer_dir, prepared_data_dir):
+    monkeypatch.setattr(task, "LATENCY_BATCH_SIZES", (2,))  # a size of its own, and quicker
     torch.manual_seed(0)
     config = BertConfig(vocab_size=len(AutoTokenizer.from_pretrained(str(tokenizer_dir))), hidden_size=32,
                         num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
     bert_dir = save_classifier(BertForSequenceClassification(config), tmp_path / "bert", tokenizer_dir)
-    task.main(["--student", bert_dir, "--data", str(prepared_data_dir), "--output", str(tmp_path / "onnx"),
-               "--max-eval-samples", "10", "--latency-batch-sizes", "2"])
+    task.main(["--data", str(prepared_data_dir), "--student", bert_dir, "--onnx-model", str(tmp_path / "onnx"),
+               "--onnx-metrics", str(tmp_path / "onnx_metrics.json"), "--parity-tolerance", "1e-4",
+               "--max-eval-samples", "10"])
     report = json.loads((tmp_path / "onnx" / "onnx_report.json").read_text())
     assert report["rows"] == 10
     assert report["max_abs_diff"] <= 1e-4
@@ -194,21 +215,20 @@ def test_component_runs_under_kfp_local(tmp_path, student_dir, prepared_data_dir
     from kfp import dsl
     from kfp.dsl import Dataset, Model
 
-    from kdflow.components.common.metrics import read_metrics
     from kdflow.components.onnx_export.component import onnx_export
 
     @dsl.pipeline
     def export_only(data_uri: str, student_uri: str):
         data = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset)
         student = dsl.importer(artifact_uri=student_uri, artifact_class=Model)
-        onnx_export(data=data.output, student=student.output, max_eval_samples=16)
+        onnx_export(data=data.output, student=student.output, parity_tolerance=1e-4, max_eval_samples=16)
 
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path))
     export_only(data_uri=str(prepared_data_dir), student_uri=student_dir)
     [onnx_model] = tmp_path.glob("export-only-*/onnx-export/onnx_model")
     [onnx_metrics] = tmp_path.glob("export-only-*/onnx-export/onnx_metrics")
     assert (onnx_model / "model.int8.onnx").exists()
-    metrics = read_metrics(str(onnx_metrics))
+    metrics = json.loads(Path(onnx_metrics).read_text())
     assert metrics["rows"] == 16
     assert metrics["max_abs_diff"] <= 1e-4
     assert metrics["onnx_int8_latency_ms_b1"] > 0

@@ -2,22 +2,36 @@
 
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 
 from kdflow.components.common import storage
 from kdflow.components.common.errors import KdflowInputError
+from kdflow.components.common.results import (
+    EXPORT_KINDS, ONNX_REPORT, Evaluation, ExportScores, Gate, OnnxReport, RunSummary, Scores,
+)
 from kdflow.components.publish import task
+from kdflow.components.publish.settings import Files, Settings
+
+CONFUSION = [[24, 0], [0, 24]]
 
 
-def summary_with(accuracy):
-    return {
-        "teacher": {"accuracy": 0.95, "macro_f1": 0.95, "rows": 48},
-        "student": {"accuracy": accuracy, "macro_f1": accuracy, "rows": 48},
-        "retention": accuracy / 0.95, "gate": {"passed": True, "min_retention": 0.9},
-        "onnx": {"max_abs_diff": 1e-7, "fp32_accuracy": accuracy, "int8_accuracy": accuracy,
-                 "int8_qdq_accuracy": accuracy},
-    }
+def write_results(folder, onnx_dir, accuracy):
+    """The metrics files of teacher_eval and student_eval, and onnx_export's report, of a student this accurate."""
+    def scores(value):
+        return Scores(accuracy=value, macro_f1=value, confusion_matrix=CONFUSION, rows=48)
+
+    Evaluation(scores(0.95), ["negative", "positive"]).write(folder / "teacher.json")
+    Evaluation(scores(accuracy), ["negative", "positive"], Gate.judge(accuracy, 0.95, 0.9)).write(
+        folder / "student.json")
+    OnnxReport(
+        exports={kind.name: ExportScores(accuracy=accuracy, macro_f1=accuracy, confusion_matrix=CONFUSION,
+                                         max_abs_diff=1e-7, latency_ms={"1": 1.0}, size_mb=1.0)
+                 for kind in EXPORT_KINDS},
+        pytorch_accuracy=accuracy, pytorch_latency_ms={"1": 2.0}, parity_tolerance=1e-4, parity_rows=48, rows=48,
+        calibration_rows=48, threads=2, opset_version=17,
+    ).write(onnx_dir / ONNX_REPORT)
 
 
 @pytest.fixture()
@@ -43,9 +57,18 @@ def destination(gcs):
 
 
 def publish(model_folders, destination, tmp_path, version, accuracy, **options):
+    """The step on a student this accurate; returns the decision it recorded at the destination."""
     student, onnx = model_folders
-    return task.run(student_dir=student, onnx_dir=onnx, summary=summary_with(accuracy), publish_uri=destination,
-                    model_name="sentiment", version=version, report_path=str(tmp_path / f"{version}.md"), **options)
+    write_results(tmp_path, Path(onnx), accuracy)
+    settings = {"publish_uri": destination, "model_name": "sentiment", "model_version": version,
+                "promotion_tolerance": 0.0, "run_id": "run-1", **options}
+    result = task.run(Settings(**settings), Files(
+        student=student, onnx_model=onnx, teacher_metrics=str(tmp_path / "teacher.json"),
+        student_metrics=str(tmp_path / "student.json"), publish_report=str(tmp_path / f"{version}.md")))
+    named = settings["model_version"] or settings["run_id"]
+    decision = json.loads(storage.read_text(f"{destination}/sentiment/decisions/{named}.json"))
+    assert (result.promoted, result.version_uri) == (decision["promoted"], decision["version_uri"])
+    return decision
 
 
 def latest(destination):
@@ -65,6 +88,11 @@ def test_first_version_is_published_complete_and_promoted(tmp_path, model_folder
     assert {entry["path"] for entry in manifest["files"]} == set(files) - {"manifest.json"}
     card = open(f"{download}/README.md").read()
     assert "| student | 0.9000 |" in card and "temperature" in card and "Seed: 7 " in card
+    assert "| student onnx int8 qdq (openvino) | 0.9000 | 0.9000 |" in card
+    published = json.loads(open(f"{download}/summary.json").read())
+    assert published["publish"]["promoted"] and published["schema_version"] == 1
+    summary = RunSummary.from_dict(published)  # the type reads it back, the decision left aside
+    assert summary.student.accuracy == 0.90 and summary.seed == 7 and summary.onnx.max_abs_diff == 1e-7
     assert "promoted" in (tmp_path / "v1.md").read_text()
 
 
@@ -120,14 +148,24 @@ def test_rerunning_the_same_version_is_safe(tmp_path, model_folders, destination
 
 @pytest.mark.parametrize("options, needle", [
     ({"publish_uri": "gs://no-such-bucket-kdflow/models"}, "Bucket gs://no-such-bucket-kdflow does not exist"),
+    ({"publish_uri": ""}, "publish_uri is empty"),
     ({"model_name": "a/b"}, "model_name='a/b'"),
-    ({"version": ""}, "model_version=''"),
+    ({"model_version": "", "run_id": ""}, "model_version=''"),
+    ({"model_version": "v/1"}, "model_version='v/1'"),
     ({"promotion_tolerance": -0.1}, "promotion_tolerance=-0.1"),
 ])
 def test_bad_publish_parameters_are_refused_before_any_upload(tmp_path, model_folders, destination, options, needle):
-    student, onnx = model_folders
-    arguments = dict(student_dir=student, onnx_dir=onnx, summary=summary_with(0.9), publish_uri=destination,
-                     model_name="sentiment", version="v1", report_path=str(tmp_path / "r.md"))
     with pytest.raises(KdflowInputError, match=needle):
-        task.run(**{**arguments, **options})
+        publish(model_folders, destination, tmp_path, "v1", 0.9, **options)
     assert storage.read_text(f"{destination}/sentiment/latest.json") is None
+
+
+def test_without_a_model_version_the_run_id_names_the_version(tmp_path, model_folders, destination):
+    decision = publish(model_folders, destination, tmp_path, "", 0.9, run_id="run-7")
+    assert decision["version"] == "run-7" and latest(destination)["version"] == "run-7"
+
+
+def test_settings_left_for_a_run_without_publishing_pass_their_checks():
+    """The command line checks publish's settings before every run: no destination, and the run id not known."""
+    Settings(publish_uri="", model_name="kdflow-student", model_version="", promotion_tolerance=0.0,
+             run_id="{{$.pipeline_job_uuid}}")

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from kdflow.components.common import checkpoints
+from kdflow.components.common.settings import as_arguments
 from kdflow.components.distill import task as distill
 from kdflow.components.teacher_eval import task as teacher_eval
 
@@ -24,7 +25,7 @@ SETTINGS = {"epochs": 4.0, "batch_size": 16, "learning_rate": 1e-3, "precision":
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory, tokenizer_dir, prepared_data_dir):
+def teacher(tmp_path_factory, tokenizer_dir, prepared_data_dir, settings_for):
     """A tiny BERT teacher (dropout on, so resuming must restore the random state too) and its cached logits."""
     folder = tmp_path_factory.mktemp("teacher")
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
@@ -33,17 +34,23 @@ def teacher(tmp_path_factory, tokenizer_dir, prepared_data_dir):
         vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
         max_position_embeddings=128)).save_pretrained(str(folder / "model"))
     tokenizer.save_pretrained(str(folder / "model"))
-    teacher_eval.run(data_dir=str(prepared_data_dir), teacher=str(folder / "model"), logits_dir=str(folder / "logits"))
+    teacher_eval.run(settings_for(teacher_eval, teacher=str(folder / "model"), cache_logits=True),
+                     teacher_eval.Files(data=str(prepared_data_dir), teacher_logits=str(folder / "logits"),
+                                        teacher_metrics=str(folder / "metrics.json"),
+                                        teacher_confusion=str(folder / "confusion.json")))
     return str(folder / "model"), str(folder / "logits")
 
 
-def command(prepared_data_dir, teacher, output: Path, checkpoint_uri: Path) -> list[str]:
-    arguments = [sys.executable, "-m", "kdflow.components.distill.task", "--data", str(prepared_data_dir),
-                 "--teacher", teacher[0], "--teacher-logits", teacher[1], "--student", "from_teacher",
-                 "--output", str(output), "--curves", str(output) + ".html", "--checkpoint-uri", str(checkpoint_uri)]
-    for name, value in SETTINGS.items():
-        arguments += ["--" + name.replace("_", "-"), str(value)]
-    return arguments
+def settings_and_files(settings_for, prepared_data_dir, teacher, output: Path, checkpoint_uri: Path):
+    settings = settings_for(distill, teacher=teacher[0], student_spec="from_teacher", nproc=1,
+                            checkpoint_uri=str(checkpoint_uri), **SETTINGS)
+    files = distill.Files(data=str(prepared_data_dir), teacher_logits=teacher[1], student=str(output),
+                          training_curves=f"{output}.html")
+    return settings, files
+
+
+def command(settings, files) -> list[str]:
+    return [sys.executable, "-m", "kdflow.components.distill.task", *as_arguments(files), *as_arguments(settings)]
 
 
 def kill_after_first_checkpoint(arguments: list[str], checkpoint_uri: Path, log: Path) -> None:
@@ -56,9 +63,10 @@ def kill_after_first_checkpoint(arguments: list[str], checkpoint_uri: Path, log:
         assert process.wait() == -signal.SIGKILL
 
 
-def test_a_killed_distill_step_resumes_and_trains_the_same_student(tmp_path, prepared_data_dir, teacher):
+@pytest.mark.slow
+def test_a_killed_distill_step_resumes_and_trains_the_same_student(tmp_path, prepared_data_dir, teacher, settings_for):
     output, checkpoint_uri = tmp_path / "student", tmp_path / "checkpoints"
-    arguments = command(prepared_data_dir, teacher, output, checkpoint_uri)
+    arguments = command(*settings_and_files(settings_for, prepared_data_dir, teacher, output, checkpoint_uri))
     kill_after_first_checkpoint(arguments, checkpoint_uri, tmp_path / "killed.log")
     assert not output.exists()
     (training,) = checkpoint_uri.iterdir()
@@ -72,9 +80,8 @@ def test_a_killed_distill_step_resumes_and_trains_the_same_student(tmp_path, pre
 
     resumed = subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # The uninterrupted run, here while the resumed one starts up.
-    distill.run(data_dir=str(prepared_data_dir), teacher=teacher[0], teacher_logits_dir=teacher[1],
-                student="from_teacher", output_dir=str(tmp_path / "uninterrupted"),
-                curves_path=str(tmp_path / "uninterrupted.html"), checkpoint_uri=str(tmp_path / "other"), **SETTINGS)
+    distill.run(*settings_and_files(settings_for, prepared_data_dir, teacher, tmp_path / "uninterrupted",
+                                    tmp_path / "other"))
     log, errors = resumed.communicate()
     assert resumed.returncode == 0, errors[-3000:]
     assert f"kdflow: resuming from step {complete}, the newest complete checkpoint at {training}" in log

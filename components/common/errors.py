@@ -6,3 +6,7 @@ class KdflowInputError(ValueError):
 
     Raised before any expensive work starts; the command line prints the message alone, without a traceback.
     """
+
+
+class KdflowFailure(RuntimeError):
+    """Something kdflow ran (a pipeline step, an image build) failed; the message says where its log is."""

@@ -1,7 +1,12 @@
 """The data_prep step: loads a labelled text dataset, checks it, carves a validation split and tokenizes it.
 
-    python -m kdflow.components.data_prep.task --source synthetic --tokenizer wordpiece --output DATA_DIR
-    python -m kdflow.components.data_prep.task --source DATA_FOLDER --teacher TEACHER_URI --output DATA_DIR
+Run as a KFP component (component.py) or directly, with every setting of settings.py given (`--help` lists them;
+their defaults are the pipeline's parameters):
+
+    python -m kdflow.components.data_prep.task --data DATA_DIR --report report.md --source synthetic \
+        --text-column text --label-column label --num-labels 2 --tokenizer wordpiece --teacher "" \
+        --max-length 512 --truncation-side right --max-train-samples 0 --max-eval-samples 0 \
+        --validation-fraction 0.1 --seed 42 --data-version ""
 
 The source is `synthetic` (generated movie reviews, see synthetic.py), a folder or gs:// URI holding train
 and test files (parquet, jsonl or csv; e.g. train.parquet and test.parquet), or else a Hugging Face hub
@@ -10,9 +15,8 @@ made) and carry their token count in a `length` column for length-grouped batchi
 the layout `kdflow.components.common.data` reads; a Markdown report describes what came out.
 """
 
-import argparse
-import json
 import math
+import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -20,11 +24,12 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from kdflow.components.common import models, storage
+from kdflow.components.common import models, step, storage
 from kdflow.components.common.data import LABEL, LENGTH, SPLITS, TEXT, save_prepared
 from kdflow.components.common.errors import KdflowInputError
 
 from . import synthetic
+from .settings import Files, Result, Settings  # noqa: F401 (Result: the step's interface)
 
 SYNTHETIC = "synthetic"
 WORDPIECE = "wordpiece"
@@ -33,84 +38,54 @@ FILE_BUILDERS = {"parquet": "parquet", "jsonl": "json", "json": "json", "csv": "
 SOURCE_SPLITS = ("train", "test")
 SYNTHETIC_ROWS = {"train": 4000, "test": 1000}  # before row limits
 PERCENTILES = (50, 90, 99)
-TRUNCATION_SIDES = ("right", "left")
+# Tokens of a WordPiece vocabulary trained on the texts (tokenizer=wordpiece): a fixed size, not a pipeline parameter.
+WORDPIECE_VOCAB_SIZE = 8000
 INFO_FILE = "data_info.json"  # written by save_prepared; moved into place last, it marks the folder complete
 FULL_LENGTH = "full_length"  # tokens before truncation; only kept until the report's figures are taken
 
 
-def run(*, source: str, output_dir: str, report_path: str, text_column: str = TEXT, label_column: str = LABEL,
-        num_labels: int = 2, tokenizer: str = "", teacher: str = "", max_length: int = 512,
-        truncation_side: str = "right", max_train_samples: int = 0, max_eval_samples: int = 0,
-        validation_fraction: float = 0.1, seed: int = 42, wordpiece_vocab_size: int = 8000,
-        data_version: str = "") -> dict:
-    """Prepares `source` for training and writes it to `output_dir`, with a Markdown report at `report_path`.
+def run(settings: Settings, files: Files) -> dict:
+    """Prepares the source for training and writes it to `files.data`, with a Markdown report at `files.report`.
 
-    Every check runs before tokenizing; `output_dir` receives the finished folder only, so a failed run
+    Every check runs before tokenizing; `files.data` receives the finished folder only, so a failed run
     leaves nothing there. Returns the data's description (also saved as data_info.json).
     """
-    check_parameters(num_labels, max_length, max_train_samples, max_eval_samples, validation_fraction, tokenizer,
-                     teacher, truncation_side)
-    check_empty_output(output_dir)
+    check_empty_output(files.data)
+    tokenizer, teacher, max_length = settings.tokenizer, settings.teacher, settings.max_length
     # A named tokenizer is loaded first, so a wrong name fails before a long download of data.
     text_tokenizer = None if tokenizer == WORDPIECE else load_named_tokenizer(tokenizer or teacher)
     with tempfile.TemporaryDirectory(prefix="kdflow-data-prep-") as scratch:
-        raw = load_source(source, Path(scratch, "cache"), max_train_samples, max_eval_samples, validation_fraction,
-                          seed)
-        label_names = check_columns(raw, source, text_column, label_column, num_labels)
-        raw = {name: standard_columns(split, text_column, label_column, label_names) for name, split in raw.items()}
-        splits = limit_rows(raw, max_train_samples, max_eval_samples, validation_fraction, seed)
+        raw = load_source(settings.source, Path(scratch, "cache"), settings.max_train_samples,
+                          settings.max_eval_samples, settings.validation_fraction, settings.seed)
+        label_names = check_columns(raw, settings.source, settings.text_column, settings.label_column,
+                                    settings.num_labels)
+        raw = {name: standard_columns(split, settings.text_column, settings.label_column, label_names)
+               for name, split in raw.items()}
+        splits = limit_rows(raw, settings.max_train_samples, settings.max_eval_samples, settings.validation_fraction,
+                            settings.seed)
         check_classes(splits["train"], label_names)
-        check_duplicates(splits, source)
+        check_duplicates(splits, settings.source)
         if text_tokenizer is None:
-            text_tokenizer = train_wordpiece(splits["train"][TEXT], wordpiece_vocab_size, max_length)
+            text_tokenizer = train_wordpiece(splits["train"][TEXT], WORDPIECE_VOCAB_SIZE, max_length)
         # Saved with the tokenizer, so a step that tokenizes again (online distillation) cuts the same side.
-        text_tokenizer.truncation_side = truncation_side
+        text_tokenizer.truncation_side = settings.truncation_side
 
         splits = {name: encode(split, text_tokenizer, max_length) for name, split in splits.items()}
         info = {
-            "source": source, "text_column": text_column, "label_column": label_column, "num_labels": num_labels,
-            "label_names": label_names, "max_length": max_length, "truncation_side": truncation_side,
-            "tokenizer": tokenizer, "teacher": teacher,
-            "vocab_size": len(text_tokenizer), "validation_fraction": validation_fraction,
-            "max_train_samples": max_train_samples, "max_eval_samples": max_eval_samples, "seed": seed,
-            "data_version": data_version, **split_figures(splits, num_labels, max_length),
+            "source": settings.source, "text_column": settings.text_column, "label_column": settings.label_column,
+            "num_labels": settings.num_labels, "label_names": label_names, "max_length": max_length,
+            "truncation_side": settings.truncation_side, "tokenizer": tokenizer, "teacher": teacher,
+            "vocab_size": len(text_tokenizer), "validation_fraction": settings.validation_fraction,
+            "max_train_samples": settings.max_train_samples, "max_eval_samples": settings.max_eval_samples,
+            "seed": settings.seed, "data_version": settings.data_version,
+            **split_figures(splits, settings.num_labels, max_length),
         }
         prepared = datasets.DatasetDict({name: split.remove_columns(FULL_LENGTH) for name, split in splits.items()})
         save_prepared(str(Path(scratch, "prepared")), prepared, text_tokenizer, info)
-        storage.move_into(Path(scratch, "prepared"), Path(output_dir), last=INFO_FILE)
-    Path(report_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(report_path).write_text(report_markdown(info))
+        storage.move_into(Path(scratch, "prepared"), Path(files.data), last=INFO_FILE)
+    Path(files.report).parent.mkdir(parents=True, exist_ok=True)
+    Path(files.report).write_text(report_markdown(info))
     return info
-
-
-def check_parameters(num_labels: int, max_length: int, max_train_samples: int, max_eval_samples: int,
-                     validation_fraction: float, tokenizer: str, teacher: str, truncation_side: str) -> None:
-    """The checks that need no data, so a bad value stops the step at once."""
-    if num_labels < 2:
-        raise KdflowInputError(f"num_labels={num_labels} must be at least 2 for a classifier.")
-    if max_length < 1:
-        raise KdflowInputError(f"max_length={max_length} must be a positive number of tokens, e.g. 512.")
-    if truncation_side not in TRUNCATION_SIDES:
-        raise KdflowInputError(
-            f"truncation_side={truncation_side!r} is not one of {', '.join(TRUNCATION_SIDES)}: right keeps the "
-            "beginning of long texts, left their end."
-        )
-    for name, value in (("max_train_samples", max_train_samples), ("max_eval_samples", max_eval_samples)):
-        if value < 0:
-            raise KdflowInputError(f"{name}={value} must be a row count, or 0 for all rows.")
-    if not 0 < validation_fraction < 1:
-        raise KdflowInputError(
-            f"validation_fraction={validation_fraction} must lie in (0, 1): 0.1 keeps a tenth of train for validation."
-        )
-    if not tokenizer and not teacher:
-        raise KdflowInputError(
-            "Neither tokenizer nor teacher is set: set tokenizer (a checkpoint, or wordpiece) or teacher."
-        )
-    if not tokenizer and models.is_config_spec(teacher):
-        raise KdflowInputError(
-            f"The teacher {teacher!r} is built from a configuration and has no tokenizer: set tokenizer, "
-            "e.g. tokenizer=wordpiece to train one on the training texts."
-        )
 
 
 def check_empty_output(output_dir: str) -> None:
@@ -417,37 +392,7 @@ def report_markdown(info: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", required=True,
-                        help="synthetic, a folder or gs:// URI with train and test files, or a hub dataset")
-    parser.add_argument("--output", required=True, help="folder for the prepared data (must be new or empty)")
-    parser.add_argument("--report", help="path of the Markdown report (default: OUTPUT/report.md)")
-    parser.add_argument("--text-column", default=TEXT)
-    parser.add_argument("--label-column", default=LABEL)
-    parser.add_argument("--num-labels", type=int, default=2)
-    parser.add_argument("--tokenizer", default="",
-                        help="checkpoint with a tokenizer, or wordpiece; default: the teacher's")
-    parser.add_argument("--teacher", default="", help="teacher checkpoint whose tokenizer to use")
-    parser.add_argument("--max-length", type=int, default=512, help="tokens kept per row")
-    parser.add_argument("--truncation-side", choices=TRUNCATION_SIDES, default="right",
-                        help="which end of a long text is cut: right keeps the beginning, left keeps the end")
-    parser.add_argument("--max-train-samples", type=int, default=0, help="0: all rows")
-    parser.add_argument("--max-eval-samples", type=int, default=0, help="validation and test rows; 0: all rows")
-    parser.add_argument("--validation-fraction", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--wordpiece-vocab-size", type=int, default=8000)
-    parser.add_argument("--data-version", default="", help="label of the data read, recorded in data_info.json")
-    args = parser.parse_args(argv)
-    info = run(
-        source=args.source, output_dir=args.output, report_path=args.report or str(Path(args.output, "report.md")),
-        text_column=args.text_column, label_column=args.label_column, num_labels=args.num_labels,
-        tokenizer=args.tokenizer, teacher=args.teacher, max_length=args.max_length,
-        truncation_side=args.truncation_side,
-        max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
-        validation_fraction=args.validation_fraction, seed=args.seed, wordpiece_vocab_size=args.wordpiece_vocab_size,
-        data_version=args.data_version,
-    )
-    print(json.dumps(info, indent=2))
+    step.main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ class DistillationLoss(NamedTuple):
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                      temperature: float = 2.0, alpha: float = 0.5) -> DistillationLoss:
+                      temperature: float, alpha: float) -> DistillationLoss:
     """`alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(softmax(teacher/T) || softmax(student/T))`.
 
     Both terms are means over the batch (KL with `batchmean`, its mathematical definition), so the loss does

@@ -5,11 +5,12 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
+from kdflow.components.common.settings import help_of
 from kdflow.components.common.trainer import GuardedTrainer
 from kdflow.components.common.training import pad_batch
 
-from .hyperparameters import check_distillation_hyperparameters
 from .losses import distillation_loss
+from .settings import Settings, check_loss
 
 TEACHER_LOGITS = "teacher_logits"
 # In online mode with a student tokenizer of its own, the teacher reads the data's original token ids.
@@ -19,11 +20,15 @@ TEACHER_INPUTS = ["teacher_input_ids", "teacher_attention_mask"]
 
 @dataclass
 class DistillationArguments(TrainingArguments):
-    temperature: float = field(default=2.0, metadata={"help": "Softmax temperature of the soft term; above 0."})
-    alpha: float = field(default=0.5, metadata={"help": "Weight of the hard-label cross-entropy, in [0, 1]."})
+    """TrainingArguments with the loss's settings, required: their defaults are the pipeline's (settings.py)."""
+
+    temperature: float = field(default=None, metadata={"help": help_of(Settings)["temperature"]})
+    alpha: float = field(default=None, metadata={"help": help_of(Settings)["alpha"]})
 
     def __post_init__(self):
-        check_distillation_hyperparameters(self.temperature, self.alpha)
+        if self.temperature is None or self.alpha is None:
+            raise TypeError("DistillationArguments needs temperature and alpha.")
+        check_loss(self.temperature, self.alpha)
         super().__post_init__()
 
 

@@ -9,34 +9,44 @@ Three files, for two runtimes:
   their own kernels: it is measured with OpenVINO, which on Intel CPUs with AMX serves it several times faster
   than ONNX Runtime serves model.int8.onnx (README, Performance).
 
-    python -m kdflow.components.onnx_export.task --student STUDENT_DIR --data DATA_DIR --output ONNX_DIR
+Run as a KFP component (component.py) or directly, with every setting of settings.py given (`--help` lists them;
+their defaults are the pipeline's parameters):
 
-The output folder holds the three files, the tokenizer, config.json and onnx_report.json. It is filled only once
-the fp32 ONNX model matches PyTorch within the parity tolerance: a failed check leaves it as it was.
+    python -m kdflow.components.onnx_export.task --data DATA_DIR --student STUDENT_DIR --onnx-model ONNX_DIR \
+        --onnx-metrics onnx_metrics.json --parity-tolerance 1e-4 --max-eval-samples 0
+
+The output folder holds the three files, the tokenizer, config.json and onnx_report.json (an OnnxReport of
+kdflow.components.common.results). It is filled only once the fp32 ONNX model matches PyTorch within the parity
+tolerance: a failed check leaves it as it was.
 """
 
-import argparse
 import json
 import shutil
+import sys
 import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from kdflow.components.common import step
 from kdflow.components.common.data import LABEL, MODEL_INPUTS, load_prepared, split_for_tokenizer
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.inference import (
     LATENCY_BATCH_SIZES, batches_in_order, latencies_ms, predict, torch_runner,
 )
 from kdflow.components.common.metrics import argmax, classification_metrics
+from kdflow.components.common.results import (
+    EXPORT_KINDS, EXPORTS, ONNX_REPORT, ONNX_RUNTIME, OPENVINO, PARITY_KIND, PYTORCH_KEY, ExportScores, OnnxReport,
+    difference_key,
+)
 from kdflow.components.common.storage import move_into
-from kdflow.components.common.summary import ONNX_REPORT
 
-FP32_FILE = "model.onnx"
-INT8_FILE = "model.int8.onnx"
-QDQ_INT8_FILE = "model.int8.qdq.onnx"
-ONNX_FILES = {"fp32": FP32_FILE, "int8": INT8_FILE, "int8_qdq": QDQ_INT8_FILE}  # kind -> file
+from .settings import Files, Result, Settings  # noqa: F401 (Result: the step's interface)
+
+FP32_FILE = EXPORTS["fp32"].file
+INT8_FILE = EXPORTS["int8"].file
+QDQ_INT8_FILE = EXPORTS["int8_qdq"].file
 OPSET_VERSION = 17
 OUTPUT_NAME = "logits"
 
@@ -53,101 +63,95 @@ class ParityError(RuntimeError):
     """The exported model's outputs differ from PyTorch's by more than the tolerance."""
 
 
-def run(*, student_dir: str, data_dir: str, output_dir: str, parity_tolerance: float = 1e-4,
-        max_eval_samples: int = 0, latency_batch_sizes: tuple[int, ...] = LATENCY_BATCH_SIZES) -> dict:
+def run(settings: Settings, files: Files) -> None:
     """Exports the student to ONNX (fp32, dynamic int8, static QDQ int8) and measures each against PyTorch.
 
-    Args:
-        student_dir: A `save_pretrained` folder of a sequence classifier with its tokenizer.
-        data_dir: A prepared-data folder; its test split is what parity, accuracy and latency are measured on,
-            its first training rows calibrate the static int8 model.
-        output_dir: Where the ONNX files, tokenizer, config.json and onnx_report.json go; absent or empty.
-        parity_tolerance: Largest absolute logit difference allowed between ONNX Runtime fp32 and PyTorch.
-        max_eval_samples: Test rows to measure accuracy on; 0 takes them all.
-        latency_batch_sizes: Batch sizes at which latency is measured.
-
-    Returns:
-        The report written to onnx_report.json.
+    The student is a `save_pretrained` folder of a sequence classifier with its tokenizer. The data's test split is
+    what parity, accuracy and latency (at LATENCY_BATCH_SIZES) are measured on, its first training rows calibrate
+    the static int8 model. The ONNX files, tokenizer, config.json and onnx_report.json go to the onnx_model folder
+    (absent or empty); the figures the KFP UI shows to onnx_metrics.
 
     Raises:
-        KdflowInputError: A bad parameter or folder, before any export.
+        KdflowInputError: A bad folder, before any export.
         ParityError: The fp32 export differs from PyTorch by more than `parity_tolerance`.
     """
     import torch
     from transformers import AutoTokenizer
 
-    check_inputs(student_dir, output_dir, parity_tolerance, max_eval_samples, latency_batch_sizes)
-    data = load_prepared(data_dir)
-    tokenizer = AutoTokenizer.from_pretrained(student_dir)
-    test = student_test_split(data, tokenizer, max_eval_samples)
+    check_folders(files.student, files.onnx_model)
+    data = load_prepared(files.data)
+    tokenizer = AutoTokenizer.from_pretrained(files.student)
+    test = student_test_split(data, tokenizer, settings.max_eval_samples)
     if not len(test):
-        raise KdflowInputError(f"The test split of {data_dir} is empty: prepare the data with test rows.")
+        raise KdflowInputError(f"The test split of {files.data} is empty: prepare the data with test rows.")
     train = split_for_tokenizer(data, "train", tokenizer)
     calibration_split = train.select(range(min(CALIBRATION_ROWS, len(train))))
     calibration = batches_in_order(calibration_split, tokenizer, CALIBRATION_BATCH_SIZE)
-    model = load_for_export(student_dir)
+    model = load_for_export(files.student)
     pytorch = torch_runner(model)
 
-    output = Path(output_dir)
+    output = Path(files.onnx_model)
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{output.name}-", dir=output.parent) as scratch:
         scratch = Path(scratch)
         write_onnx_models(model, scratch, calibration)
-        fp32 = ort_runner(scratch / FP32_FILE)
+        fp32 = export_runner(EXPORTS[PARITY_KIND], scratch)
         parity = test.select(range(min(PARITY_ROWS, len(test))))
         reference = parity_logits(pytorch, parity, tokenizer)
         max_abs_diff = largest_difference(parity_logits(fp32, parity, tokenizer), reference)
-        if not max_abs_diff <= parity_tolerance:
+        if not max_abs_diff <= settings.parity_tolerance:
             raise ParityError(
                 f"The ONNX export differs from PyTorch by up to {max_abs_diff:.3g} in a logit, more than "
-                f"parity_tolerance={parity_tolerance:g}: nothing was written; check the model's export or raise the "
-                "tolerance."
+                f"parity_tolerance={settings.parity_tolerance:g}: nothing was written; check the model's export or "
+                "raise the tolerance."
             )
 
-        runners = {"pytorch_fp32": pytorch, "onnx_fp32": fp32, "onnx_int8": ort_runner(scratch / INT8_FILE),
-                   "onnx_int8_qdq": openvino_runner(scratch / QDQ_INT8_FILE)}
+        runners = {PYTORCH_KEY: pytorch, **{kind.key: fp32 if kind.name == PARITY_KIND else export_runner(kind, scratch)
+                                            for kind in EXPORT_KINDS}}
         scores = {
             name: classification_metrics(test[LABEL], argmax(predict(runner, test, tokenizer, EVAL_BATCH_SIZE)),
                                          data.num_labels)
             for name, runner in runners.items()
         }
-        report = {
-            "max_abs_diff": max_abs_diff,
-            "parity_tolerance": parity_tolerance,
-            "parity_rows": len(parity),
-            **{f"{kind}_max_abs_diff": largest_difference(parity_logits(runners[f"onnx_{kind}"], parity, tokenizer),
-                                                          reference) for kind in ("int8", "int8_qdq")},
-            "pytorch_accuracy": scores["pytorch_fp32"]["accuracy"],
-            **{f"{kind}_{score}": scores[f"onnx_{kind}"][score]
-               for score in ("accuracy", "macro_f1") for kind in ONNX_FILES},
-            "confusion_matrix": {f"onnx_{kind}": scores[f"onnx_{kind}"]["confusion_matrix"] for kind in ONNX_FILES},
-            "rows": len(test),
-            "calibration_rows": len(calibration_split),
-            "latency_ms": {name: latencies_ms(runner, test, tokenizer, latency_batch_sizes)
-                           for name, runner in runners.items()},
-            "size_mb": {f"onnx_{kind}": (scratch / file).stat().st_size / 1e6 for kind, file in ONNX_FILES.items()},
-            "threads": torch.get_num_threads(),
-            "opset_version": OPSET_VERSION,
-        }
-        tokenizer.save_pretrained(str(scratch))
-        shutil.copy(Path(student_dir, "config.json"), scratch / "config.json")
-        (scratch / ONNX_REPORT).write_text(json.dumps(report, indent=2))
-        move_into(scratch, output, last=ONNX_REPORT)
-    return report
-
-
-def check_inputs(student_dir: str, output_dir: str, parity_tolerance: float, max_eval_samples: int,
-                 latency_batch_sizes) -> None:
-    if not parity_tolerance > 0:
-        raise KdflowInputError(
-            f"parity_tolerance={parity_tolerance} must be above 0: it is the largest logit difference allowed, "
-            "e.g. 1e-4."
+        differences = {kind.name: max_abs_diff if kind.name == PARITY_KIND else largest_difference(
+            parity_logits(runners[kind.key], parity, tokenizer), reference) for kind in EXPORT_KINDS}
+        latencies = {name: latencies_ms(runner, test, tokenizer, LATENCY_BATCH_SIZES)
+                     for name, runner in runners.items()}
+        report = OnnxReport(
+            exports={kind.name: ExportScores(
+                accuracy=scores[kind.key]["accuracy"], macro_f1=scores[kind.key]["macro_f1"],
+                confusion_matrix=scores[kind.key]["confusion_matrix"], max_abs_diff=differences[kind.name],
+                latency_ms=latencies[kind.key], size_mb=(scratch / kind.file).stat().st_size / 1e6,
+            ) for kind in EXPORT_KINDS},
+            pytorch_accuracy=scores[PYTORCH_KEY]["accuracy"], pytorch_latency_ms=latencies[PYTORCH_KEY],
+            parity_tolerance=settings.parity_tolerance, parity_rows=len(parity), rows=len(test),
+            calibration_rows=len(calibration_split), threads=torch.get_num_threads(), opset_version=OPSET_VERSION,
         )
-    if max_eval_samples < 0:
-        raise KdflowInputError(f"max_eval_samples={max_eval_samples} must be 0 (all test rows) or more.")
-    if not latency_batch_sizes or min(latency_batch_sizes) < 1:
-        raise KdflowInputError(
-            f"latency_batch_sizes={tuple(latency_batch_sizes)} must be one or more sizes of 1 or more.")
+        tokenizer.save_pretrained(str(scratch))
+        shutil.copy(Path(files.student, "config.json"), scratch / "config.json")
+        report.write(scratch / ONNX_REPORT)
+        move_into(scratch, output, last=ONNX_REPORT)
+    Path(files.onnx_metrics).parent.mkdir(parents=True, exist_ok=True)
+    Path(files.onnx_metrics).write_text(json.dumps(ui_figures(report), indent=2))
+
+
+def ui_figures(report: OnnxReport) -> dict[str, float]:
+    """The report's numbers the KFP UI shows, flat: parity, accuracy, rows, latency per runtime and batch size
+    (`onnx_int8_latency_ms_b1`), file sizes (`onnx_int8_size_mb`)."""
+    exports = report.exports
+    figures = {difference_key(name): export.max_abs_diff for name, export in exports.items()}
+    figures["pytorch_accuracy"] = report.pytorch_accuracy
+    figures.update({f"{name}_accuracy": export.accuracy for name, export in exports.items()})
+    figures["rows"] = report.rows
+    for runtime, by_batch_size in report.latency_ms().items():
+        for batch_size, milliseconds in by_batch_size.items():
+            figures[f"{runtime}_latency_ms_b{batch_size}"] = milliseconds
+    for name, export in exports.items():
+        figures[f"{EXPORTS[name].key}_size_mb"] = export.size_mb
+    return figures
+
+
+def check_folders(student_dir: str, output_dir: str) -> None:
     if not Path(student_dir, "config.json").exists():
         raise KdflowInputError(
             f"{student_dir} holds no saved model (config.json): give the distill step's output folder.")
@@ -172,7 +176,7 @@ def load_for_export(model_dir: str):
 
 
 def write_onnx_models(model, folder: Path, calibration: list[dict]) -> None:
-    """Writes the three ONNX files of `model` (ONNX_FILES) into `folder`; `calibration` is a list of input batches."""
+    """Writes the three ONNX files of `model` (EXPORT_KINDS) into `folder`; `calibration` is a list of input batches."""
     with tempfile.TemporaryDirectory() as plain_folder:
         plain = Path(plain_folder, "plain.onnx")
         export_onnx(model, plain)
@@ -282,6 +286,15 @@ def openvino_runner(path: Path):
     return lambda batch: request.infer(batch)[compiled.output(OUTPUT_NAME)].copy()
 
 
+# The runner of each runtime an export is made for (ExportKind.runtime).
+RUNNERS = {ONNX_RUNTIME: ort_runner, OPENVINO: openvino_runner}
+
+
+def export_runner(kind, folder: Path):
+    """A runner of the export `kind` (an ExportKind) in `folder`, on the runtime it is made for."""
+    return RUNNERS[kind.runtime](Path(folder) / kind.file)
+
+
 def parity_logits(runner, rows, tokenizer) -> np.ndarray:
     return predict(runner, rows, tokenizer, PARITY_BATCH_SIZE, by_length=False)
 
@@ -291,18 +304,7 @@ def largest_difference(logits, reference) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--student", required=True, help="the student's save_pretrained folder")
-    parser.add_argument("--data", required=True, help="prepared-data folder (data_prep output)")
-    parser.add_argument("--output", required=True, help="folder for the ONNX files and report (absent or empty)")
-    parser.add_argument("--parity-tolerance", type=float, default=1e-4)
-    parser.add_argument("--max-eval-samples", type=int, default=0, help="test rows for accuracy; 0 takes all")
-    parser.add_argument("--latency-batch-sizes", type=int, nargs="+", default=[1, 32])
-    args = parser.parse_args(argv)
-    report = run(student_dir=args.student, data_dir=args.data, output_dir=args.output,
-                 parity_tolerance=args.parity_tolerance, max_eval_samples=args.max_eval_samples,
-                 latency_batch_sizes=tuple(args.latency_batch_sizes))
-    print(json.dumps(report, indent=2))
+    step.main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -1,49 +1,63 @@
 """The publish step: uploads a student that passed its gate and promotes it if it is at least as good as the champion.
 
-    python -m kdflow.components.publish.task --student STUDENT_DIR --onnx ONNX_DIR \
-        --teacher-metrics teacher_metrics.json --student-metrics student_metrics.json \
-        --publish-uri gs://bucket/models --model-name imdb-sentiment --version 2026-11-28 --report report.md
+Run as a KFP component (component.py) or directly, with every setting of settings.py given (`--help` lists them;
+their defaults are the pipeline's parameters):
+
+    python -m kdflow.components.publish.task --student STUDENT_DIR --onnx-model ONNX_DIR \
+        --teacher-metrics teacher_metrics.json --student-metrics student_metrics.json --publish-report report.md \
+        --publish-uri gs://bucket/models --model-name imdb-sentiment --model-version 2026-11-28 \
+        --promotion-tolerance 0.0 --run-id RUN_ID
 
 What a destination holds (`gs://...` or a local folder):
 
     MODEL/VERSION/            pytorch/ (the save_pretrained student and tokenizer), model.onnx, model.int8.onnx,
-                              model.int8.qdq.onnx, the tokenizer, config.json, onnx_report.json, summary.json,
-                              README.md (model card), manifest.json (every file with its size and MD5, written
-                              after all were verified)
+                              model.int8.qdq.onnx, the tokenizer, config.json, onnx_report.json, summary.json
+                              (a RunSummary of kdflow.components.common.results, with the decision under
+                              "publish"), README.md (model card), manifest.json (every file with its size and MD5,
+                              written after all were verified)
     MODEL/latest.json         the champion: {"version", "uri", "accuracy"}; rewritten only once a new version
                               is complete, so its reader never sees a partial model
     MODEL/decisions/VERSION.json   every decision, promoted or not, with both sets of figures
 """
 
-import argparse
 import json
-import re
 import shutil
+import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from kdflow.components.common import storage
+from kdflow.components.common import step, storage
 from kdflow.components.common.errors import KdflowInputError
-from kdflow.components.common.summary import build_summary, score_rows, training_settings
+from kdflow.components.common.results import RunSummary, read_run_summary, score_rows, training_settings
+
+from .settings import Files, Result, Settings, check_name
 
 LATEST = "latest.json"
 MANIFEST = "manifest.json"
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-def run(*, student_dir: str, onnx_dir: str, summary: dict, publish_uri: str, model_name: str, version: str,
-        report_path: str, promotion_tolerance: float = 0.0) -> dict:
-    """Publishes the student as `model_name/version` under `publish_uri` unless the champion is better.
-
-    Returns the decision: promoted or not, the version's URI, and the challenger's and champion's figures.
+def run(settings: Settings, files: Files) -> Result:
+    """Publishes the student as `model_name/version` under `publish_uri` unless the champion is better, and writes
+    the decision (promoted or not, the version's URI, the challenger's and champion's figures) to publish_report.
     """
-    check_parameters(publish_uri, model_name, version, promotion_tolerance)
-    model_uri = storage.join(publish_uri, model_name)
+    check_destination(settings)
+    summary = read_run_summary(teacher_metrics=files.teacher_metrics, student_metrics=files.student_metrics,
+                               onnx_model=files.onnx_model, student=files.student)
+    decision = decide_and_publish(settings, summary, files.student, files.onnx_model)
+    Path(files.publish_report).parent.mkdir(parents=True, exist_ok=True)
+    Path(files.publish_report).write_text(decision_markdown(decision))
+    return Result(promoted=decision["promoted"], version_uri=decision["version_uri"])
+
+
+def decide_and_publish(settings: Settings, summary: RunSummary, student_dir: str, onnx_dir: str) -> dict:
+    """Uploads the version and moves latest.json to it when the challenger is at least as good as the champion;
+    records the decision at the destination and returns it."""
+    model_name, version, promotion_tolerance = settings.model_name, settings.version, settings.promotion_tolerance
+    model_uri = storage.join(settings.publish_uri, model_name)
     version_uri = storage.join(model_uri, version)
     champion = read_champion(model_uri)
-    challenger = {"version": version, "accuracy": summary["student"]["accuracy"],
-                  "macro_f1": summary["student"]["macro_f1"], "retention": summary["retention"]}
+    challenger = {"version": version, **decision_figures(summary)}
     promoted = champion is None or champion["version"] == version or (
         challenger["accuracy"] >= champion["accuracy"] - promotion_tolerance)
     decision = {
@@ -53,7 +67,7 @@ def run(*, student_dir: str, onnx_dir: str, summary: dict, publish_uri: str, mod
     }
     try:
         if promoted:
-            upload_version(student_dir, onnx_dir, {**summary, "publish": decision}, version_uri, model_name)
+            upload_version(student_dir, onnx_dir, summary, decision, version_uri, model_name)
             # Only now, with every file verified, does the pointer move.
             storage.write_text(storage.join(model_uri, LATEST), json.dumps(
                 {"version": version, "uri": version_uri, "accuracy": challenger["accuracy"]}, indent=2))
@@ -62,25 +76,26 @@ def run(*, student_dir: str, onnx_dir: str, summary: dict, publish_uri: str, mod
         raise
     except Exception as error:  # storage errors of any kind, after the client's own retries
         raise RuntimeError(
-            f"Publishing {model_name}/{version} to {publish_uri} failed ({type(error).__name__}: "
+            f"Publishing {model_name}/{version} to {settings.publish_uri} failed ({type(error).__name__}: "
             f"{str(error).splitlines()[0] if str(error) else ''}); {LATEST} still points at the previous version: "
             "re-run the step to finish."
         ) from error
-    Path(report_path).write_text(decision_markdown(decision))
     return decision
 
 
-def check_parameters(publish_uri: str, model_name: str, version: str, promotion_tolerance: float) -> None:
-    if not publish_uri:
+def decision_figures(summary: RunSummary) -> dict:
+    """What a decision compares of a version: the student's test accuracy and macro F1, and its retention."""
+    return {"accuracy": summary.student.accuracy, "macro_f1": summary.student.macro_f1,
+            "retention": summary.retention}
+
+
+def check_destination(settings: Settings) -> None:
+    """What the settings' own checks leave to the step: a destination, the version's name, the bucket."""
+    if not settings.publish_uri:
         raise KdflowInputError("publish_uri is empty: give a gs://bucket/prefix or a local folder to publish to.")
-    for parameter, value in (("model_name", model_name), ("model_version", version)):
-        if not NAME.match(value or ""):
-            raise KdflowInputError(
-                f"{parameter}={value!r} must be letters, digits, '.', '_' or '-' (no '/'): e.g. imdb-sentiment.")
-    if promotion_tolerance < 0:
-        raise KdflowInputError(f"promotion_tolerance={promotion_tolerance} must be 0 or more (accuracy points).")
-    if storage.is_gcs(publish_uri):
-        storage.bucket_of(publish_uri)  # a missing or unreadable bucket fails here, before any upload
+    check_name("model_version", settings.version)
+    if storage.is_gcs(settings.publish_uri):
+        storage.bucket_of(settings.publish_uri)  # a missing or unreadable bucket fails here, before any upload
 
 
 def read_champion(model_uri: str) -> dict | None:
@@ -89,27 +104,26 @@ def read_champion(model_uri: str) -> dict | None:
     if pointer is None:
         return None
     latest = json.loads(pointer)
-    summary = json.loads(storage.read_text(storage.join(latest["uri"], "summary.json")))
-    return {"version": latest["version"], "accuracy": summary["student"]["accuracy"],
-            "macro_f1": summary["student"]["macro_f1"], "retention": summary["retention"]}
+    summary = RunSummary.from_json(storage.read_text(storage.join(latest["uri"], "summary.json")))
+    return {"version": latest["version"], **decision_figures(summary)}
 
 
-def upload_version(student_dir: str, onnx_dir: str, summary: dict, version_uri: str, model_name: str) -> None:
+def upload_version(student_dir: str, onnx_dir: str, summary: RunSummary, decision: dict, version_uri: str,
+                   model_name: str) -> None:
     """Stages the version's files, uploads and verifies them, then writes the manifest that marks it complete."""
     with tempfile.TemporaryDirectory(prefix="kdflow-publish-") as staging:
         shutil.copytree(onnx_dir, staging, dirs_exist_ok=True)
         shutil.copytree(student_dir, Path(staging, "pytorch"))
-        Path(staging, "summary.json").write_text(json.dumps(summary, indent=2))
+        Path(staging, "summary.json").write_text(json.dumps({**summary.to_dict(), "publish": decision}, indent=2))
         Path(staging, "README.md").write_text(model_card(model_name, summary, student_dir))
         files = storage.upload_folder(staging, version_uri)
     storage.write_text(storage.join(version_uri, MANIFEST), json.dumps({"files": files}, indent=2))
 
 
-def model_card(model_name: str, summary: dict, student_dir: str) -> str:
+def model_card(model_name: str, summary: RunSummary, student_dir: str) -> str:
     provenance = training_settings(student_dir)
     data = provenance.pop("data", {})
     seed = provenance.pop("seed", "?")
-    onnx = summary["onnx"]
     table = "\n".join(f"| {name} | {accuracy:.4f} | {'' if f1 is None else f'{f1:.4f}'} |"
                       for name, accuracy, f1 in score_rows(summary))
     settings = "\n".join(f"| {key} | {value} |" for key, value in provenance.items())
@@ -119,14 +133,14 @@ A text classifier distilled by kdflow from the teacher `{provenance.get('teacher
 Files: `model.onnx` (fp32) and `model.int8.onnx` (dynamic int8) for ONNX Runtime, `model.int8.qdq.onnx` (static
 int8 in standard operators) for OpenVINO, the tokenizer, and `pytorch/` (Hugging Face `save_pretrained` folder).
 
-## Test metrics ({summary['student']['rows']} rows)
+## Test metrics ({summary.student.rows} rows)
 
 | model | accuracy | macro F1 |
 |---|---|---|
 {table}
 
-Retention (student / teacher accuracy): {summary['retention']:.4f}; largest |PyTorch - ONNX fp32| logit
-difference: {onnx['max_abs_diff']:.2e}.
+Retention (student / teacher accuracy): {summary.retention:.4f}; largest |PyTorch - ONNX fp32| logit
+difference: {summary.onnx.max_abs_diff:.2e}.
 
 ## Data
 
@@ -161,24 +175,7 @@ def decision_markdown(decision: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--student", required=True, help="the student's save_pretrained folder")
-    parser.add_argument("--onnx", required=True, help="onnx_export's output folder")
-    parser.add_argument("--teacher-metrics", required=True, help="teacher_eval's metrics JSON")
-    parser.add_argument("--student-metrics", required=True, help="student_eval's metrics JSON")
-    parser.add_argument("--publish-uri", required=True, help="gs://bucket/prefix or a local folder")
-    parser.add_argument("--model-name", required=True)
-    parser.add_argument("--version", default="", help="version folder name; empty takes --run-id")
-    parser.add_argument("--run-id", default="", help="the pipeline run's id")
-    parser.add_argument("--report", required=True, help="Markdown file for the decision")
-    parser.add_argument("--promotion-tolerance", type=float, default=0.0)
-    args = parser.parse_args(argv)
-    summary = build_summary(teacher_metrics_path=args.teacher_metrics, student_metrics_path=args.student_metrics,
-                            onnx_dir=args.onnx, student_dir=args.student)
-    decision = run(student_dir=args.student, onnx_dir=args.onnx, summary=summary, publish_uri=args.publish_uri,
-                   model_name=args.model_name, version=args.version or args.run_id, report_path=args.report,
-                   promotion_tolerance=args.promotion_tolerance)
-    print(json.dumps(decision, indent=2))
+    step.main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -1,56 +1,46 @@
 """The student_eval step: the student's test metrics, its retention of the teacher's accuracy, and the gate.
 
+Run as a KFP component (component.py) or directly, with every setting of settings.py given (`--help` lists them;
+their defaults are the pipeline's parameters):
+
     python -m kdflow.components.student_eval.task --data DATA_DIR --student STUDENT_DIR \
-        --teacher-metrics teacher_metrics.json --min-retention 0.97 --metrics student_metrics.json
+        --teacher-metrics teacher_metrics.json --student-metrics student_metrics.json \
+        --student-confusion student_confusion.json --min-retention 0.97 [--passed passed.txt]
 """
 
-import argparse
-import json
-from pathlib import Path
+import sys
 
+from kdflow.components.common import step
 from kdflow.components.common.data import load_prepared, split_for_tokenizer
-from kdflow.components.common.errors import KdflowInputError
-from kdflow.components.common.inference import evaluate_on_test, footprint, latencies_ms, torch_runner
-from kdflow.components.common.metrics import read_metrics, write_metrics_file
+from kdflow.components.common.inference import (
+    INFERENCE_BATCH_SIZE, evaluate_on_test, footprint, latencies_ms, torch_runner,
+)
+from kdflow.components.common.results import Evaluation, Gate, Scores
+
+from .settings import Files, Result, Settings
 
 
-def run(*, data_dir: str, student_dir: str, teacher_metrics_path: str, min_retention: float = 0.97,
-        batch_size: int = 64) -> dict:
-    """Test metrics of the student, `retention` = student accuracy / teacher accuracy, and `passed`."""
+def run(settings: Settings, files: Files) -> Result:
+    """Writes the student's test metrics with `retention` = student accuracy / teacher accuracy and whether it
+    passes the gate; returns the gate's decision and the retention."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    if not 0 <= min_retention:
-        raise KdflowInputError(f"min_retention={min_retention} must be 0 or more: 0.97 keeps 97% of the teacher's accuracy.")
-    data = load_prepared(data_dir)
-    teacher_accuracy = read_metrics(teacher_metrics_path)["accuracy"]
-    model = AutoModelForSequenceClassification.from_pretrained(student_dir)
-    tokenizer = AutoTokenizer.from_pretrained(student_dir)
-    metrics = evaluate_on_test(model, tokenizer, data, batch_size)
-    metrics.update(footprint(model, student_dir),
-                   latency_ms=latencies_ms(torch_runner(model), split_for_tokenizer(data, "test", tokenizer), tokenizer))
-    retention = metrics["accuracy"] / teacher_accuracy if teacher_accuracy else 0.0
-    return {
-        **metrics, "label_names": data.info["label_names"], "teacher_accuracy": teacher_accuracy,
-        "retention": retention, "min_retention": min_retention, "passed": retention >= min_retention,
-    }
+    data = load_prepared(files.data)
+    teacher_accuracy = Evaluation.read(files.teacher_metrics).scores.accuracy
+    model = AutoModelForSequenceClassification.from_pretrained(files.student)
+    tokenizer = AutoTokenizer.from_pretrained(files.student)
+    scores = evaluate_on_test(model, tokenizer, data, INFERENCE_BATCH_SIZE)
+    scores.update(footprint(model, files.student),
+                  latency_ms=latencies_ms(torch_runner(model), split_for_tokenizer(data, "test", tokenizer), tokenizer))
+    gate = Gate.judge(scores["accuracy"], teacher_accuracy, settings.min_retention)
+    metrics = Evaluation(Scores.from_dict(scores), label_names=data.info["label_names"], gate=gate)
+    metrics.write(files.student_metrics)
+    metrics.write_confusion(files.student_confusion)
+    return Result(passed=gate.passed, retention=gate.retention)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="prepared-data folder (data_prep output)")
-    parser.add_argument("--student", required=True, help="the student's save_pretrained folder")
-    parser.add_argument("--teacher-metrics", required=True, help="teacher_eval's metrics JSON")
-    parser.add_argument("--min-retention", type=float, default=0.97)
-    parser.add_argument("--metrics", help="also write the metrics and the gate to this JSON file")
-    parser.add_argument("--passed", help="also write the gate decision, true or false, to this file")
-    args = parser.parse_args(argv)
-    metrics = run(data_dir=args.data, student_dir=args.student, teacher_metrics_path=args.teacher_metrics,
-                  min_retention=args.min_retention)
-    if args.metrics:
-        write_metrics_file(args.metrics, metrics)
-    if args.passed:
-        Path(args.passed).write_text(json.dumps(metrics["passed"]))  # true/false, as workflow conditions compare it
-    print(json.dumps(metrics, indent=2))
+    step.main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -1,25 +1,50 @@
-"""The teacher_check step: a fine-tuned teacher given by the user is checked against the data before any work."""
+"""The teacher_check step: a fine-tuned teacher given by the user is checked against the data before any work.
 
-import argparse
+Run as a KFP component (component.py) or directly:
 
-from kdflow.components.common import models
+    python -m kdflow.components.teacher_check.task --data DATA_DIR --teacher-card teacher.md --teacher TEACHER_URI \
+        --teacher-uri teacher_uri.txt
+
+It writes a short Markdown card of the teacher it checked, and returns the teacher's URI.
+"""
+
+import sys
+from pathlib import Path
+
+from kdflow.components.common import models, step
 from kdflow.components.common.data import load_prepared
 
+from .settings import Files, Result, Settings
 
-def run(*, data_dir: str, teacher: str) -> str:
-    """Checks that `teacher` is a fine-tuned classifier that fits the data, and returns its URI."""
-    data = load_prepared(data_dir)
-    model = models.load_classifier(teacher, data.num_labels, fine_tuned=True)
-    models.check_teacher_fits_data(teacher, data, model.config)
-    return teacher
+
+def run(settings: Settings, files: Files) -> Result:
+    """Checks that the teacher is a fine-tuned classifier that fits the data, describes it in `files.teacher_card`,
+    and returns its URI."""
+    data = load_prepared(files.data)
+    model = models.load_classifier(settings.teacher, data.num_labels, fine_tuned=True)
+    models.check_teacher_fits_data(settings.teacher, data, model.config)
+    Path(files.teacher_card).parent.mkdir(parents=True, exist_ok=True)
+    Path(files.teacher_card).write_text(teacher_card(settings.teacher, model.config, data.max_length))
+    return Result(teacher_uri=settings.teacher)
+
+
+def teacher_card(teacher: str, config, max_length: int) -> str:
+    """The teacher in a few lines of Markdown: what it is, and the limits the data was checked against."""
+    architecture = ", ".join(config.architectures or []) or type(config).__name__
+    limit = models.position_limit(config)
+    return "\n".join([
+        "# Teacher",
+        "",
+        f"- Checkpoint: `{teacher}`",
+        f"- Architecture: {architecture} (model type `{config.model_type}`)",
+        f"- Labels: {config.num_labels}",
+        f"- Vocabulary: {config.vocab_size:,} tokens",
+        f"- Position limit: {f'{limit:,} tokens' if limit else 'none'} (the data keeps {max_length:,} per row)",
+    ]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", required=True, help="prepared-data folder (data_prep output)")
-    parser.add_argument("--teacher", required=True, help="fine-tuned teacher: folder, hub id or gs:// URI")
-    args = parser.parse_args(argv)
-    print(run(data_dir=args.data, teacher=args.teacher))
+    step.main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -1,82 +1,57 @@
 """The teacher_eval step: the teacher's test metrics, and its logits on the training data, computed once.
 
-    python -m kdflow.components.teacher_eval.task --data DATA_DIR --teacher TEACHER_URI --logits LOGITS_DIR \
-        --metrics teacher_metrics.json
+Run as a KFP component (component.py) or directly, with every setting of settings.py given (`--help` lists them;
+their defaults are the pipeline's parameters):
+
+    python -m kdflow.components.teacher_eval.task --data DATA_DIR --teacher-logits LOGITS_DIR \
+        --teacher-metrics teacher_metrics.json --teacher-confusion teacher_confusion.json \
+        --teacher TEACHER_URI --cache-logits true --precision auto
 """
 
-import argparse
-import json
+import sys
 from pathlib import Path
 
-from kdflow.components.common import models
+from kdflow.components.common import models, step
 from kdflow.components.common.data import load_prepared
-from kdflow.components.common.inference import evaluate_on_test, footprint, latencies_ms, predict_logits, torch_runner
-from kdflow.components.common.metrics import write_metrics_file
+from kdflow.components.common.inference import (
+    INFERENCE_BATCH_SIZE, evaluate_on_test, footprint, latencies_ms, teacher_logits, torch_runner,
+)
+from kdflow.components.common.results import Evaluation, Scores
 
-# Splits whose logits the distill step reads: train to learn from, validation for its evaluation loss.
-LOGIT_SPLITS = ("train", "validation")
+from .settings import Files, Result, Settings  # noqa: F401 (Result: the step's interface)
+
 NOT_HERE = "README.txt"  # what the logits folder holds when teacher_shard steps compute the logits
 
 
-def run(*, data_dir: str, teacher: str, logits_dir: str, batch_size: int = 64, cache_logits: bool = True,
-        precision: str = "auto") -> dict:
-    """Evaluates `teacher` on the test split and stores its logits, row-aligned, in `logits_dir`.
+def run(settings: Settings, files: Files) -> None:
+    """Evaluates the teacher on the test split (teacher_metrics, teacher_confusion) and stores its logits on
+    the splits distill reads (inference.LOGIT_SPLITS), row-aligned, in teacher_logits.
 
     Both run in `precision` (`auto`: bf16 where the GPU or CPU has bf16 kernels); its latency is measured in fp32,
     as the student's is, so that the two compare.
 
     The logits are a DatasetDict with one float column `teacher_logits` per split, in the splits' row order.
-    With `cache_logits` false the teacher_shard steps compute the logits instead, and `logits_dir` holds only a
+    Without `cache_logits` the teacher_shard steps compute the logits instead, and the logits folder holds only a
     note that says so (a cluster's launcher uploads every output folder, so it must exist).
-    Returns the test metrics.
     """
-    data = load_prepared(data_dir)
-    model = models.load_classifier(teacher, data.num_labels, fine_tuned=True)
-    metrics = evaluate_on_test(model, data.tokenizer, data, batch_size, precision)
-    metrics.update(footprint(model, models.checkpoint_path(teacher)),
-                   latency_ms=latencies_ms(torch_runner(model), data.splits["test"], data.tokenizer))
-    if cache_logits:
-        teacher_logits(model, data, batch_size, precision=precision).save_to_disk(logits_dir)
+    data = load_prepared(files.data)
+    model = models.load_classifier(settings.teacher, data.num_labels, fine_tuned=True)
+    scores = evaluate_on_test(model, data.tokenizer, data, INFERENCE_BATCH_SIZE, settings.precision)
+    scores.update(footprint(model, models.checkpoint_path(settings.teacher)),
+                  latency_ms=latencies_ms(torch_runner(model), data.splits["test"], data.tokenizer))
+    if settings.cache_logits:
+        teacher_logits(model, data, INFERENCE_BATCH_SIZE, precision=settings.precision).save_to_disk(
+            files.teacher_logits)
     else:
-        Path(logits_dir).mkdir(parents=True, exist_ok=True)
-        Path(logits_dir, NOT_HERE).write_text("teacher_shard steps computed the logits.\n")
-    return {**metrics, "label_names": data.info["label_names"]}
-
-
-def teacher_logits(model, data, batch_size: int = 64, rows=None, precision: str = "auto"):
-    """The model's logits on LOGIT_SPLITS, one float column `teacher_logits` per split, in row order.
-
-    `rows` maps a split's length to the rows to take (a shard); all of them by default. The model runs in
-    `precision`: in bf16 the logits differ from fp32 by under 1e-2, far below what the softened targets resolve,
-    and on a CPU with AMX they come about 2.4x faster.
-    """
-    import datasets
-
-    def split_logits(split):
-        if rows is not None:
-            split = split.select(rows(len(split)))
-        return datasets.Dataset.from_dict({"teacher_logits": predict_logits(model, split, data.tokenizer, batch_size,
-                                                                               precision)})
-
-    return datasets.DatasetDict({name: split_logits(data.splits[name]) for name in LOGIT_SPLITS})
+        Path(files.teacher_logits).mkdir(parents=True, exist_ok=True)
+        Path(files.teacher_logits, NOT_HERE).write_text("teacher_shard steps computed the logits.\n")
+    metrics = Evaluation(Scores.from_dict(scores), label_names=data.info["label_names"])
+    metrics.write(files.teacher_metrics)
+    metrics.write_confusion(files.teacher_confusion)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="prepared-data folder (data_prep output)")
-    parser.add_argument("--teacher", required=True, help="fine-tuned teacher: folder, hub id or gs:// URI")
-    parser.add_argument("--logits", required=True, help="folder for the teacher's logits")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--metrics", help="also write the test metrics to this JSON file (student_eval reads it)")
-    parser.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16 (GPU)")
-    parser.add_argument("--cache-logits", choices=("true", "false"), default="true",
-                        help="false: write no logits (the teacher_shard steps compute them)")
-    args = parser.parse_args(argv)
-    metrics = run(data_dir=args.data, teacher=args.teacher, logits_dir=args.logits, batch_size=args.batch_size,
-                  cache_logits=args.cache_logits == "true", precision=args.precision)
-    if args.metrics:
-        write_metrics_file(args.metrics, metrics)
-    print(json.dumps(metrics, indent=2))
+    step.main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -4,20 +4,20 @@ With `kdflow compile --teacher-shards N`, N of these run side by side (each on i
 merge_logits puts their logits back together in row order. Shard I of N holds a contiguous range of rows of each
 split, so concatenating the shards in shard order restores the splits' row order.
 
-    python -m kdflow.components.teacher_shard.task --data DATA_DIR --teacher TEACHER_URI --shard 0 --shards 3 \
-        --teacher-logits SHARD_DIR
+    python -m kdflow.components.teacher_shard.task --data DATA_DIR --teacher-logits SHARD_DIR \
+        --teacher TEACHER_URI --shard 0 --shards 3 --precision auto
 """
 
-import argparse
 import json
+import sys
 from pathlib import Path
 
-from kdflow.components.common import models
+from kdflow.components.common import models, step
 from kdflow.components.common.data import load_prepared
 from kdflow.components.common.errors import KdflowInputError
-from kdflow.components.teacher_eval.task import LOGIT_SPLITS, teacher_logits
+from kdflow.components.common.inference import INFERENCE_BATCH_SIZE, LOGIT_SPLITS, SHARD_INFO, teacher_logits
 
-SHARD_INFO = "shard.json"  # which shard a folder holds, read by merge_logits
+from .settings import Files, Result, Settings  # noqa: F401 (Result: the step's interface)
 
 
 def shard_rows(rows: int, shard: int, shards: int) -> range:
@@ -25,34 +25,23 @@ def shard_rows(rows: int, shard: int, shards: int) -> range:
     return range(shard * rows // shards, (shard + 1) * rows // shards)
 
 
-def run(*, data_dir: str, teacher: str, shard: int, shards: int, logits_dir: str, batch_size: int = 64,
-        precision: str = "auto") -> None:
-    """Stores the teacher's logits on shard `shard` of each split in LOGIT_SPLITS, in row order, in `logits_dir`."""
-    if not 0 <= shard < shards:
-        raise KdflowInputError(f"shard={shard} must lie in [0, shards={shards}).")
-    data = load_prepared(data_dir)
+def run(settings: Settings, files: Files) -> None:
+    """Stores the teacher's logits on shard `shard` of each split in LOGIT_SPLITS, in row order, in
+    `files.teacher_logits`, with the shard's index (SHARD_INFO)."""
+    shard, shards = settings.shard, settings.shards
+    data = load_prepared(files.data)
     smallest = min(len(data.splits[name]) for name in LOGIT_SPLITS)
     if shards > smallest:
         raise KdflowInputError(f"teacher_shards={shards} is more than the {smallest} rows of a split: use fewer.")
-    model = models.load_classifier(teacher, data.num_labels, fine_tuned=True)
-    logits = teacher_logits(model, data, batch_size, rows=lambda length: shard_rows(length, shard, shards),
-                            precision=precision)
-    logits.save_to_disk(logits_dir)
-    Path(logits_dir, SHARD_INFO).write_text(json.dumps({"shard": shard, "shards": shards}))
+    model = models.load_classifier(settings.teacher, data.num_labels, fine_tuned=True)
+    logits = teacher_logits(model, data, INFERENCE_BATCH_SIZE, rows=lambda length: shard_rows(length, shard, shards),
+                            precision=settings.precision)
+    logits.save_to_disk(files.teacher_logits)
+    Path(files.teacher_logits, SHARD_INFO).write_text(json.dumps({"shard": shard, "shards": shards}))
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="prepared-data folder (data_prep output)")
-    parser.add_argument("--teacher", required=True, help="fine-tuned teacher: folder, hub id or gs:// URI")
-    parser.add_argument("--shard", type=int, required=True, help="this shard's index, from 0")
-    parser.add_argument("--shards", type=int, required=True, help="the number of shards")
-    parser.add_argument("--teacher-logits", required=True, help="folder for this shard's logits")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16 (GPU)")
-    args = parser.parse_args(argv)
-    run(data_dir=args.data, teacher=args.teacher, shard=args.shard, shards=args.shards,
-        logits_dir=args.teacher_logits, batch_size=args.batch_size, precision=args.precision)
+    step.main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

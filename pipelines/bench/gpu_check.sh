@@ -20,11 +20,15 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 mkdir -p "$output"
 if [ -z "$teacher" ]; then
     teacher=$output/teacher
-    python -m kdflow.components.data_prep.task --source "$data" --teacher sentence-transformers/all-MiniLM-L6-v2 \
-        --max-length 512 --validation-fraction 0.02 --output "$output/teacher-data"
+    # Every setting is given: a step's command line has no defaults (they are the pipeline's parameters).
+    python -m kdflow.components.data_prep.task --source "$data" --text-column text --label-column label \
+        --num-labels 2 --tokenizer "" --teacher sentence-transformers/all-MiniLM-L6-v2 --max-length 512 \
+        --truncation-side right --max-train-samples 0 --max-eval-samples 0 --validation-fraction 0.02 --seed 42 \
+        --data-version "" --data "$output/teacher-data" --report "$output/teacher-data.md"
     python -m kdflow.components.teacher_train.task --data "$output/teacher-data" \
         --teacher sentence-transformers/all-MiniLM-L6-v2 --epochs 1 --batch-size 32 --learning-rate 1e-4 \
-        --checkpoint-steps 0 --output "$teacher" --curves "$output/teacher-curves.html"
+        --precision auto --seed 42 --checkpoint-steps 0 --checkpoint-uri "" --teacher-model "$teacher" \
+        --training-curves "$output/teacher-curves.html"
 fi
 
 # The whole train split but the 32 rows kdflow keeps for validation, 2,000 held-out test rows.

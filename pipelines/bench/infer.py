@@ -33,9 +33,9 @@ def bench_infer(*, teacher: str, student: str, data: str, output: str, rows: int
     from kdflow.components.common import models
     from kdflow.components.common.data import retokenize
     from kdflow.components.common.inference import batches_in_order, footprint, torch_runner
+    from kdflow.components.common.results import EXPORT_KINDS
     from kdflow.components.onnx_export.task import (
-        CALIBRATION_BATCH_SIZE, CALIBRATION_ROWS, FP32_FILE, INT8_FILE, QDQ_INT8_FILE, load_for_export,
-        openvino_runner, ort_runner, write_onnx_models,
+        CALIBRATION_BATCH_SIZE, CALIBRATION_ROWS, export_runner, load_for_export, write_onnx_models,
     )
 
     for role, folder in (("--teacher", teacher), ("--student", student)):
@@ -70,12 +70,8 @@ def bench_infer(*, teacher: str, student: str, data: str, output: str, rows: int
                             footprint(teacher_model, teacher)["size_mb"]),
         "student_pytorch": (torch_runner(student_model), "PyTorch", "student",
                             footprint(student_model, student)["size_mb"]),
-        "student_onnx_fp32": (ort_runner(out / FP32_FILE), "ONNX Runtime", "student",
-                              (out / FP32_FILE).stat().st_size / 1e6),
-        "student_onnx_int8": (ort_runner(out / INT8_FILE), "ONNX Runtime", "student",
-                              (out / INT8_FILE).stat().st_size / 1e6),
-        "student_onnx_int8_qdq": (openvino_runner(out / QDQ_INT8_FILE), "OpenVINO", "student",
-                                  (out / QDQ_INT8_FILE).stat().st_size / 1e6),
+        **{f"student_{kind.key}": (export_runner(kind, out), kind.runtime, "student",
+                                   (out / kind.file).stat().st_size / 1e6) for kind in EXPORT_KINDS},
     }
     # The rows in their drawn order, as requests arrive, so each batch pads to its longest row (not timed).
     batches = {(reader, size): batches_in_order(splits[reader].select(range(rows if size > 1 else batch_1_rows)),
@@ -107,7 +103,7 @@ def bench_infer(*, teacher: str, student: str, data: str, output: str, rows: int
     }
     result["int8_minus_fp32_accuracy_points"] = {
         name: 100 * (figures[name]["accuracy"] - figures["student_pytorch"]["accuracy"])
-        for name in ("student_onnx_int8", "student_onnx_int8_qdq")}
+        for name in (f"student_{kind.key}" for kind in EXPORT_KINDS if kind.name.startswith("int8"))}
     result["settings"] = {"teacher": teacher, "student": student, "data": data, "rows": rows,
                           "batch_1_rows": batch_1_rows, "max_length": max_length, "repeats": repeats, "seed": seed}
     result["machine"] = machine()

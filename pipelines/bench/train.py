@@ -8,8 +8,9 @@ repeat:
 
 - recipe: recipe.py in one process: the text tokenized with padding, the teacher run at every training step;
 - kdflow: the pipeline's own step functions, each in its own process as on a cluster: data_prep, the teacher's
-  logits as teacher_eval computes them, and distill with its defaults (`--set NAME=VALUE` changes one; a
-  precision set so applies to the teacher's logits too, as the pipeline's `precision` parameter does).
+  logits as teacher_eval computes them, and distill with the pipeline's defaults (`--set NAME=VALUE` changes one of
+  its settings; a precision set so applies to the teacher's logits too, as the pipeline's `precision` parameter
+  does).
 
 Every stage is a child process, so its peak memory (ru_maxrss, from os.wait4) is its own; times are taken inside
 the children around the work, so interpreter start and imports count for neither side. Both students are then
@@ -27,14 +28,12 @@ import sys
 import time
 from pathlib import Path
 
-from kdflow.components.common.errors import KdflowInputError
+from kdflow.components.common.errors import KdflowFailure, KdflowInputError
+from kdflow.components.common.settings import PARSERS, from_arguments
+from kdflow.components.distill.settings import Settings as DistillSettings
 
 STAGE_MODULE = "kdflow.pipelines.bench.train"
 VALIDATION_ROWS = 32  # kdflow's distill evaluates a validation split each epoch; the recipe has none
-# run() arguments of the distill step that --set may change, with their types.
-DISTILL_SETTINGS = {"batch_size": int, "learning_rate": float, "precision": str, "gradient_accumulation_steps": int,
-                    "dataloader_num_workers": int, "temperature": float, "alpha": float,
-                    "student_attention_dropout": float}
 # Dense bf16/fp16 tensor-core peak of common GPUs, in TFLOP/s, for model FLOPs utilisation; --peak-tflops for others.
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0, "T4": 65.0}
 
@@ -50,10 +49,11 @@ def bench_train(*, teacher: str, data: str, output: str, rows: int = 1000, eval_
     """
     distill_settings = distill_settings or {}
     check_train_inputs(teacher, data, rows, eval_rows, epochs, repeats)
-    work = Path(output)
-    pool = write_pool(data, work / "data", rows + VALIDATION_ROWS, eval_rows, seed)
-    common = {"teacher": teacher, "pool": str(pool), "rows": rows, "max_length": max_length, "epochs": epochs,
+    common = {"teacher": teacher, "rows": rows, "max_length": max_length, "epochs": epochs,
               "student_layers": student_layers, "seed": seed}
+    precision = kdflow_distill_settings(common, distill_settings).precision  # its checks run before any work
+    work = Path(output)
+    common["pool"] = str(write_pool(data, work / "data", rows + VALIDATION_ROWS, eval_rows, seed))
     runs = []
     for repeat in range(repeats):
         print(f"kdflow bench train: repeat {repeat + 1} of {repeats}", flush=True)
@@ -65,7 +65,7 @@ def bench_train(*, teacher: str, data: str, output: str, rows: int = 1000, eval_
             "prep": run_stage("prep", {**common, "data_dir": str(work / "kdflow" / "data")}, work),
             "logits": run_stage("logits", {**common, "data_dir": str(work / "kdflow" / "data"),
                                            "logits_dir": str(work / "kdflow" / "logits"),
-                                           "precision": distill_settings.get("precision", "auto")}, work),
+                                           "precision": precision}, work),
             "distill": run_stage("distill", {**common, "data_dir": str(work / "kdflow" / "data"),
                                              "logits_dir": str(work / "kdflow" / "logits"),
                                              "student_dir": str(work / "kdflow" / "student"),
@@ -100,31 +100,46 @@ def check_train_inputs(teacher: str, data: str, rows: int, eval_rows: int, epoch
 
 
 def parse_settings(pairs: list[str]) -> dict:
-    """`--set NAME=VALUE` pairs as distill run() arguments of the right type (DISTILL_SETTINGS)."""
+    """`--set NAME=VALUE` pairs as settings of the distill step, each of its declared type."""
+    declared = DistillSettings.__dataclass_fields__
     settings = {}
     for pair in pairs:
         name, _, value = pair.partition("=")
-        kind = DISTILL_SETTINGS.get(name)
-        if kind is None or not value:
-            raise KdflowInputError(f"--set {pair!r} must be NAME=VALUE with NAME one of {', '.join(DISTILL_SETTINGS)}.")
+        if name not in declared or not value:
+            raise KdflowInputError(f"--set {pair!r} must be NAME=VALUE with NAME a distill setting: "
+                                   f"{', '.join(declared)}.")
         try:
-            settings[name] = kind(value)
+            settings[name] = PARSERS[declared[name].type](value)
         except ValueError:
             raise KdflowInputError(f"--set {pair!r}: {value!r} is not a valid {name}.") from None
     return settings
 
 
+def kdflow_distill_settings(common: dict, overrides: dict) -> DistillSettings:
+    """The distill step's settings on kdflow's side: the pipeline's defaults, the bench's sizes, then `overrides`."""
+    from kdflow.pipelines.presets import pipeline_parameters
+
+    return from_arguments(DistillSettings, {
+        **pipeline_parameters(), "student_spec": "from_teacher", "nproc": 1,
+        **{name: common[name] for name in ("teacher", "student_layers", "epochs", "seed")}, **overrides,
+    })
+
+
 def write_pool(data: str, folder: Path, train_rows: int, eval_rows: int, seed: int) -> Path:
     """train.parquet and test.parquet of rows drawn (seeded) from the data, the same for every repeat and side."""
     import datasets
+    import pyarrow.parquet
 
+    counts = {"train": train_rows, "test": eval_rows}
+    for split, count in counts.items():  # from the files' metadata, before anything is read or written
+        rows = pyarrow.parquet.ParquetFile(Path(data, f"{split}.parquet")).metadata.num_rows
+        if count > rows:
+            raise KdflowInputError(f"{data}/{split}.parquet has {rows} rows, fewer than the {count} asked "
+                                   "for: lower --rows or --eval-rows.")
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    for split, count in (("train", train_rows), ("test", eval_rows)):
+    for split, count in counts.items():
         source = datasets.Dataset.from_parquet(str(Path(data, f"{split}.parquet")))
-        if count > len(source):
-            raise KdflowInputError(f"{data}/{split}.parquet has {len(source)} rows, fewer than the {count} asked "
-                                   "for: lower --rows or --eval-rows.")
         # Shuffled first: dataset files are often sorted by label.
         source.shuffle(seed=seed).select(range(count)).select_columns(["text", "label"]).to_parquet(
             str(folder / f"{split}.parquet"))
@@ -139,7 +154,7 @@ def run_stage(stage: str, arguments: dict, work: Path) -> dict:
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
-        raise SystemExit(f"kdflow bench: the {stage} stage failed (exit status {process.returncode}); its log is above.")
+        raise KdflowFailure(f"the bench's {stage} stage failed (exit status {process.returncode}); its log is above.")
     return {**json.loads(result_path.read_text()), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
 
 
@@ -254,20 +269,23 @@ def stage_recipe(arguments: dict) -> dict:
 
 def stage_prep(arguments: dict) -> dict:
     from kdflow.components.data_prep import task as data_prep
+    from kdflow.pipelines.presets import pipeline_parameters
 
     started = time.perf_counter()
     pool_rows = arguments["rows"] + VALIDATION_ROWS
-    data_prep.run(source=arguments["pool"], output_dir=arguments["data_dir"],
-                  report_path=arguments["data_dir"] + "-report.md", teacher=arguments["teacher"],
-                  max_length=arguments["max_length"], max_train_samples=arguments["rows"],
-                  validation_fraction=VALIDATION_ROWS / pool_rows, seed=arguments["seed"])
+    settings = from_arguments(data_prep.Settings, {
+        **pipeline_parameters(), "source": arguments["pool"], "teacher": arguments["teacher"],
+        "max_length": arguments["max_length"], "max_train_samples": arguments["rows"],
+        "validation_fraction": VALIDATION_ROWS / pool_rows, "seed": arguments["seed"],
+    })
+    data_prep.run(settings, data_prep.Files(data=arguments["data_dir"], report=arguments["data_dir"] + "-report.md"))
     return {"seconds": time.perf_counter() - started}
 
 
 def stage_logits(arguments: dict) -> dict:
     from kdflow.components.common import models
     from kdflow.components.common.data import load_prepared
-    from kdflow.components.teacher_eval.task import teacher_logits
+    from kdflow.components.common.inference import teacher_logits
 
     started = time.perf_counter()
     data = load_prepared(arguments["data_dir"])
@@ -281,11 +299,9 @@ def stage_distill(arguments: dict) -> dict:
     from kdflow.components.distill import task as distill
 
     started = time.perf_counter()
-    figures = distill.run(data_dir=arguments["data_dir"], teacher_logits_dir=arguments["logits_dir"],
-                          teacher=arguments["teacher"], student="from_teacher", output_dir=arguments["student_dir"],
-                          curves_path=arguments["student_dir"] + "-curves.html",
-                          student_layers=arguments["student_layers"], epochs=arguments["epochs"],
-                          seed=arguments["seed"], **arguments["settings"])
+    files = distill.Files(data=arguments["data_dir"], teacher_logits=arguments["logits_dir"],
+                          student=arguments["student_dir"], training_curves=arguments["student_dir"] + "-curves.html")
+    figures = distill.run(kdflow_distill_settings(arguments, arguments["settings"]), files)
     seconds = time.perf_counter() - started
     train = load_prepared(arguments["data_dir"]).splits["train"]
     return {"seconds": seconds, "train_s": figures["train_runtime"], "samples": len(train) * arguments["epochs"],

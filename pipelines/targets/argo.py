@@ -5,8 +5,10 @@
 
 Nothing here restates the pipeline. The compiled KFP pipeline (the IR of `distillation_pipeline`) gives the
 parameters and their defaults, the tasks and what each depends on, the conditions of its dsl.If/Else groups, the
-images, the GPU requests and the retries; each task's command line comes from its component's inputs and outputs
-and the `COMMAND` its component.py declares (kdflow.components.common.command). The groups are flattened: every
+images, the GPU requests and the retries; each task's command line is `python -m kdflow.components.STEP.task` with a
+flag `--NAME` for each of its component's inputs and outputs (kdflow.components.common.settings). A returned value
+that is the URI of an output artifact (`returned(uri_of=...)`) becomes a load of that artifact by key in the steps
+that read it, since an Argo artifact has no URI a step could open. The groups are flattened: every
 task of a group carries the group's condition as its `when`, and a dsl.OneOf becomes a choice on the same
 conditions.
 
@@ -16,7 +18,7 @@ Workload Identity; nothing secret is in the template), under `ARTIFACT_PREFIX/WO
 """
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import import_module
 from pathlib import Path
 
@@ -24,9 +26,10 @@ import yaml
 from google.protobuf import json_format
 
 from kdflow.components.common.errors import KdflowInputError
+from kdflow.components.common.settings import flag
 
-from .cluster import DATA_VERSION
-from .distillation import distillation_pipeline
+from ..distillation import DATA_VERSION, build_pipeline, distillation_pipeline
+from ..platform import Platform
 
 API_VERSION = "argoproj.io/v1alpha1"
 # The one workflow parameter that is not a pipeline parameter: where in the artifact repository a run's files go.
@@ -44,6 +47,25 @@ STRING_LITERAL = re.compile(r"'[^']*'")
 # What a KFP condition may hold besides channels and string literals: comparisons of strings and booleans.
 CONDITION_TOKENS = re.compile(r"^(\s|==|!=|!|&&|\|\||\(|\)|true|false)*$")
 WORKFLOW_PARAMETER = re.compile(r"^workflow\.parameters\['(\w+)'\]$")
+
+
+def compile_pipeline(platform: Platform, output: str, cron: str | None = None) -> str:
+    """Writes the pipeline built for `platform` to `output` as a WorkflowTemplate, or with `cron` (five fields) as
+    a CronWorkflow that runs it; returns the kind written."""
+    if platform.gcp_key_secret:
+        raise KdflowInputError(
+            "--gcp-key-secret is for the KFP target: on Argo, steps and the GCS artifact repository take their "
+            "credentials from the workflow's service account (e.g. argo submit --serviceaccount NAME)."
+        )
+    if platform.teacher_shards > 1:
+        raise KdflowInputError(
+            "--teacher-shards is for the KFP target: Argo has no step that collects the artifacts of a loop's "
+            "tasks, which merging the shards needs; compile for Argo without it (teacher_eval computes the logits)."
+        )
+    pipeline = build_pipeline(platform)
+    document = cron_workflow(cron, pipeline) if cron else workflow_template(pipeline)
+    write(document, output)
+    return document["kind"]
 
 
 def workflow_template(pipeline=distillation_pipeline) -> dict:
@@ -208,7 +230,6 @@ class WorkflowBuilder:
         return task
 
     def container_template(self, step: Step, needed_artifacts: list) -> dict:
-        command = self.task_command(step.component)
         outputs = step.component.get("outputDefinitions", {})
         input_parameters = self.in_signature_order(step.component.get("inputDefinitions", {}).get("parameters", {}),
                                                    step.component)
@@ -217,13 +238,13 @@ class WorkflowBuilder:
         arguments = []
         for name in self.in_signature_order([*input_artifacts, *input_parameters], step.component):
             value = "{{inputs.parameters.%s}}" % name if name in input_parameters else f"{INPUTS_DIR}/{name}"
-            arguments += [command.flag(name), value]
+            arguments += [flag(name), value]
+        uris = self.uris_of_artifacts(step.component)
         written = [name for name in self.in_signature_order([*outputs.get("artifacts", {}),
                                                              *outputs.get("parameters", {})], step.component)
-                   if name not in command.not_written and name not in command.returns_input
-                   and name not in command.returns_uri_of]
+                   if name not in uris]
         for name in written:
-            arguments += [command.flag(name), f"{OUTPUTS_DIR}/{name}"]
+            arguments += [flag(name), f"{OUTPUTS_DIR}/{name}"]
         executor = self.spec["deploymentSpec"]["executors"][step.component["executorLabel"]]["container"]
         template = {
             "name": step.name,
@@ -298,20 +319,14 @@ class WorkflowBuilder:
                 value = self.output_parameter(branch, selector["outputParameterKey"], needed_artifacts)
                 choice = f"{self.condition(group.tasks()[branch], group)} ? {value} : {choice}"
             return choice
-        step = self.steps[producer]
-        command = self.task_command(step.component)
-        if key in command.returns_input:
-            return self.resolve(step.task["inputs"]["parameters"][command.returns_input[key]], step.dag,
-                                needed_artifacts)
-        if key in command.returns_uri_of:
+        uris = self.uris_of_artifacts(self.steps[producer].component)
+        if key in uris:
             # The consumer loads the artifact itself, by key: a reference to a task a condition skipped would fail.
-            artifact = command.returns_uri_of[key]
+            artifact = uris[key]
             path = f"{INPUTS_DIR}/{producer}-{artifact}"
             needed_artifacts.append({"name": f"{producer}-{artifact}", "path": path, "optional": True,
                                      "gcs": {"key": artifact_key(producer, artifact)}})
             return quoted(path)
-        if key in command.not_written:
-            raise ValueError(f"{producer}'s output {key} is read by another step but its command does not write it")
         return f"tasks['{producer}'].outputs.parameters['{key}']"
 
     def producer_of_artifact(self, spec: dict, dag: Dag) -> tuple[str, str]:
@@ -349,9 +364,10 @@ class WorkflowBuilder:
     def component_module(self, component: dict):
         return import_module(f"kdflow.components.{self.step_folder(component)}.component")
 
-    def task_command(self, component: dict):
-        """The COMMAND declared next to the component: kdflow.components.<step>.component."""
-        return self.component_module(component).COMMAND
+    def uris_of_artifacts(self, component: dict) -> dict[str, str]:
+        """Returned value -> the output artifact whose URI it is, as the step's settings module declares them."""
+        result = import_module(f"kdflow.components.{self.step_folder(component)}.settings").Result
+        return {item.name: item.metadata["uri_of"] for item in fields(result) if item.metadata["uri_of"]} if result else {}
 
     def in_signature_order(self, names, component: dict) -> list[str]:
         """`names` in the order of the component function's inputs and outputs."""

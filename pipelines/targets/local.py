@@ -1,6 +1,7 @@
-"""`kdflow run --runner docker`: every step in its container image, with kfp.local's DockerRunner.
+"""`kdflow run`: the whole pipeline on this machine with kfp.local, every step in this Python environment
+(SubprocessRunner) or, with `--runner docker`, in its container image (DockerRunner).
 
-It talks to the Docker API: Docker itself, or podman's Docker-compatible service
+The DockerRunner talks to the Docker API: Docker itself, or podman's Docker-compatible service
 (`podman system service --time=0 unix:///PATH/podman.sock` and `DOCKER_HOST=unix:///PATH/podman.sock`).
 The images must be built locally first (`kdflow images build`). On a host with NVIDIA GPUs the GPU steps run in
 the trainer image with the GPUs passed in; on a host without, they run in the CPU image.
@@ -9,22 +10,48 @@ the trainer image with the GPUs passed in; on a host without, they run in the CP
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import kfp.local
-from kfp.dsl.graph_component import GraphComponent
 from kfp.local import docker_task_handler
 
-from kdflow.components.common.errors import KdflowInputError
+from kdflow.components.common.errors import KdflowFailure, KdflowInputError
 from kdflow.components.common.images import image_name
+from kdflow.components.common.step import read_error
 
-from . import platform
+from ..distillation import build_pipeline
+from ..platform import Platform
 
 # Parameters that may name a local path, which the containers must see at the same path.
 LOCAL_PATH_PARAMETERS = ("source", "teacher", "student", "tokenizer")
 OUTPUT_PATH_PARAMETERS = ("publish_uri", "checkpoint_uri")
 # Settings of the host passed into every container.
 FORWARDED_ENVIRONMENT = ("HF_HUB_OFFLINE", "HF_TOKEN")
+
+
+def run_locally(parameters: dict, pipeline_root: Path, runner: str = "subprocess",
+                platform: Platform = Platform()) -> dict:
+    """Runs the pipeline with kfp.local, its steps in this interpreter or in containers; returns its outputs by name.
+
+    A step that stops on bad input leaves its sentence in its folder (kdflow.components.common.step), raised here as
+    the KdflowInputError it was; any other failure raises KdflowFailure.
+    """
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if runner == "docker":
+        platform, task_runner = platform_and_runner(parameters, platform)
+    else:
+        task_runner = kfp.local.SubprocessRunner(use_venv=False)
+    kfp.local.init(runner=task_runner, pipeline_root=str(pipeline_root))
+    earlier_runs = set(pipeline_root.glob("*")) if pipeline_root.is_dir() else set()
+    try:
+        return build_pipeline(platform)(**parameters).outputs
+    except RuntimeError as failure:
+        for run_folder in set(pipeline_root.glob("*")) - earlier_runs:
+            reason = read_error(run_folder)
+            if reason:
+                raise KdflowInputError(reason) from None
+        raise KdflowFailure(f"the pipeline failed ({failure}); the failing step's log is above.") from None
 
 
 def with_absolute_local_paths(parameters: dict) -> dict:
@@ -39,12 +66,10 @@ def with_absolute_local_paths(parameters: dict) -> dict:
     return resolved
 
 
-def pipeline_and_runner(pipeline: GraphComponent, parameters: dict,
-                        settings: dict) -> tuple[GraphComponent, kfp.local.DockerRunner]:
-    """The pipeline with the images this host can run, and a DockerRunner that mounts what the steps read and write.
+def platform_and_runner(parameters: dict, platform: Platform) -> tuple[Platform, kfp.local.DockerRunner]:
+    """`platform` with the images this host can run, and a DockerRunner that mounts what the steps read and write.
 
-    `settings` are further platform settings to build the pipeline with (teacher_shards, nproc). Checks the engine
-    and the images before any step starts.
+    Checks the engine and the images before any step starts.
     """
     client = docker_client()
     gpus = host_has_gpus()
@@ -58,7 +83,7 @@ def pipeline_and_runner(pipeline: GraphComponent, parameters: dict,
     # 13332), so a step that failed fast passed; this keeps each container until its status is read.
     docker_task_handler.run_docker_container = run_container
     runner = kfp.local.DockerRunner(**container_run_args(parameters, gpus))
-    return platform.with_settings(pipeline, gpu_step_image=gpu_step_image, **settings), runner
+    return replace(platform, gpu_step_image=gpu_step_image), runner
 
 
 def docker_client():

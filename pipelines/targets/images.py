@@ -11,12 +11,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from kdflow.components.common.errors import KdflowInputError
+from kdflow.components.common.errors import KdflowFailure, KdflowInputError
 from kdflow.components.common.images import KDFLOW_VERSION, check_registry, image_name
 
 ENGINES = ("docker", "podman")
 # The build context: the repository root, with images/ beside components/ and pipelines/.
-SOURCE_ROOT = Path(__file__).resolve().parents[1]
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def build_command(engine: str, kind: str, registry: str, base_image: str, engine_args: list[str]) -> list[str]:
@@ -43,5 +43,5 @@ def build(engine: str, kinds: list[str], registry: str, base_image: str, engine_
         command = build_command(engine, kind, registry, base_image, engine_args)
         print("+ " + " ".join(command), flush=True)
         if subprocess.run(command).returncode != 0:
-            raise SystemExit(f"kdflow: error: building {image_name(kind, registry)} failed; its log is above.")
+            raise KdflowFailure(f"building {image_name(kind, registry)} failed; its log is above.")
         print(f"built {image_name(kind, registry)}", flush=True)

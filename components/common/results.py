@@ -1,0 +1,328 @@
+"""What the steps measure, as types that every producer writes and every reader reads (the steps, the command line,
+the benchmark), so that no reader spells a JSON key of its own:
+
+- `Evaluation`: a model's `Scores` on the test split and, for a student, its `Gate` (teacher_eval's and
+  student_eval's metrics artifacts);
+- `OnnxReport`: onnx_export's measurements of each of the `EXPORT_KINDS` against PyTorch (onnx_report.json);
+- `RunSummary`: the run in one record (the report step's `summary`, the command line's summary.json, a published
+  version's summary.json), marked with `SCHEMA_VERSION`.
+
+Their JSON keeps the keys kdflow wrote before these types existed (flat keys such as `int8_accuracy` in the ONNX
+report), so older files read and newer ones compare with them. Light on purpose (standard library only).
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import KdflowInputError
+from .training import PROVENANCE
+
+# The layout of RunSummary's JSON. A summary written before the field existed has this layout, so it reads as 1.
+SCHEMA_VERSION = 1
+ONNX_REPORT = "onnx_report.json"  # the OnnxReport, in onnx_export's output folder
+
+
+class JsonRecord:
+    """to_json/from_json, write/read for a type with to_dict/from_dict."""
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str):
+        return cls.from_dict(json.loads(text))
+
+    def write(self, path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(self.to_json())
+
+    @classmethod
+    def read(cls, path):
+        return cls.from_json(Path(path).read_text())
+
+
+@dataclass(frozen=True)
+class Scores(JsonRecord):
+    """A model on the test split: its classification scores, its size and its speed."""
+
+    accuracy: float
+    macro_f1: float | None  # None only in files of kdflow versions that did not measure it
+    confusion_matrix: list[list[int]]  # rows: true label, columns: predicted
+    rows: int
+    parameters: int | None = None
+    size_mb: float | None = None  # weight files on disk; None for a model without a folder (a hub id)
+    latency_ms: dict[str, float] | None = None  # batch size (as text) -> median milliseconds per batch
+
+    def to_dict(self) -> dict:
+        return {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "confusion_matrix": self.confusion_matrix,
+                "rows": self.rows, "parameters": self.parameters, "size_mb": self.size_mb,
+                "latency_ms": self.latency_ms}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Scores":
+        return cls(accuracy=values["accuracy"], macro_f1=values.get("macro_f1"),
+                   confusion_matrix=values["confusion_matrix"], rows=values["rows"],
+                   parameters=values.get("parameters"), size_mb=values.get("size_mb"),
+                   latency_ms=values.get("latency_ms"))
+
+
+@dataclass(frozen=True)
+class Gate(JsonRecord):
+    """How much of the teacher's test accuracy a student keeps, and whether that is enough."""
+
+    teacher_accuracy: float
+    retention: float  # student accuracy / teacher accuracy
+    min_retention: float
+    passed: bool
+
+    @classmethod
+    def judge(cls, accuracy: float, teacher_accuracy: float, min_retention: float) -> "Gate":
+        retention = accuracy / teacher_accuracy if teacher_accuracy else 0.0
+        return cls(teacher_accuracy=teacher_accuracy, retention=retention, min_retention=min_retention,
+                   passed=retention >= min_retention)
+
+    def to_dict(self) -> dict:
+        return {"teacher_accuracy": self.teacher_accuracy, "retention": self.retention,
+                "min_retention": self.min_retention, "passed": self.passed}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Gate":
+        return cls(teacher_accuracy=values["teacher_accuracy"], retention=values["retention"],
+                   min_retention=values["min_retention"], passed=values["passed"])
+
+
+@dataclass(frozen=True)
+class Evaluation(JsonRecord):
+    """A metrics artifact of teacher_eval or student_eval: the model's scores, the data's label names and, for a
+    student, its gate. Its JSON is flat: the scores' keys, `label_names`, and the gate's keys."""
+
+    scores: Scores
+    label_names: list[str]
+    gate: Gate | None = None
+
+    def to_dict(self) -> dict:
+        return {**self.scores.to_dict(), "label_names": self.label_names,
+                **(self.gate.to_dict() if self.gate else {})}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Evaluation":
+        return cls(scores=Scores.from_dict(values), label_names=values["label_names"],
+                   gate=Gate.from_dict(values) if "passed" in values else None)
+
+    def confusion(self) -> dict:
+        """The confusion matrix as a ClassificationMetrics artifact holds it (kdflow.components.common.component)."""
+        return {"labels": self.label_names, "matrix": self.scores.confusion_matrix}
+
+    def write_confusion(self, path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(self.confusion(), indent=2))
+
+
+@dataclass(frozen=True)
+class ExportKind:
+    """One of the ONNX files onnx_export writes, and the runtime it is made for."""
+
+    name: str  # its figures in the report's JSON: `{name}_accuracy`, ...
+    file: str
+    runtime: str
+    title: str  # in the quality report
+    label: str  # in score tables (`kdflow run`, the model card)
+
+    @property
+    def key(self) -> str:
+        """Its key in the report's per-runtime maps (latency_ms, size_mb, confusion_matrix)."""
+        return f"onnx_{self.name}"
+
+
+ONNX_RUNTIME, OPENVINO = "ONNX Runtime", "OpenVINO"
+EXPORT_KINDS = (
+    ExportKind("fp32", "model.onnx", ONNX_RUNTIME, "ONNX fp32", "onnx fp32"),
+    ExportKind("int8", "model.int8.onnx", ONNX_RUNTIME, "ONNX int8", "onnx int8"),
+    ExportKind("int8_qdq", "model.int8.qdq.onnx", OPENVINO, "ONNX int8 QDQ, OpenVINO", "onnx int8 qdq (openvino)"),
+)
+EXPORTS = {kind.name: kind for kind in EXPORT_KINDS}
+PARITY_KIND = "fp32"  # the export whose difference from PyTorch is checked against the parity tolerance
+PYTORCH_KEY = "pytorch_fp32"  # PyTorch's key in the report's latency_ms
+
+
+@dataclass(frozen=True)
+class ExportScores:
+    """One ONNX file on its runtime: scores on the test rows, its difference from PyTorch, speed and size."""
+
+    accuracy: float
+    macro_f1: float | None
+    confusion_matrix: list[list[int]] | None
+    max_abs_diff: float | None  # largest |logit difference| from PyTorch on the parity rows
+    latency_ms: dict[str, float] | None
+    size_mb: float | None
+
+
+@dataclass(frozen=True)
+class OnnxReport(JsonRecord):
+    """onnx_export's report: each export (by kind name, in EXPORT_KINDS' order) against PyTorch on the test rows."""
+
+    exports: dict[str, ExportScores]
+    pytorch_accuracy: float
+    pytorch_latency_ms: dict[str, float] | None
+    parity_tolerance: float
+    parity_rows: int
+    rows: int
+    calibration_rows: int | None
+    threads: int | None
+    opset_version: int | None
+
+    @property
+    def max_abs_diff(self) -> float:
+        """The parity check's figure: the fp32 export's largest logit difference from PyTorch."""
+        return self.exports[PARITY_KIND].max_abs_diff
+
+    def latency_ms(self) -> dict[str, dict[str, float]]:
+        """Runtime key (PyTorch's, then each export's) -> batch size -> median milliseconds."""
+        return {PYTORCH_KEY: self.pytorch_latency_ms,
+                **{EXPORTS[name].key: export.latency_ms for name, export in self.exports.items()}}
+
+    def to_dict(self) -> dict:
+        exports = self.exports
+        return {
+            "max_abs_diff": self.max_abs_diff,
+            "parity_tolerance": self.parity_tolerance,
+            "parity_rows": self.parity_rows,
+            **{difference_key(name): export.max_abs_diff for name, export in exports.items() if name != PARITY_KIND},
+            "pytorch_accuracy": self.pytorch_accuracy,
+            **{f"{name}_{score}": getattr(export, score)
+               for score in ("accuracy", "macro_f1") for name, export in exports.items()},
+            "confusion_matrix": {EXPORTS[name].key: export.confusion_matrix for name, export in exports.items()},
+            "rows": self.rows,
+            "calibration_rows": self.calibration_rows,
+            "latency_ms": self.latency_ms(),
+            "size_mb": {EXPORTS[name].key: export.size_mb for name, export in exports.items()},
+            "threads": self.threads,
+            "opset_version": self.opset_version,
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "OnnxReport":
+        """The report; an export a file has no figures for (from an older kdflow) is left out."""
+        def per_runtime(name: str, kind: ExportKind):
+            return (values.get(name) or {}).get(kind.key)
+
+        exports = {
+            kind.name: ExportScores(
+                accuracy=values[f"{kind.name}_accuracy"], macro_f1=values.get(f"{kind.name}_macro_f1"),
+                confusion_matrix=per_runtime("confusion_matrix", kind),
+                max_abs_diff=values.get(difference_key(kind.name)), latency_ms=per_runtime("latency_ms", kind),
+                size_mb=per_runtime("size_mb", kind))
+            for kind in EXPORT_KINDS if f"{kind.name}_accuracy" in values
+        }
+        return cls(exports=exports, pytorch_accuracy=values.get("pytorch_accuracy"),
+                   pytorch_latency_ms=(values.get("latency_ms") or {}).get(PYTORCH_KEY),
+                   parity_tolerance=values.get("parity_tolerance"), parity_rows=values.get("parity_rows"),
+                   rows=values.get("rows"), calibration_rows=values.get("calibration_rows"),
+                   threads=values.get("threads"), opset_version=values.get("opset_version"))
+
+    @classmethod
+    def read_folder(cls, folder) -> "OnnxReport":
+        """The report in an onnx_export output folder."""
+        return cls.read(Path(folder, ONNX_REPORT))
+
+
+def difference_key(kind_name: str) -> str:
+    return "max_abs_diff" if kind_name == PARITY_KIND else f"{kind_name}_max_abs_diff"
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The same student trained on the hard labels alone: its scores and its retention of the teacher's accuracy."""
+
+    scores: Scores
+    retention: float
+
+
+@dataclass(frozen=True)
+class RunSummary(JsonRecord):
+    """A run in one record: the teacher's and student's scores, the gate, the ONNX report, the seed the student was
+    trained with and, when it was trained, the hard-label baseline.
+
+    JSON: {"schema_version", "teacher": Scores, "student": Scores, "retention", "gate": {"passed",
+    "min_retention"}, "onnx": OnnxReport, "seed", "baseline": {Scores..., "retention"} (when trained)}; a reader
+    keeps any other keys (the command line's settings, a publish decision) out of the type and refuses another
+    schema_version.
+    """
+
+    teacher: Scores
+    student: Scores
+    gate: Gate
+    onnx: OnnxReport
+    seed: int | None  # with the same data and settings, the same seed gives the same student
+    baseline: Baseline | None = None
+
+    @property
+    def retention(self) -> float:
+        return self.gate.retention
+
+    @classmethod
+    def of(cls, *, teacher: Evaluation, student: Evaluation, onnx: OnnxReport, seed: int | None,
+           baseline: Evaluation | None = None) -> "RunSummary":
+        """The summary of the steps' results; `student` (and `baseline`) as student_eval wrote them, with a gate."""
+        return cls(teacher=teacher.scores, student=student.scores, gate=student.gate, onnx=onnx, seed=seed,
+                   baseline=Baseline(baseline.scores, baseline.gate.retention) if baseline else None)
+
+    def to_dict(self) -> dict:
+        values = {
+            "schema_version": SCHEMA_VERSION,
+            "teacher": self.teacher.to_dict(),
+            "student": self.student.to_dict(),
+            "retention": self.gate.retention,
+            "gate": {"passed": self.gate.passed, "min_retention": self.gate.min_retention},
+            "onnx": self.onnx.to_dict(),
+            "seed": self.seed,
+        }
+        if self.baseline:
+            values["baseline"] = {**self.baseline.scores.to_dict(), "retention": self.baseline.retention}
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RunSummary":
+        version = values.get("schema_version", 1)
+        if version != SCHEMA_VERSION:
+            raise KdflowInputError(
+                f"This run summary has schema_version {version} and this kdflow reads schema_version "
+                f"{SCHEMA_VERSION}: read it with the kdflow release that wrote it.")
+        teacher = Scores.from_dict(values["teacher"])
+        baseline = values.get("baseline")
+        return cls(
+            teacher=teacher, student=Scores.from_dict(values["student"]),
+            gate=Gate(teacher_accuracy=teacher.accuracy, retention=values["retention"],
+                      min_retention=values["gate"]["min_retention"], passed=values["gate"]["passed"]),
+            onnx=OnnxReport.from_dict(values["onnx"]), seed=values.get("seed"),
+            baseline=Baseline(Scores.from_dict(baseline), baseline["retention"]) if baseline else None,
+        )
+
+
+def read_run_summary(*, teacher_metrics: str, student_metrics: str, onnx_model: str, student: str,
+                     baseline_metrics: str = "") -> RunSummary:
+    """The summary of a run from its artifacts: the metrics files of teacher_eval and student_eval (the student's
+    and, when given, the baseline's), onnx_export's folder and the student's folder (for its seed)."""
+    return RunSummary.of(
+        teacher=Evaluation.read(teacher_metrics), student=Evaluation.read(student_metrics),
+        onnx=OnnxReport.read_folder(onnx_model), seed=training_settings(student).get("seed"),
+        baseline=Evaluation.read(baseline_metrics) if baseline_metrics else None,
+    )
+
+
+def training_settings(student_dir: str) -> dict:
+    """The settings a student was distilled with; empty for a student kdflow did not train."""
+    path = Path(student_dir, PROVENANCE)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def score_rows(summary: RunSummary) -> list[tuple[str, float, float | None]]:
+    """(model, accuracy, macro F1 or None) for the teacher, the student, its ONNX exports, and the baseline."""
+    rows = [("teacher", summary.teacher.accuracy, summary.teacher.macro_f1),
+            ("student", summary.student.accuracy, summary.student.macro_f1)]
+    rows += [(f"student {EXPORTS[name].label}", export.accuracy, export.macro_f1)
+             for name, export in summary.onnx.exports.items()]
+    if summary.baseline:
+        rows.append(("baseline (no teacher)", summary.baseline.scores.accuracy, summary.baseline.scores.macro_f1))
+    return rows

@@ -1,0 +1,76 @@
+"""The data_prep step's interface: its settings (checked on construction), the files it writes.
+
+Light (standard library and kdflow's own light modules only), so that the command line checks a run's settings
+before the pipeline starts.
+"""
+
+from dataclasses import dataclass
+
+from kdflow.components.common.errors import KdflowInputError
+from kdflow.components.common.models import is_config_spec
+from kdflow.components.common.settings import artifact, setting
+
+TRUNCATION_SIDES = ("right", "left")
+
+
+@dataclass(frozen=True)
+class Settings:
+    source: str = setting("synthetic, a folder or gs:// URI with train and test files (parquet, jsonl, csv), or a "
+                          "hub dataset.")
+    text_column: str = setting("Column holding the texts; renamed to text.")
+    label_column: str = setting("Column holding the integer labels; renamed to label.")
+    num_labels: int = setting("Number of classes; labels must lie in 0..num_labels-1.")
+    tokenizer: str = setting("Checkpoint whose tokenizer to use, or wordpiece to train one on the texts; empty: the "
+                             "teacher's.")
+    teacher: str = setting("Teacher checkpoint; only its tokenizer is used here, when tokenizer is empty.")
+    max_length: int = setting("Tokens kept per row; longer texts are truncated.")
+    truncation_side: str = setting("Which end of a longer text is cut: right keeps its beginning, left keeps its "
+                                   "end.")
+    max_train_samples: int = setting("Rows of train to keep after the validation split is carved out; 0 keeps all.")
+    max_eval_samples: int = setting("Rows of validation and of test to keep; 0 keeps all.")
+    validation_fraction: float = setting("Share of the source's train split held out for validation, stratified by "
+                                         "label.")
+    seed: int = setting("Seed of the validation split, the row sampling and the synthetic data.")
+    data_version: str = setting("Label of the data read, e.g. a recurring run's scheduled time; a new value makes "
+                                "the step read the source again instead of reusing a cached result.")
+
+    def __post_init__(self):
+        """The checks that need no data, so a bad value stops the step (or the run) at once."""
+        if self.num_labels < 2:
+            raise KdflowInputError(f"num_labels={self.num_labels} must be at least 2 for a classifier.")
+        if self.max_length < 1:
+            raise KdflowInputError(f"max_length={self.max_length} must be a positive number of tokens, e.g. 512.")
+        if self.truncation_side not in TRUNCATION_SIDES:
+            raise KdflowInputError(
+                f"truncation_side={self.truncation_side!r} is not one of {', '.join(TRUNCATION_SIDES)}: right keeps "
+                "the beginning of long texts, left their end."
+            )
+        for name in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value < 0:
+                raise KdflowInputError(f"{name}={value} must be a row count, or 0 for all rows.")
+        if not 0 < self.validation_fraction < 1:
+            raise KdflowInputError(
+                f"validation_fraction={self.validation_fraction} must lie in (0, 1): 0.1 keeps a tenth of train for "
+                "validation."
+            )
+        if not self.tokenizer and not self.teacher:
+            raise KdflowInputError(
+                "Neither tokenizer nor teacher is set: set tokenizer (a checkpoint, or wordpiece) or teacher."
+            )
+        if not self.tokenizer and is_config_spec(self.teacher):
+            raise KdflowInputError(
+                f"The teacher {self.teacher!r} is built from a configuration and has no tokenizer: set tokenizer, "
+                "e.g. tokenizer=wordpiece to train one on the training texts."
+            )
+
+
+@dataclass(frozen=True)
+class Files:
+    data: str = artifact("Tokenized train, validation and test splits (no padding), their tokenizer, and "
+                         "data_info.json; must be a new or empty folder.", output=True)
+    report: str = artifact("Rows and label balance per split, token-length percentiles and the share of truncated "
+                           "rows, as Markdown.", output=True)
+
+
+Result = None

@@ -1,0 +1,87 @@
+"""The distill step's interface: its settings (checked on construction), the files it reads and writes.
+
+Light (standard library only), so that the command line checks a run's settings before the pipeline starts.
+"""
+
+from dataclasses import dataclass
+
+from kdflow.components.common.errors import KdflowInputError
+from kdflow.components.common.settings import artifact, check_choice, check_positive, setting
+from kdflow.components.common.training import PRECISIONS
+
+MODES = ("cached", "online")
+
+
+@dataclass(frozen=True)
+class Settings:
+    teacher: str = setting("URI of the fine-tuned teacher (folder, hub id or gs://); loaded for from_teacher and "
+                           "online mode.")
+    student_spec: str = setting("The student: from_teacher (a DistilBERT from the BERT teacher's layers), "
+                                "config:NAME|PATH (random init) or a checkpoint URI.")
+    student_layers: int = setting("Layers of a from_teacher student; 0 takes half the teacher's.")
+    student_attention_dropout: float = setting(
+        "Attention dropout of a from_teacher student: 0 keeps PyTorch's fused attention kernel (about 2x faster "
+        "training), 0.1 is DistilBERT's.")
+    distill_mode: str = setting("cached (read the teacher's stored logits) or online (run the teacher in every "
+                                "step; needed when tokenizers differ).")
+    temperature: float = setting("Softmax temperature T of the soft term, above 0.")
+    alpha: float = setting("Weight of the hard-label cross-entropy, in [0, 1]; the soft term gets 1 - alpha.")
+    epochs: float = setting("Training epochs.")
+    batch_size: int = setting("Training batch of an optimizer step (before accumulation), split evenly across the "
+                              "nproc processes.")
+    learning_rate: float = setting("Peak learning rate (linear decay after 10% warm-up).")
+    gradient_accumulation_steps: int = setting("Batches accumulated per optimizer step.")
+    precision: str = setting("auto (bf16 on GPUs that support it, else fp16; on a CPU, bf16 where it has bf16 "
+                             "kernels, else fp32), fp32, bf16 or fp16.")
+    seed: int = setting("Random seed of initialisation, shuffling and dropout.")
+    checkpoint_steps: int = setting("Optimizer steps between checkpoints, from which a restarted (e.g. preempted) "
+                                    "task resumes; 0 for none.")
+    checkpoint_uri: str = setting("Where checkpoints go (gs:// or a folder on a volume); empty: beside the output "
+                                  "in the pipeline root.")
+    nproc: int = setting("Processes under torchrun (DDP), one GPU each, on one node; set with `kdflow compile "
+                         "--nproc`.")
+
+    def __post_init__(self):
+        check_loss(self.temperature, self.alpha)
+        check_choice("distill_mode", self.distill_mode, MODES)
+        check_choice("precision", self.precision, PRECISIONS)
+        if not 0 <= self.student_attention_dropout < 1:
+            raise KdflowInputError(
+                f"student_attention_dropout={self.student_attention_dropout} must lie in [0, 1): 0 keeps PyTorch's "
+                "fused attention kernel, the recipe's DistilBERT uses 0.1.")
+        check_positive(self, "epochs", "batch_size", "learning_rate", "gradient_accumulation_steps", "nproc")
+        if self.checkpoint_steps < 0:
+            raise KdflowInputError(f"checkpoint_steps={self.checkpoint_steps} must be a number of optimizer steps, "
+                                   "or 0 for no checkpoints.")
+        check_processes(self.batch_size, self.nproc)
+
+
+def check_loss(temperature: float, alpha: float) -> None:
+    """The loss's settings, checked here and by the Trainer's arguments (trainer.DistillationArguments)."""
+    if not temperature > 0:
+        raise KdflowInputError(f"temperature={temperature} must be above 0: the recipe uses 2.")
+    if not 0 <= alpha <= 1:
+        raise KdflowInputError(f"alpha={alpha} must lie in [0, 1] (the weight of the hard-label loss): the recipe "
+                               "uses 0.5.")
+
+
+def check_processes(batch_size: int, processes: int) -> None:
+    """batch_size is the global batch of an optimizer step: each of the processes takes an equal share."""
+    if batch_size % processes:
+        raise KdflowInputError(f"batch_size={batch_size} does not split evenly across {processes} processes: it is "
+                               f"the global batch of a step, so make it a multiple of {processes} (nproc).")
+
+
+@dataclass(frozen=True)
+class Files:
+    data: str = artifact("Tokenized train/validation/test splits from data_prep.")
+    teacher_logits: str = artifact("The teacher's logits on the train and validation splits (teacher_eval), used in "
+                                   "cached mode.")
+    student: str = artifact("The distilled student, a save_pretrained folder with its tokenizer and "
+                            "training_log.json.", output=True)
+    training_curves: str = artifact("Training and validation losses per logging step, as a self-contained HTML "
+                                    "page.", output=True)
+
+
+Result = None
+

@@ -1,0 +1,37 @@
+"""The student_eval step's interface: its setting (checked on construction), the files it reads and writes, the
+values it returns.
+
+Light (standard library only), so that the command line checks a run's settings before the pipeline starts.
+"""
+
+from dataclasses import dataclass
+
+from kdflow.components.common.errors import KdflowInputError
+from kdflow.components.common.settings import artifact, returned, setting
+
+
+@dataclass(frozen=True)
+class Settings:
+    min_retention: float = setting("Least student accuracy / teacher accuracy for the gate to pass.")
+
+    def __post_init__(self):
+        if not 0 <= self.min_retention:
+            raise KdflowInputError(f"min_retention={self.min_retention} must be 0 or more: 0.97 keeps 97% of the "
+                                   "teacher's accuracy.")
+
+
+@dataclass(frozen=True)
+class Files:
+    data: str = artifact("Tokenized splits from data_prep.")
+    student: str = artifact("The distilled student from distill.")
+    teacher_metrics: str = artifact("The teacher's test metrics from teacher_eval.")
+    student_metrics: str = artifact("The student's test accuracy, macro F1, confusion matrix, size, latency, "
+                                    "retention and gate decision, as JSON (kdflow.components.common.results."
+                                    "Evaluation).", output=True)
+    student_confusion: str = artifact("The test confusion matrix, drawn by the KFP UI.", output=True)
+
+
+@dataclass(frozen=True)
+class Result:
+    passed: bool = returned("True when retention >= min_retention.")
+    retention: float = returned("Student accuracy / teacher accuracy on the test split.")
