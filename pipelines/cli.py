@@ -154,7 +154,7 @@ def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher-shards", type=at_least_one, default=Platform.teacher_shards, metavar="N",
                         help="compute the teacher's logits on the training data in N parallel tasks, one GPU each, "
                              "merged in row order (default 1: within teacher_eval)")
-    parser.add_argument("--nproc", type=at_least_one, default=Platform.nproc, metavar="N",
+    parser.add_argument("--nproc", type=at_least_one, default=Platform.processes, metavar="N",
                         help="run distill in N processes under torchrun on one node, requesting N GPUs; batch_size "
                              "stays the global batch (default 1)")
 
@@ -191,7 +191,7 @@ def at_least_one(text: str) -> int:
 
 def platform_of(args, **settings) -> Platform:
     """The compile-time settings of the pipeline a command builds."""
-    return Platform(teacher_shards=args.teacher_shards, nproc=args.nproc, **settings)
+    return Platform(teacher_shards=args.teacher_shards, processes=args.nproc, **settings)
 
 
 def run_command(args) -> int:

@@ -141,14 +141,14 @@ def build_pipeline(platform: Platform = Platform()) -> GraphComponent:
             teacher_logits = sharded_logits(data=data, teacher=teacher_uri, precision=precision).output
 
         training = dict(
-            data=data, teacher_logits=teacher_logits, teacher=teacher_uri, nproc=platform.nproc,
+            data=data, teacher_logits=teacher_logits, teacher=teacher_uri, processes=platform.processes,
             student_spec=student, student_layers=student_layers, student_attention_dropout=student_attention_dropout,
             distill_mode=distill_mode, temperature=temperature,
             epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
             gradient_accumulation_steps=gradient_accumulation_steps, precision=precision, seed=seed,
             checkpoint_steps=checkpoint_steps, checkpoint_uri=checkpoint_uri,
         )
-        distilled = platform.on_gpu(distill(alpha=alpha, **training), platform.nproc)
+        distilled = platform.on_gpu(distill(alpha=alpha, **training), platform.processes)
 
         evaluated_student = platform.on_cpu(student_eval(
             data=data, student=distilled.outputs["student"],
@@ -165,7 +165,7 @@ def build_pipeline(platform: Platform = Platform()) -> GraphComponent:
         )
         # The same student, data and budget on the hard labels alone (alpha 1): what the teacher adds.
         with dsl.If(compare_baseline == True):  # noqa: E712
-            baseline = platform.on_gpu(distill(alpha=1.0, **training), platform.nproc).set_display_name("baseline")
+            baseline = platform.on_gpu(distill(alpha=1.0, **training), platform.processes).set_display_name("baseline")
             evaluated_baseline = platform.on_cpu(student_eval(
                 data=data, student=baseline.outputs["student"],
                 teacher_metrics=evaluated_teacher.outputs["teacher_metrics"], min_retention=min_retention,

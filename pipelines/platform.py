@@ -32,7 +32,7 @@ class Platform:
     gpu_step_image: str = "trainer"  # the image kind of the GPU steps; "cpu" on a machine without GPUs
     # Scale-out, fixed when the pipeline is compiled since it shapes the DAG and the GPU requests:
     teacher_shards: int = 1  # teacher_shard tasks computing the teacher's logits side by side; 1: teacher_eval alone
-    nproc: int = 1  # processes of the distill step under torchrun, one GPU each, on one node
+    processes: int = 1  # processes of the distill step under torchrun, one GPU each, on one node
 
     def on_cpu(self, task: PipelineTask) -> PipelineTask:
         """Runs the task in the CPU image."""

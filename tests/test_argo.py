@@ -173,9 +173,9 @@ def test_nproc_gives_distill_that_many_gpus_and_processes(tmp_path):
     for name in ("distill", "distill-2"):
         container = templates[name]["container"]
         assert container["resources"]["limits"]["nvidia.com/gpu"] == "2", name
-        assert container["args"][container["args"].index("--nproc") + 1] == "{{inputs.parameters.nproc}}"
-        # The task starts torchrun itself when given --nproc 2.
-        assert {"name": "nproc", "value": "2"} in tasks[name]["arguments"]["parameters"], name
+        assert container["args"][container["args"].index("--processes") + 1] == "{{inputs.parameters.processes}}"
+        # The task starts torchrun itself when given --processes 2.
+        assert {"name": "processes", "value": "2"} in tasks[name]["arguments"]["parameters"], name
     assert templates["teacher-eval"]["container"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
 

@@ -43,7 +43,7 @@ def students(tmp_path_factory, prepared_data_dir, tokenizer_dir, settings_for):
     folders = {}
     for nproc in (1, 2):
         folders[nproc] = root / f"student-{nproc}"
-        task.run(settings_for(task, teacher=teacher, student_spec=str(root / "student"), nproc=nproc, epochs=3,
+        task.run(settings_for(task, teacher=teacher, student_spec=str(root / "student"), processes=nproc, epochs=3,
                               batch_size=BATCH_SIZE, learning_rate=1e-3,
                               precision="fp32"),  # auto would be bf16 on a CPU with bf16 kernels
                  task.Files(data=str(prepared_data_dir), teacher_logits=str(root / "logits"),
@@ -87,4 +87,4 @@ def test_two_processes_write_what_one_writes(students):
 
 def test_a_batch_that_does_not_split_across_the_processes_is_refused_before_they_start(settings_for):
     with pytest.raises(KdflowInputError, match="batch_size=9 does not split evenly across 2 processes"):
-        settings_for(task, teacher="t", student_spec="from_teacher", nproc=2, batch_size=9)
+        settings_for(task, teacher="t", student_spec="from_teacher", processes=2, batch_size=9)

@@ -155,7 +155,7 @@ def run_distill(settings_for, data, teacher, student, output, logits="", **setti
     """The distill step with the pipeline's defaults but for `settings`, its student in `output`."""
     files = task.Files(data=str(data), teacher_logits=logits, student=str(output),
                        training_curves=f"{output}-curves.html")
-    return task.run(settings_for(task, teacher=teacher, student_spec=student, nproc=1, **settings), files)
+    return task.run(settings_for(task, teacher=teacher, student_spec=student, processes=1, **settings), files)
 
 
 def test_distill_step_writes_a_student_with_its_log(tmp_path, prepared_data_dir, tokenizer_dir, settings_for):

@@ -176,7 +176,7 @@ def test_the_trainjob_runs_the_distill_task_on_several_nodes():
     assert importlib.util.find_spec(arguments[1]) is not None and importlib.util.find_spec("torch.distributed.run")
     flags = parser("", distill_task.Settings, distill_task.Files, distill_task.Result).parse_args(arguments[2:])
     from_arguments(distill_task.Settings, flags)  # settings its checks accept
-    assert flags.nproc == 1  # the processes are torchrun's, on every node
+    assert flags.processes == 1  # the processes are torchrun's, on every node
     # The run's artifacts where KFP puts them, the GCS pipeline root mounted at /gcs/BUCKET, by Workload Identity.
     [patch] = job["spec"]["runtimePatches"]
     [node] = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]

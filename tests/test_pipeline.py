@@ -129,7 +129,7 @@ def test_nproc_at_compile_time_requests_that_many_gpus_for_distill(tmp_path):
     assert gpus["exec-teacher-eval"] == gpus["exec-teacher-train"] == "1"
     # ... and tells the step to start that many processes.
     root = spec["root"]["dag"]["tasks"]
-    assert root["distill"]["inputs"]["parameters"]["nproc"]["runtimeValue"]["constant"] == 4
+    assert root["distill"]["inputs"]["parameters"]["processes"]["runtimeValue"]["constant"] == 4
 
 
 def test_teacher_shards_at_compile_time_fan_out_in_a_parallel_for_and_merge(tmp_path):

@@ -42,7 +42,7 @@ def teacher(tmp_path_factory, tokenizer_dir, prepared_data_dir, settings_for):
 
 
 def settings_and_files(settings_for, prepared_data_dir, teacher, output: Path, checkpoint_uri: Path):
-    settings = settings_for(distill, teacher=teacher[0], student_spec="from_teacher", nproc=1,
+    settings = settings_for(distill, teacher=teacher[0], student_spec="from_teacher", processes=1,
                             checkpoint_uri=str(checkpoint_uri), **SETTINGS)
     files = distill.Files(data=str(prepared_data_dir), teacher_logits=teacher[1], student=str(output),
                           training_curves=f"{output}.html")

@@ -175,8 +175,8 @@ def test_every_task_of_a_preset_is_checked_before_the_run_with_the_values_the_pi
     steps = {step for step, _ in presets.step_settings(distillation_pipeline, presets.resolve("smoke", {}))}
     assert steps >= {"data_prep", "teacher_train", "teacher_check", "teacher_eval", "distill", "student_eval",
                      "onnx_export", "publish"}
-    # nproc is the platform's, so a batch it does not split stops the run before it starts.
+    # The processes are the platform's, so a batch it does not split stops the run before it starts.
     from kdflow.pipelines.platform import Platform
 
     with pytest.raises(KdflowInputError, match="batch_size=30 does not split evenly across 4 processes"):
-        presets.resolve("smoke", {"batch_size": "30"}, platform=Platform(nproc=4))
+        presets.resolve("smoke", {"batch_size": "30"}, platform=Platform(processes=4))

@@ -1,4 +1,5 @@
-"""What the teacher_train and distill steps share: Trainer settings, the padding collator, the curves report."""
+"""What the teacher_train and distill steps share: their common settings, Trainer settings, the padding collator,
+the curves report."""
 
 import base64
 import html
@@ -7,10 +8,32 @@ import json
 
 from .data import LABEL, MODEL_INPUTS
 from .errors import KdflowInputError
+from .settings import check_choice, check_positive
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TRAINING_LOG = "training_log.json"  # the Trainer log history, saved in a trained student's folder
 PROVENANCE = "distillation.json"  # the settings a student was distilled with (seed included), in its folder
+# The help of the settings both training steps take, for their Settings declarations.
+TRAINING_HELP = {
+    "epochs": "Training epochs.",
+    "learning_rate": "Peak learning rate (linear decay after 10% warm-up).",
+    "precision": "auto (bf16 on GPUs that support it, else fp16; on a CPU, bf16 where it has bf16 kernels, else "
+                 "fp32), fp32, bf16 or fp16.",
+    "seed": "Random seed of initialisation, shuffling and dropout.",
+    "checkpoint_steps": "Optimizer steps between checkpoints, from which a restarted (e.g. preempted) task resumes; "
+                        "0 for none.",
+    "checkpoint_uri": "Where checkpoints go (gs:// or a folder on a volume); empty: beside the output in the pipeline "
+                      "root.",
+}
+
+
+def check_training_settings(settings) -> None:
+    """The checks of the settings both training steps take (see TRAINING_HELP, and their batch_size)."""
+    check_choice("precision", settings.precision, PRECISIONS)
+    check_positive(settings, "epochs", "batch_size", "learning_rate")
+    if settings.checkpoint_steps < 0:
+        raise KdflowInputError(f"checkpoint_steps={settings.checkpoint_steps} must be a number of optimizer steps, or "
+                               "0 for no checkpoints.")
 
 
 def precision_flags(precision: str) -> dict:

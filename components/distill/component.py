@@ -28,7 +28,7 @@ def distill(
     seed: int,
     checkpoint_steps: int,
     checkpoint_uri: str,
-    nproc: int,
+    processes: int,
 ):
     """Distills the teacher into a smaller student with the recipe's loss.
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.settings import artifact, check_choice, check_positive, setting
-from kdflow.components.common.training import PRECISIONS
+from kdflow.components.common.training import TRAINING_HELP, check_training_settings
 
 MODES = ("cached", "online")
 
@@ -26,34 +26,29 @@ class Settings:
                                 "step; needed when tokenizers differ).")
     temperature: float = setting("Softmax temperature T of the soft term, above 0.")
     alpha: float = setting("Weight of the hard-label cross-entropy, in [0, 1]; the soft term gets 1 - alpha.")
-    epochs: float = setting("Training epochs.")
+    epochs: float = setting(TRAINING_HELP["epochs"])
     batch_size: int = setting("Training batch of an optimizer step (before accumulation), split evenly across the "
-                              "nproc processes.")
-    learning_rate: float = setting("Peak learning rate (linear decay after 10% warm-up).")
+                              "processes.")
+    learning_rate: float = setting(TRAINING_HELP["learning_rate"])
     gradient_accumulation_steps: int = setting("Batches accumulated per optimizer step.")
-    precision: str = setting("auto (bf16 on GPUs that support it, else fp16; on a CPU, bf16 where it has bf16 "
-                             "kernels, else fp32), fp32, bf16 or fp16.")
-    seed: int = setting("Random seed of initialisation, shuffling and dropout.")
-    checkpoint_steps: int = setting("Optimizer steps between checkpoints, from which a restarted (e.g. preempted) "
-                                    "task resumes; 0 for none.")
-    checkpoint_uri: str = setting("Where checkpoints go (gs:// or a folder on a volume); empty: beside the output "
-                                  "in the pipeline root.")
-    nproc: int = setting("Processes under torchrun (DDP), one GPU each, on one node; set with `kdflow compile "
-                         "--nproc`.")
+    precision: str = setting(TRAINING_HELP["precision"])
+    seed: int = setting(TRAINING_HELP["seed"])
+    checkpoint_steps: int = setting(TRAINING_HELP["checkpoint_steps"])
+    checkpoint_uri: str = setting(TRAINING_HELP["checkpoint_uri"])
+    # Not `nproc`: torchrun's parser would read a --nproc after the module as its ambiguous --nproc-per-node prefix.
+    processes: int = setting("Processes under torchrun (DDP), one GPU each, on one node; set with `kdflow compile "
+                             "--nproc`.")
 
     def __post_init__(self):
         check_loss(self.temperature, self.alpha)
         check_choice("distill_mode", self.distill_mode, MODES)
-        check_choice("precision", self.precision, PRECISIONS)
         if not 0 <= self.student_attention_dropout < 1:
             raise KdflowInputError(
                 f"student_attention_dropout={self.student_attention_dropout} must lie in [0, 1): 0 keeps PyTorch's "
                 "fused attention kernel, the recipe's DistilBERT uses 0.1.")
-        check_positive(self, "epochs", "batch_size", "learning_rate", "gradient_accumulation_steps", "nproc")
-        if self.checkpoint_steps < 0:
-            raise KdflowInputError(f"checkpoint_steps={self.checkpoint_steps} must be a number of optimizer steps, "
-                                   "or 0 for no checkpoints.")
-        check_processes(self.batch_size, self.nproc)
+        check_training_settings(self)
+        check_positive(self, "gradient_accumulation_steps", "processes")
+        check_processes(self.batch_size, self.processes)
 
 
 def check_loss(temperature: float, alpha: float) -> None:
@@ -69,7 +64,7 @@ def check_processes(batch_size: int, processes: int) -> None:
     """batch_size is the global batch of an optimizer step: each of the processes takes an equal share."""
     if batch_size % processes:
         raise KdflowInputError(f"batch_size={batch_size} does not split evenly across {processes} processes: it is "
-                               f"the global batch of a step, so make it a multiple of {processes} (nproc).")
+                               f"the global batch of a step, so make it a multiple of {processes} (--nproc).")
 
 
 @dataclass(frozen=True)

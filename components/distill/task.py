@@ -8,7 +8,7 @@ their defaults are the pipeline's parameters):
 
 Every `--checkpoint-steps` optimizer steps a checkpoint goes to `--checkpoint-uri` (empty: STUDENT_DIR-checkpoints);
 the same command started again after a kill resumes from the newest complete one (see common/checkpoints.py).
-With `--nproc N` it starts itself in N processes under torchrun (DDP: NCCL on GPUs, one GPU each; gloo on CPU).
+With `--processes N` it starts itself in N processes under torchrun (DDP: NCCL on GPUs, one GPU each; gloo on CPU).
 Under a torchrun started elsewhere (several nodes, see the README's "Several nodes") it runs as the process it
 is. `--batch-size` is the global batch of an optimizer step (before gradient accumulation), split evenly across
 the processes, so a run takes the same steps with any number of them; only the first process (rank 0) writes.
@@ -34,19 +34,19 @@ from .trainer import (
 )
 
 # Where checkpoints go, not what is trained: left out of the checkpoint identity, so a restart elsewhere resumes.
-NOT_IDENTITY = ("checkpoint_steps", "checkpoint_uri", "nproc")
+NOT_IDENTITY = ("checkpoint_steps", "checkpoint_uri", "processes")
 
 
 def run(settings: Settings, files: Files) -> dict | None:
-    """Distills the teacher into the student, in this process or, with `nproc` above 1, in that many processes on
+    """Distills the teacher into the student, in this process or, with `processes` above 1, in that many processes on
     this node under torchrun. Returns the training figures (runtime, samples per second, last losses) when it
     trained here; the processes print theirs in their log.
     """
-    if settings.nproc == 1 or "WORLD_SIZE" in os.environ:
+    if settings.processes == 1 or "WORLD_SIZE" in os.environ:
         return train(settings, files)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={settings.nproc}",
-               "-m", "kdflow.components.distill.task", *as_arguments(files),
-               *as_arguments(replace(settings, nproc=1))]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={settings.processes}", "-m", "kdflow.components.distill.task",
+               *as_arguments(files), *as_arguments(replace(settings, processes=1))]
     subprocess.run(command, check=True)
     return None
 

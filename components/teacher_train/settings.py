@@ -7,32 +7,24 @@ before the pipeline starts.
 
 from dataclasses import dataclass
 
-from kdflow.components.common.errors import KdflowInputError
-from kdflow.components.common.settings import artifact, check_choice, check_positive, returned, setting
-from kdflow.components.common.training import PRECISIONS
+from kdflow.components.common.settings import artifact, returned, setting
+from kdflow.components.common.training import TRAINING_HELP, check_training_settings
 
 
 @dataclass(frozen=True)
 class Settings:
     teacher: str = setting("A base checkpoint URI (folder, hub id or gs://) or config:NAME|PATH to train from "
                            "scratch.")
-    epochs: float = setting("Training epochs.")
+    epochs: float = setting(TRAINING_HELP["epochs"])
     batch_size: int = setting("Per-device training batch size.")
-    learning_rate: float = setting("Peak learning rate (linear decay after 10% warm-up).")
-    precision: str = setting("auto (bf16 on GPUs that support it, else fp16; on a CPU, bf16 where it has bf16 "
-                             "kernels, else fp32), fp32, bf16 or fp16.")
-    seed: int = setting("Random seed of initialisation, shuffling and dropout.")
-    checkpoint_steps: int = setting("Optimizer steps between checkpoints, from which a restarted (e.g. preempted) "
-                                    "task resumes; 0 for none.")
-    checkpoint_uri: str = setting("Where checkpoints go (gs:// or a folder on a volume); empty: beside the output "
-                                  "in the pipeline root.")
+    learning_rate: float = setting(TRAINING_HELP["learning_rate"])
+    precision: str = setting(TRAINING_HELP["precision"])
+    seed: int = setting(TRAINING_HELP["seed"])
+    checkpoint_steps: int = setting(TRAINING_HELP["checkpoint_steps"])
+    checkpoint_uri: str = setting(TRAINING_HELP["checkpoint_uri"])
 
     def __post_init__(self):
-        check_choice("precision", self.precision, PRECISIONS)
-        check_positive(self, "epochs", "batch_size", "learning_rate")
-        if self.checkpoint_steps < 0:
-            raise KdflowInputError(f"checkpoint_steps={self.checkpoint_steps} must be a number of optimizer steps, "
-                                   "or 0 for no checkpoints.")
+        check_training_settings(self)
 
 
 @dataclass(frozen=True)

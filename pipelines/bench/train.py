@@ -120,7 +120,7 @@ def kdflow_distill_settings(common: dict, overrides: dict) -> DistillSettings:
     from kdflow.pipelines.presets import pipeline_parameters
 
     return from_arguments(DistillSettings, {
-        **pipeline_parameters(), "student_spec": "from_teacher", "nproc": 1,
+        **pipeline_parameters(), "student_spec": "from_teacher", "processes": 1,
         **{name: common[name] for name in ("teacher", "student_layers", "epochs", "seed")}, **overrides,
     })
 
