@@ -251,12 +251,14 @@ def publish_decision(parameters: dict) -> dict:
 def results_table(summary: dict) -> str:
     """The run's scores as `kdflow run` prints them; `summary` is summary.json's content (summary_of_run's)."""
     record = RunSummary.from_dict(summary)
-    lines = [f"{'model':<24}{'accuracy':>10}{'macro F1':>10}"]
-    lines += [f"{name:<24}{accuracy:>10.4f}{'' if f1 is None else f'{f1:.4f}':>10}"
-              for name, accuracy, f1 in score_rows(record)]
+    rows = score_rows(record)
+    width = max(len(name) for name, _, _ in rows) + 2
+    lines = [f"{'model':<{width}}{'accuracy':>10}{'macro F1':>10}"]
+    lines += [f"{name:<{width}}{accuracy:>10.4f}{'' if f1 is None else f'{f1:.4f}':>10}" for name, accuracy, f1 in rows]
     gate = "passed" if record.gate.passed else "FAILED"
     lines.append(f"retention {record.retention:.4f} (gate {gate} at {record.gate.min_retention}), "
                  f"ONNX max |diff| {record.onnx.max_abs_diff:.2e}, {summary['duration_s']:.0f} s")
+    lines += [f"gate: {reason}" for reason in record.gate.reasons]
     if "publish" in summary:
         decision = summary["publish"]
         verdict = "promoted to latest" if decision["promoted"] else "not promoted"

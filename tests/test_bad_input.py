@@ -68,6 +68,8 @@ CASES = {
     "unknown truncation_side": (lambda t, k: ["--set", "truncation_side=middle"], "truncation_side='middle'"),
     "negative checkpoint_steps": (lambda t, k: ["--set", "checkpoint_steps=-1"], "checkpoint_steps=-1 must be"),
     "batch not split by --nproc": (lambda t, k: ["--nproc", "3"], "batch_size=32 does not split evenly across 3"),
+    "accuracy margin of 1": (lambda t, k: ["--set", "min_accuracy_margin=1"], "min_accuracy_margin=1.0 must lie in [0, 1)"),
+    "accuracy margin nan": (lambda t, k: ["--set", "min_accuracy_margin=nan"], "min_accuracy_margin=nan must lie in"),
     "imdb preset without a teacher": (lambda t, k: ["--preset", "imdb"], "needs a teacher"),
     "minilm preset without data": (lambda t, k: ["--preset", "minilm"], "The minilm preset needs --data"),
     "publish URI without write access": (lambda t, k: ["--publish-uri", blocked_folder(t)],

@@ -67,3 +67,39 @@ def test_the_quality_report_compares_every_model(smoke_output, smoke_summary):
         assert figures["parameters"] > 0 and figures["size_mb"] > 0
         assert set(figures["latency_ms"]) == {"1", "32"}
     assert smoke_summary["teacher"]["parameters"] > smoke_summary["student"]["parameters"]
+
+
+@pytest.mark.slow
+def test_a_teacher_that_guesses_fails_the_gate_and_nothing_is_published(tmp_path, tokenizer_dir, capsys):
+    """A teacher left at chance answers one class for every review, and a student that copies it keeps all of its
+    accuracy: retention alone would pass it. The gate's floor above the majority class stops it; publish does not
+    run, the champion stays, and the summary, the results table and the report say why."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    teacher = BertForSequenceClassification(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                                                       num_attention_heads=2, intermediate_size=64))
+    with torch.no_grad():  # "positive" whatever the review says
+        teacher.classifier.weight.zero_()
+        teacher.classifier.bias.copy_(torch.tensor([0.0, 1.0]))
+    teacher.save_pretrained(str(tmp_path / "teacher"))
+    tokenizer.save_pretrained(str(tmp_path / "teacher"))
+    champion = tmp_path / "published" / "kdflow-student" / "latest.json"
+    champion.parent.mkdir(parents=True)
+    champion.write_text('{"version": "the-champion"}')
+
+    output = tmp_path / "run"
+    assert main(["run", "--preset", "smoke", "--output", str(output), "--publish-uri", str(tmp_path / "published"),
+                 "--set", f"teacher={tmp_path / 'teacher'}", "--set", "train_teacher=false", "--set", "tokenizer=",
+                 "--set", "max_train_samples=200", "--set", "max_eval_samples=100", "--set", "epochs=1"]) == 0
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["teacher"]["accuracy"] == 0.5 and not summary["gate"]["passed"]
+    reasons = summary["gate"]["reasons"]
+    assert "The teacher's accuracy 0.5000 is not min_accuracy_margin=0.05 above 0.5000" in reasons[0]
+    assert "The teacher answers one class for 100.0% of the test rows." in reasons
+    assert summary["publish"]["promoted"] is False and "did not pass its gate" in summary["publish"]["reason"]
+    assert champion.read_text() == '{"version": "the-champion"}'
+    assert [path.name for path in champion.parent.iterdir()] == ["latest.json"]
+    assert f"gate: {reasons[0]}" in capsys.readouterr().out
+    assert "<p class=failed>Gate failed: The teacher&#x27;s accuracy 0.5000" in (output / "quality_report.html").read_text()

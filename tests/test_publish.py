@@ -23,7 +23,7 @@ def write_results(folder, onnx_dir, accuracy):
         return Scores(accuracy=value, macro_f1=value, confusion_matrix=CONFUSION, rows=48)
 
     Evaluation(scores(0.95), ["negative", "positive"]).write(folder / "teacher.json")
-    Evaluation(scores(accuracy), ["negative", "positive"], Gate.judge(accuracy, 0.95, 0.9)).write(
+    Evaluation(scores(accuracy), ["negative", "positive"], Gate.judge(scores(accuracy), scores(0.95), 0.9, 0.05)).write(
         folder / "student.json")
     OnnxReport(
         exports={kind.name: ExportScores(accuracy=accuracy, macro_f1=accuracy, confusion_matrix=CONFUSION,

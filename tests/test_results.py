@@ -30,16 +30,16 @@ def onnx_report() -> OnnxReport:
 def run_summary(with_baseline: bool = True) -> RunSummary:
     return RunSummary.of(
         teacher=Evaluation(scores(0.93, 110_000_000), ["negative", "positive"]),
-        student=Evaluation(scores(0.91), ["negative", "positive"], Gate.judge(0.91, 0.93, 0.97)),
+        student=Evaluation(scores(0.91), ["negative", "positive"], Gate.judge(scores(0.91), scores(0.93), 0.97, 0.05)),
         onnx=onnx_report(), seed=42,
-        baseline=Evaluation(scores(0.88), ["negative", "positive"], Gate.judge(0.88, 0.93, 0.97))
+        baseline=Evaluation(scores(0.88), ["negative", "positive"], Gate.judge(scores(0.88), scores(0.93), 0.97, 0.05))
         if with_baseline else None)
 
 
 @pytest.mark.parametrize("record", [
-    scores(0.9), Gate.judge(0.9, 0.95, 0.97),
+    scores(0.9), Gate.judge(scores(0.9), scores(0.95), 0.97, 0.05),
     Evaluation(scores(0.93), ["negative", "positive"]),
-    Evaluation(scores(0.91), ["negative", "positive"], Gate.judge(0.91, 0.93, 0.97)),
+    Evaluation(scores(0.91), ["negative", "positive"], Gate.judge(scores(0.91), scores(0.93), 0.97, 0.05)),
     onnx_report(), run_summary(), run_summary(with_baseline=False),
 ], ids=["scores", "gate", "teacher evaluation", "student evaluation", "onnx report", "summary", "no baseline"])
 def test_each_type_round_trips_through_its_json(record):
@@ -54,16 +54,46 @@ def test_a_file_round_trips_too(tmp_path):
 
 
 def test_the_gate_is_the_students_share_of_the_teachers_accuracy():
-    assert Gate.judge(0.9, 0.95, 0.9) == Gate(teacher_accuracy=0.95, retention=0.9 / 0.95, min_retention=0.9,
-                                              passed=True)
-    assert not Gate.judge(0.5, 0.95, 0.9).passed
-    assert Gate.judge(0.5, 0.0, 0.9).retention == 0.0
+    assert Gate.judge(scores(0.9), scores(0.95), 0.9, 0.05) == Gate(
+        teacher_accuracy=0.95, retention=0.9 / 0.95, min_retention=0.9, passed=True, majority_rate=0.52,
+        min_accuracy_margin=0.05)
+    failed = Gate.judge(scores(0.6), scores(0.95), 0.9, 0.05)
+    assert not failed.passed and failed.reasons == ("The student keeps 0.6316 of the teacher's accuracy, below "
+                                                    "min_retention=0.9.",)
+    assert Gate.judge(scores(0.6), scores(0.0), 0.9, 0.05).retention == 0.0
+
+
+def guessing(accuracy_of_one_class: float) -> Scores:
+    """A model that answers the second class for every row of a test split that holds it `accuracy_of_one_class`."""
+    positives = round(100 * accuracy_of_one_class)
+    return Scores(accuracy=positives / 100, macro_f1=None, confusion_matrix=[[0, 100 - positives], [0, positives]],
+                  rows=100)
+
+
+def test_a_student_of_a_teacher_that_guesses_fails_the_gate_however_well_it_copies_it():
+    """A teacher left at chance answers one class for every review; its student copies it and keeps all of its
+    accuracy. Retention alone would pass it; the floor above the majority class and the single-class check do not."""
+    gate = Gate.judge(guessing(0.5), guessing(0.5), 0.97, 0.05)
+    assert gate.retention == 1.0 and not gate.passed
+    assert gate.reasons == (
+        "The teacher's accuracy 0.5000 is not min_accuracy_margin=0.05 above 0.5000, what always answering the "
+        "commonest class scores on the test split.",
+        "The teacher answers one class for 100.0% of the test rows.",
+        "The student's accuracy 0.5000 is not min_accuracy_margin=0.05 above 0.5000, what always answering the "
+        "commonest class scores on the test split.",
+        "The student answers one class for 100.0% of the test rows.")
+    # On a test split that is 99% one class, answering it scores 0.99: the floor judges that, not the share.
+    skewed = guessing(0.99)
+    assert Gate.judge(skewed, skewed, 0.97, 0.0).passed
+    assert Gate.judge(skewed, skewed, 0.97, 0.005).reasons[0].startswith("The teacher's accuracy 0.9900 is not")
 
 
 def test_a_metrics_file_keeps_its_flat_keys():
-    values = Evaluation(scores(0.91), ["negative", "positive"], Gate.judge(0.91, 0.93, 0.97)).to_dict()
+    gate = Gate.judge(scores(0.91), scores(0.93), 0.97, 0.05)
+    values = Evaluation(scores(0.91), ["negative", "positive"], gate).to_dict()
     assert list(values) == ["accuracy", "macro_f1", "confusion_matrix", "rows", "parameters", "size_mb",
-                            "latency_ms", "label_names", "teacher_accuracy", "retention", "min_retention", "passed"]
+                            "latency_ms", "label_names", "teacher_accuracy", "retention", "min_retention", "passed",
+                            "majority_rate", "min_accuracy_margin", "reasons"]
 
 
 def test_the_onnx_report_keeps_its_keys_and_is_read_by_export_kind():
@@ -95,7 +125,8 @@ def test_the_summary_has_todays_layout_and_its_schema_version():
     assert list(values["teacher"]) == ["accuracy", "macro_f1", "confusion_matrix", "rows", "parameters", "size_mb",
                                        "latency_ms"]
     assert values["retention"] == pytest.approx(0.91 / 0.93)
-    assert values["gate"] == {"passed": True, "min_retention": 0.97}  # 0.91 / 0.93 = 0.978
+    assert values["gate"] == {"passed": True, "min_retention": 0.97,  # 0.91 / 0.93 = 0.978
+                              "majority_rate": 0.52, "min_accuracy_margin": 0.05, "reasons": []}
     assert values["baseline"]["retention"] == pytest.approx(0.88 / 0.93)
     assert values["onnx"] == onnx_report().to_dict()
     assert "baseline" not in run_summary(with_baseline=False).to_dict()

@@ -19,6 +19,7 @@ from .errors import KdflowInputError
 from .training import PROVENANCE
 
 # The layout of RunSummary's JSON. A summary written before the field existed has this layout, so it reads as 1.
+# Keys added with a default for older files (the gate's reasons) keep the version; a changed key bumps it.
 SCHEMA_VERSION = 1
 ONNX_REPORT = "onnx_report.json"  # the OnnxReport, in onnx_export's output folder
 
@@ -67,29 +68,55 @@ class Scores(JsonRecord):
                    latency_ms=values.get("latency_ms"))
 
 
+# A model that gives one class for this share of the test rows or more is not classifying (unless the test split
+# itself is that skewed, where the accuracy floor judges it): a teacher left at chance answers one class for all.
+SINGLE_CLASS_SHARE = 0.98
+
+
 @dataclass(frozen=True)
 class Gate(JsonRecord):
-    """How much of the teacher's test accuracy a student keeps, and whether that is enough."""
+    """Whether a student may be published: it keeps enough of the teacher's test accuracy, and it and its teacher
+    do better than always answering the test split's commonest class (by `min_accuracy_margin`)."""
 
     teacher_accuracy: float
     retention: float  # student accuracy / teacher accuracy
     min_retention: float
     passed: bool
+    majority_rate: float | None = None  # the share of the test split's commonest class; None in older files
+    min_accuracy_margin: float | None = None
+    reasons: tuple[str, ...] = ()  # why it failed, one sentence each
 
     @classmethod
-    def judge(cls, accuracy: float, teacher_accuracy: float, min_retention: float) -> "Gate":
-        retention = accuracy / teacher_accuracy if teacher_accuracy else 0.0
-        return cls(teacher_accuracy=teacher_accuracy, retention=retention, min_retention=min_retention,
-                   passed=retention >= min_retention)
+    def judge(cls, student: Scores, teacher: Scores, min_retention: float, min_accuracy_margin: float) -> "Gate":
+        retention = student.accuracy / teacher.accuracy if teacher.accuracy else 0.0
+        majority_rate = max(map(sum, student.confusion_matrix)) / student.rows
+        reasons = []
+        if retention < min_retention:
+            reasons.append(f"The student keeps {retention:.4f} of the teacher's accuracy, below min_retention="
+                           f"{min_retention}.")
+        for model, scores in (("teacher", teacher), ("student", student)):
+            if scores.accuracy < majority_rate + min_accuracy_margin:
+                reasons.append(
+                    f"The {model}'s accuracy {scores.accuracy:.4f} is not min_accuracy_margin={min_accuracy_margin} "
+                    f"above {majority_rate:.4f}, what always answering the commonest class scores on the test split.")
+            single_class_share = max(map(sum, zip(*scores.confusion_matrix))) / scores.rows
+            if single_class_share >= SINGLE_CLASS_SHARE > majority_rate:
+                reasons.append(f"The {model} answers one class for {single_class_share:.1%} of the test rows.")
+        return cls(teacher_accuracy=teacher.accuracy, retention=retention, min_retention=min_retention,
+                   passed=not reasons, majority_rate=majority_rate, min_accuracy_margin=min_accuracy_margin,
+                   reasons=tuple(reasons))
 
     def to_dict(self) -> dict:
         return {"teacher_accuracy": self.teacher_accuracy, "retention": self.retention,
-                "min_retention": self.min_retention, "passed": self.passed}
+                "min_retention": self.min_retention, "passed": self.passed, "majority_rate": self.majority_rate,
+                "min_accuracy_margin": self.min_accuracy_margin, "reasons": list(self.reasons)}
 
     @classmethod
     def from_dict(cls, values: dict) -> "Gate":
         return cls(teacher_accuracy=values["teacher_accuracy"], retention=values["retention"],
-                   min_retention=values["min_retention"], passed=values["passed"])
+                   min_retention=values["min_retention"], passed=values["passed"],
+                   majority_rate=values.get("majority_rate"), min_accuracy_margin=values.get("min_accuracy_margin"),
+                   reasons=tuple(values.get("reasons", ())))
 
 
 @dataclass(frozen=True)
@@ -245,7 +272,7 @@ class RunSummary(JsonRecord):
     trained with and, when it was trained, the hard-label baseline.
 
     JSON: {"schema_version", "teacher": Scores, "student": Scores, "retention", "gate": {"passed",
-    "min_retention"}, "onnx": OnnxReport, "seed", "baseline": {Scores..., "retention"} (when trained)}; a reader
+    "min_retention", "majority_rate", "min_accuracy_margin", "reasons"}, "onnx": OnnxReport, "seed", "baseline": {Scores..., "retention"} (when trained)}; a reader
     keeps any other keys (the command line's settings, a publish decision) out of the type and refuses another
     schema_version.
     """
@@ -274,7 +301,9 @@ class RunSummary(JsonRecord):
             "teacher": self.teacher.to_dict(),
             "student": self.student.to_dict(),
             "retention": self.gate.retention,
-            "gate": {"passed": self.gate.passed, "min_retention": self.gate.min_retention},
+            "gate": {"passed": self.gate.passed, "min_retention": self.gate.min_retention,
+                     "majority_rate": self.gate.majority_rate, "min_accuracy_margin": self.gate.min_accuracy_margin,
+                     "reasons": list(self.gate.reasons)},
             "onnx": self.onnx.to_dict(),
             "seed": self.seed,
         }
@@ -293,8 +322,8 @@ class RunSummary(JsonRecord):
         baseline = values.get("baseline")
         return cls(
             teacher=teacher, student=Scores.from_dict(values["student"]),
-            gate=Gate(teacher_accuracy=teacher.accuracy, retention=values["retention"],
-                      min_retention=values["gate"]["min_retention"], passed=values["gate"]["passed"]),
+            gate=Gate.from_dict({**values["gate"], "teacher_accuracy": teacher.accuracy,
+                                 "retention": values["retention"]}),
             onnx=OnnxReport.from_dict(values["onnx"]), seed=values.get("seed"),
             baseline=Baseline(Scores.from_dict(baseline), baseline["retention"]) if baseline else None,
         )

@@ -17,6 +17,7 @@ def student_eval(
     student_metrics: Output[Metrics],
     student_confusion: Output[ClassificationMetrics],
     min_retention: float,
+    min_accuracy_margin: float,
 ) -> NamedTuple("GateOutputs", passed=bool, retention=float):
     """Evaluates the student on the test split and gates it on how much of the teacher's accuracy it keeps."""
     from kdflow.components.common.component import run_step

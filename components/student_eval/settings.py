@@ -13,11 +13,17 @@ from kdflow.components.common.settings import artifact, returned, setting
 @dataclass(frozen=True)
 class Settings:
     min_retention: float = setting("Least student accuracy / teacher accuracy for the gate to pass.")
+    min_accuracy_margin: float = setting(
+        "How far above the majority-class rate of the test split (what always answering its commonest class "
+        "scores) the student's and the teacher's test accuracy must lie for the gate to pass, in [0, 1).")
 
     def __post_init__(self):
         if not 0 <= self.min_retention:
             raise KdflowInputError(f"min_retention={self.min_retention} must be 0 or more: 0.97 keeps 97% of the "
                                    "teacher's accuracy.")
+        if not 0 <= self.min_accuracy_margin < 1:
+            raise KdflowInputError(f"min_accuracy_margin={self.min_accuracy_margin} must lie in [0, 1): 0.05 asks "
+                                   "for 5 points above always answering the commonest class.")
 
 
 @dataclass(frozen=True)

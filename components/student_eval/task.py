@@ -26,14 +26,15 @@ def run(settings: Settings, files: Files) -> Result:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     data = load_prepared(files.data)
-    teacher_accuracy = Evaluation.read(files.teacher_metrics).scores.accuracy
+    teacher = Evaluation.read(files.teacher_metrics).scores
     model = AutoModelForSequenceClassification.from_pretrained(files.student)
     tokenizer = AutoTokenizer.from_pretrained(files.student)
     scores = evaluate_on_test(model, tokenizer, data, INFERENCE_BATCH_SIZE)
     scores.update(footprint(model, files.student),
                   latency_ms=latencies_ms(torch_runner(model), split_for_tokenizer(data, "test", tokenizer), tokenizer))
-    gate = Gate.judge(scores["accuracy"], teacher_accuracy, settings.min_retention)
-    metrics = Evaluation(Scores.from_dict(scores), label_names=data.info["label_names"], gate=gate)
+    student = Scores.from_dict(scores)
+    gate = Gate.judge(student, teacher, settings.min_retention, settings.min_accuracy_margin)
+    metrics = Evaluation(student, label_names=data.info["label_names"], gate=gate)
     metrics.write(files.student_metrics)
     metrics.write_confusion(files.student_confusion)
     return Result(passed=gate.passed, retention=gate.retention)
