@@ -12,6 +12,7 @@ from transformers import (
     AutoTokenizer, BertConfig, BertForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification,
 )
 
+from kdflow.components.common.component import scalars
 from kdflow.components.common.data import MODEL_INPUTS, load_prepared
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.results import EXPORT_KINDS, OnnxReport
@@ -95,12 +96,12 @@ def test_export_writes_the_models_tokenizer_config_and_report(exported, prepared
     assert set(saved["size_mb"]) == {"onnx_fp32", "onnx_int8", "onnx_int8_qdq"}
     assert exports["int8"].size_mb < exports["fp32"].size_mb
     assert (output_dir / "model.int8.onnx").stat().st_size < (output_dir / "model.onnx").stat().st_size
-    # What the KFP UI shows: the figures it showed before, flat.
-    figures = json.loads((output_dir.parent / "onnx_metrics.json").read_text())
+    # What the KFP UI shows: the report's numbers, named by their path.
+    figures = dict(scalars(json.loads((output_dir.parent / "onnx_metrics.json").read_text())))
     assert figures["max_abs_diff"] == report.max_abs_diff and figures["rows"] == report.rows
     assert figures["int8_qdq_accuracy"] == exports["int8_qdq"].accuracy
-    assert figures["onnx_int8_latency_ms_b32"] == exports["int8"].latency_ms["32"]
-    assert figures["onnx_fp32_size_mb"] == exports["fp32"].size_mb
+    assert figures["latency_ms_onnx_int8_32"] == exports["int8"].latency_ms["32"]
+    assert figures["size_mb_onnx_fp32"] == exports["fp32"].size_mb
 
 
 def test_both_models_run_onnx_runtime_fused_attention(exported):
@@ -231,8 +232,8 @@ def test_component_runs_under_kfp_local(tmp_path, student_dir, prepared_data_dir
     metrics = json.loads(Path(onnx_metrics).read_text())
     assert metrics["rows"] == 16
     assert metrics["max_abs_diff"] <= 1e-4
-    assert metrics["onnx_int8_latency_ms_b1"] > 0
-    assert metrics["onnx_int8_qdq_latency_ms_b1"] > 0
+    assert metrics["latency_ms"]["onnx_int8"]["1"] > 0
+    assert metrics["latency_ms"]["onnx_int8_qdq"]["1"] > 0
 
 
 

@@ -1,6 +1,6 @@
 """A step's interface, declared once, as dataclasses whose fields carry their type and help text.
 
-Each step's task.py declares three of them:
+Each step's settings.py declares three of them (its task.py imports them):
 - its **settings**: the parameters it takes, checked in `__post_init__` (one `KdflowInputError` sentence each), as
   transformers' TrainingArguments does. They have no defaults: a default lives in the pipeline's parameter alone
   (presets override it), so every setting is required on the task's command line and in the KFP component;

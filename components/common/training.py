@@ -27,6 +27,13 @@ TRAINING_HELP = {
 }
 
 
+# The help of the settings of the steps that run a fine-tuned teacher (teacher_check, teacher_eval, teacher_shard).
+TEACHER_HELP = {
+    "teacher": "URI of the fine-tuned teacher: a folder, a hub id or gs://.",
+    "precision": "What the teacher computes in: auto (bf16 where the GPU or CPU has bf16 kernels), fp32, bf16 or fp16.",
+}
+
+
 def check_training_settings(settings) -> None:
     """The checks of the settings both training steps take (see TRAINING_HELP, and their batch_size)."""
     check_choice("precision", settings.precision, PRECISIONS)
@@ -50,8 +57,7 @@ def resolve_precision(precision: str) -> str:
     """`precision` with `auto` replaced by what this machine runs fastest (see precision_flags); checked."""
     import torch
 
-    if precision not in PRECISIONS:
-        raise KdflowInputError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}: pick one of them.")
+    check_choice("precision", precision, PRECISIONS)
     on_gpu = torch.cuda.is_available()
     if precision == "auto":
         if on_gpu:

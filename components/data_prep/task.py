@@ -27,6 +27,7 @@ import numpy as np
 from kdflow.components.common import models, step, storage
 from kdflow.components.common.data import LABEL, LENGTH, SPLITS, TEXT, save_prepared
 from kdflow.components.common.errors import KdflowInputError
+from kdflow.components.common.settings import record
 
 from . import synthetic
 from .settings import Files, Result, Settings  # noqa: F401 (Result: the step's interface)
@@ -71,15 +72,9 @@ def run(settings: Settings, files: Files) -> dict:
         text_tokenizer.truncation_side = settings.truncation_side
 
         splits = {name: encode(split, text_tokenizer, max_length) for name, split in splits.items()}
-        info = {
-            "source": settings.source, "text_column": settings.text_column, "label_column": settings.label_column,
-            "num_labels": settings.num_labels, "label_names": label_names, "max_length": max_length,
-            "truncation_side": settings.truncation_side, "tokenizer": tokenizer, "teacher": teacher,
-            "vocab_size": len(text_tokenizer), "validation_fraction": settings.validation_fraction,
-            "max_train_samples": settings.max_train_samples, "max_eval_samples": settings.max_eval_samples,
-            "seed": settings.seed, "data_version": settings.data_version,
-            **split_figures(splits, settings.num_labels, max_length),
-        }
+        # Every setting, then what the data gave: a setting added to data_prep is recorded without an edit here.
+        info = {**record(settings), "label_names": label_names, "vocab_size": len(text_tokenizer),
+                **split_figures(splits, settings.num_labels, max_length)}
         prepared = datasets.DatasetDict({name: split.remove_columns(FULL_LENGTH) for name, split in splits.items()})
         save_prepared(str(Path(scratch, "prepared")), prepared, text_tokenizer, info)
         storage.move_into(Path(scratch, "prepared"), Path(files.data), last=INFO_FILE)

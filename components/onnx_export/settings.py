@@ -32,8 +32,8 @@ class Files:
                                "model.int8.qdq.onnx (static int8, standard operators) for OpenVINO, tokenizer, "
                                "config.json and onnx_report.json (kdflow.components.common.results.OnnxReport).",
                                output=True)
-    onnx_metrics: str = artifact("Parity, accuracy and median latency of PyTorch and of each ONNX file on its "
-                                 "runtime, file sizes (also JSON).", output=True)
+    onnx_metrics: str = artifact("The report of onnx_model: parity, accuracy and median latency of PyTorch and of "
+                                 "each ONNX file on its runtime, file sizes.", output=True)
 
 
 Result = None

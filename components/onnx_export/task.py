@@ -20,7 +20,6 @@ kdflow.components.common.results). It is filled only once the fp32 ONNX model ma
 tolerance: a failed check leaves it as it was.
 """
 
-import json
 import shutil
 import sys
 import tempfile
@@ -38,7 +37,6 @@ from kdflow.components.common.inference import (
 from kdflow.components.common.metrics import argmax, classification_metrics
 from kdflow.components.common.results import (
     EXPORT_KINDS, EXPORTS, ONNX_REPORT, ONNX_RUNTIME, OPENVINO, PARITY_KIND, PYTORCH_KEY, ExportScores, OnnxReport,
-    difference_key,
 )
 from kdflow.components.common.storage import move_into
 
@@ -69,7 +67,7 @@ def run(settings: Settings, files: Files) -> None:
     The student is a `save_pretrained` folder of a sequence classifier with its tokenizer. The data's test split is
     what parity, accuracy and latency (at LATENCY_BATCH_SIZES) are measured on, its first training rows calibrate
     the static int8 model. The ONNX files, tokenizer, config.json and onnx_report.json go to the onnx_model folder
-    (absent or empty); the figures the KFP UI shows to onnx_metrics.
+    (absent or empty); the report also to onnx_metrics, whose numbers the KFP UI shows.
 
     Raises:
         KdflowInputError: A bad folder, before any export.
@@ -131,24 +129,7 @@ def run(settings: Settings, files: Files) -> None:
         shutil.copy(Path(files.student, "config.json"), scratch / "config.json")
         report.write(scratch / ONNX_REPORT)
         move_into(scratch, output, last=ONNX_REPORT)
-    Path(files.onnx_metrics).parent.mkdir(parents=True, exist_ok=True)
-    Path(files.onnx_metrics).write_text(json.dumps(ui_figures(report), indent=2))
-
-
-def ui_figures(report: OnnxReport) -> dict[str, float]:
-    """The report's numbers the KFP UI shows, flat: parity, accuracy, rows, latency per runtime and batch size
-    (`onnx_int8_latency_ms_b1`), file sizes (`onnx_int8_size_mb`)."""
-    exports = report.exports
-    figures = {difference_key(name): export.max_abs_diff for name, export in exports.items()}
-    figures["pytorch_accuracy"] = report.pytorch_accuracy
-    figures.update({f"{name}_accuracy": export.accuracy for name, export in exports.items()})
-    figures["rows"] = report.rows
-    for runtime, by_batch_size in report.latency_ms().items():
-        for batch_size, milliseconds in by_batch_size.items():
-            figures[f"{runtime}_latency_ms_b{batch_size}"] = milliseconds
-    for name, export in exports.items():
-        figures[f"{EXPORTS[name].key}_size_mb"] = export.size_mb
-    return figures
+    report.write(files.onnx_metrics)  # the same report: the KFP UI shows its numbers, named by their path
 
 
 def check_folders(student_dir: str, output_dir: str) -> None:

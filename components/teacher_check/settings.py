@@ -6,11 +6,12 @@ Light (standard library only), so that the command line checks a run's settings 
 from dataclasses import dataclass
 
 from kdflow.components.common.settings import artifact, returned, setting
+from kdflow.components.common.training import TEACHER_HELP
 
 
 @dataclass(frozen=True)
 class Settings:
-    teacher: str = setting("URI of the fine-tuned teacher: a folder, a hub id or gs://.")
+    teacher: str = setting(TEACHER_HELP["teacher"])
 
 
 @dataclass(frozen=True)

@@ -7,16 +7,15 @@ before the pipeline starts.
 from dataclasses import dataclass
 
 from kdflow.components.common.settings import artifact, check_choice, setting
-from kdflow.components.common.training import PRECISIONS
+from kdflow.components.common.training import PRECISIONS, TEACHER_HELP
 
 
 @dataclass(frozen=True)
 class Settings:
-    teacher: str = setting("URI of the fine-tuned teacher: a folder, a hub id or gs://.")
+    teacher: str = setting(TEACHER_HELP["teacher"])
     cache_logits: bool = setting("Compute the logits on the training data here; false when teacher_shard steps "
                                  "compute them.")
-    precision: str = setting("What the teacher computes in: auto (bf16 where the GPU or CPU has bf16 kernels), "
-                             "fp32, bf16 or fp16.")
+    precision: str = setting(TEACHER_HELP["precision"])
 
     def __post_init__(self):
         check_choice("precision", self.precision, PRECISIONS)

@@ -8,17 +8,16 @@ from dataclasses import dataclass
 
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.settings import artifact, check_choice, setting
-from kdflow.components.common.training import PRECISIONS
+from kdflow.components.common.training import PRECISIONS, TEACHER_HELP
 
 
 @dataclass(frozen=True)
 class Settings:
-    teacher: str = setting("URI of the fine-tuned teacher: a folder, a hub id or gs://.")
+    teacher: str = setting(TEACHER_HELP["teacher"])
     shard: int = setting("This shard's index, from 0.")
     shards: int = setting("The number of shards; shard I holds the I-th of that many contiguous row ranges of each "
                           "split.")
-    precision: str = setting("What the teacher computes in: auto (bf16 where the GPU or CPU has bf16 kernels), fp32, "
-                             "bf16 or fp16.")
+    precision: str = setting(TEACHER_HELP["precision"])
 
     def __post_init__(self):
         if not 0 <= self.shard < self.shards:
