@@ -4,10 +4,14 @@
 # only the host's NVIDIA driver, which the NVIDIA container toolkit (docker run --gpus, or the Kubernetes
 # device plugin) mounts into the container.
 # BASE_IMAGE: any Debian-like image with python3 (3.10+) and its venv module; swap it for air-gapped builds.
-ARG BASE_IMAGE=python:3.11-slim-bookworm
+# The default is pinned by digest, so a rebuilt tag cannot change the image unnoticed: the tag's multi-arch index
+# (amd64 and arm64 alike). To update it, put the digest that `docker buildx imagetools inspect
+# python:3.11-slim-bookworm` prints in both Dockerfiles (Renovate's Dockerfile manager can keep it current).
+ARG BASE_IMAGE=python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b
 FROM ${BASE_IMAGE}
 
-# Empty: the default pip index's torch, built for CUDA; or a CUDA wheel index of PyTorch's to pick the CUDA version.
+# Empty: the default pip index's torch, built for CUDA. Another CUDA version (a CUDA wheel index of PyTorch's) has
+# other files and CUDA libraries: lock images/torch-cuda.txt against that index first.
 ARG TORCH_INDEX_URL=
 ARG KDFLOW_VERSION=dev
 LABEL org.opencontainers.image.title="kdflow-trainer" org.opencontainers.image.version="${KDFLOW_VERSION}"
@@ -17,11 +21,12 @@ ENV PATH=/opt/kdflow/bin:$PATH \
     HF_HOME=/tmp/huggingface HF_HUB_DISABLE_TELEMETRY=1 \
     NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
-# The pinned dependencies first, in their own layer: a code change rebuilds only the small layer below.
-COPY images/requirements.txt /opt/kdflow-src/images/
+# The locked dependencies first, in their own layer: a code change rebuilds only the small layer below.
+# torch comes from this image's own lock (torch-cuda.txt), the rest from the shared one; pip checks every file's hash.
+COPY images/requirements.txt images/torch-cuda.txt /opt/kdflow-src/images/
 RUN python3 -m venv /opt/kdflow \
-    && pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
-        --requirement /opt/kdflow-src/images/requirements.txt
+    && pip install --require-hashes ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
+        --requirement /opt/kdflow-src/images/torch-cuda.txt --requirement /opt/kdflow-src/images/requirements.txt
 
 COPY pyproject.toml README.md /opt/kdflow-src/
 COPY components /opt/kdflow-src/components
@@ -29,7 +34,8 @@ COPY pipelines /opt/kdflow-src/pipelines
 # The benchmarks (kdflow.pipelines.bench) are for a source checkout, not for the steps. setuptools refuses a
 # declared package missing from the build context, so they are removed, installed and source copy, right
 # after the install: the installed copy never reaches a layer.
-RUN pip install --no-deps /opt/kdflow-src \
+# Nothing downloaded, so nothing unchecked: no index, and the build uses the locked setuptools (no build isolation).
+RUN pip install --no-deps --no-index --no-build-isolation /opt/kdflow-src \
     && rm -r /opt/kdflow/lib/python3*/site-packages/kdflow/pipelines/bench /opt/kdflow-src/pipelines/bench \
     && useradd --create-home --uid 1000 kdflow
 

@@ -18,6 +18,7 @@ KdflowFailure (1); only main turns them into exit statuses.
 
 import argparse
 import json
+import math
 import shutil
 import sys
 import time
@@ -33,7 +34,7 @@ from kdflow.components.common.results import RunSummary, score_rows
 from . import cluster, presets
 from .distillation import PIPELINE_NAME
 from .platform import Platform
-from .targets import argo, images, kfp, local
+from .targets import argo, images, kfp, local, run_folder
 
 BENCH = "kdflow.pipelines.bench"
 
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     except KdflowFailure as failure:
         print(f"kdflow: error: {failure}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # kdflow run says more, where it knows which step it stopped
+        print("kdflow: interrupted.", file=sys.stderr)
+        return 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,10 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the pipeline locally with kfp.local")
     run.add_argument("--preset", default="smoke", help=f"parameter set: {', '.join(presets.PRESETS)} (default smoke)")
     run.add_argument("--data", help="dataset: a local folder or gs:// prefix with train/test files, or a hub name")
-    run.add_argument("--output", default="runs/latest", help="folder for summary.json and the run's artifacts")
+    run.add_argument("--output", type=folder_to_write, default="runs/latest", help="folder for summary.json and the run's artifacts")
     run.add_argument("--publish-uri", help="publish a student that passes its gate here (gs://bucket/prefix or a folder)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                      help="override a pipeline parameter (repeatable)")
+    run.add_argument("--verbose", action="store_true",
+                     help="stream every step's log here as it runs (default: a line per step; the logs go to "
+                          "OUTPUT/logs/STEP.log)")
     run.add_argument("--runner", choices=("subprocess", "docker"), default="subprocess",
                      help="subprocess: every step in this Python environment (default); docker: every step in its "
                           "container image, through Docker or podman's Docker API socket (DOCKER_HOST)")
@@ -75,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--cron", metavar="SCHEDULE",
                           help="with --target argo: a CronWorkflow running the WorkflowTemplate on this five-field "
                                "schedule (UTC), e.g. '0 3 * * 0'")
-    compile_.add_argument("--output", help="where to write the YAML (default distillation.yaml, "
+    compile_.add_argument("--output", type=file_to_write, help="where to write the YAML (default distillation.yaml, "
                                            "distillation-argo.yaml or distillation-argo-cron.yaml)")
     compile_.add_argument("--gcp-key-secret", default="",
                           help="mount this Kubernetes secret's key.json as GCS credentials in every task "
@@ -119,42 +126,42 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="benchmarks: distillation against the recipe, and serving speed")
     benches = bench.add_subparsers(required=True, metavar="COMMAND")
     train = benches.add_parser("train", help="the recipe as written and kdflow's distill step, side by side")
-    train.add_argument("--teacher", required=True, help="a fine-tuned BERT teacher's folder (both sides use it)")
-    train.add_argument("--data", required=True, help="a folder with train.parquet and test.parquet (text, label)")
-    train.add_argument("--output", default="bench/train", help="working folder; bench_train.json goes here")
-    train.add_argument("--rows", type=int, default=1000, help="training rows of each side (default 1000)")
-    train.add_argument("--eval-rows", type=int, default=1000, help="held-out test rows both students are scored on")
-    train.add_argument("--max-length", type=int, default=512, help="tokens kept per review (default 512)")
-    train.add_argument("--epochs", type=float, default=2.0)
-    train.add_argument("--recipe-max-steps", type=int, default=0,
+    train.add_argument("--teacher", type=existing_folder, required=True, help="a fine-tuned BERT teacher's folder (both sides use it)")
+    train.add_argument("--data", type=existing_folder, required=True, help="a folder with train.parquet and test.parquet (text, label)")
+    train.add_argument("--output", type=folder_to_write, default="bench/train", help="working folder; bench_train.json goes here")
+    train.add_argument("--rows", type=whole_number(1), default=1000, help="training rows of each side (default 1000)")
+    train.add_argument("--eval-rows", type=whole_number(1), default=1000, help="held-out test rows both students are scored on")
+    train.add_argument("--max-length", type=whole_number(1), default=512, help="tokens kept per review (default 512)")
+    train.add_argument("--epochs", type=finite_number, default=2.0)
+    train.add_argument("--recipe-max-steps", type=whole_number(0), default=0,
                        help="stop the recipe after this many steps and extrapolate its time (for long GPU runs)")
-    train.add_argument("--repeats", type=int, default=3, help="runs of both sides; figures are medians (default 3)")
-    train.add_argument("--student-layers", type=int, default=3)
-    train.add_argument("--seed", type=int, default=42)
-    train.add_argument("--peak-tflops", type=float, default=0.0,
+    train.add_argument("--repeats", type=whole_number(1), default=3, help="runs of both sides; figures are medians (default 3)")
+    train.add_argument("--student-layers", type=whole_number(1), default=3)
+    train.add_argument("--seed", type=whole_number(0), default=42)
+    train.add_argument("--peak-tflops", type=finite_number, default=0.0,
                        help="the GPU's dense bf16 peak, for model FLOPs utilisation (default: known GPUs by name)")
     train.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
                        help="change a setting of kdflow's distill step (batch_size, learning_rate, precision, ...)")
     train.set_defaults(command=bench_train_command)
     infer = benches.add_parser("infer", help="throughput and accuracy of teacher, student and its ONNX files")
-    infer.add_argument("--teacher", required=True, help="a fine-tuned teacher's folder")
-    infer.add_argument("--student", required=True, help="a trained student's folder")
-    infer.add_argument("--data", required=True, help="a folder with test.parquet (text, label)")
-    infer.add_argument("--output", default="bench/infer", help="folder for the ONNX files and bench_infer.json")
-    infer.add_argument("--rows", type=int, default=512, help="test rows, served at batch 32 (default 512)")
-    infer.add_argument("--batch-1-rows", type=int, default=64, help="of those, the rows served one at a time")
-    infer.add_argument("--max-length", type=int, default=512)
-    infer.add_argument("--repeats", type=int, default=3, help="passes; figures are medians (default 3)")
+    infer.add_argument("--teacher", type=existing_folder, required=True, help="a fine-tuned teacher's folder")
+    infer.add_argument("--student", type=existing_folder, required=True, help="a trained student's folder")
+    infer.add_argument("--data", type=existing_folder, required=True, help="a folder with test.parquet (text, label)")
+    infer.add_argument("--output", type=folder_to_write, default="bench/infer", help="folder for the ONNX files and bench_infer.json")
+    infer.add_argument("--rows", type=whole_number(1), default=512, help="test rows, served at batch 32 (default 512)")
+    infer.add_argument("--batch-1-rows", type=whole_number(1), default=64, help="of those, the rows served one at a time")
+    infer.add_argument("--max-length", type=whole_number(1), default=512)
+    infer.add_argument("--repeats", type=whole_number(1), default=3, help="passes; figures are medians (default 3)")
     infer.set_defaults(command=bench_infer_command)
     return parser
 
 
 def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
     """Settings that shape the DAG and its GPU requests, so they are fixed when the pipeline is built."""
-    parser.add_argument("--teacher-shards", type=at_least_one, default=Platform.teacher_shards, metavar="N",
+    parser.add_argument("--teacher-shards", type=whole_number(1), default=Platform.teacher_shards, metavar="N",
                         help="compute the teacher's logits on the training data in N parallel tasks, one GPU each, "
                              "merged in row order (default 1: within teacher_eval)")
-    parser.add_argument("--nproc", type=at_least_one, default=Platform.processes, metavar="N",
+    parser.add_argument("--nproc", type=whole_number(1), default=Platform.processes, metavar="N",
                         help="run distill in N processes under torchrun on one node, requesting N GPUs; batch_size "
                              "stays the global batch (default 1)")
 
@@ -182,11 +189,49 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
                         help="set a pipeline parameter (repeatable)")
 
 
-def at_least_one(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+# argparse types: a bad value stops the command with argparse's one line naming the option, before any work.
+def whole_number(least: int):
+    """An int of at least `least`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{value} must be at least {least}")
+        return value
+    return parse
+
+
+def finite_number(text: str) -> float:
+    """A finite float of 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be a finite number of 0 or more")
     return value
+
+
+def existing_folder(text: str) -> str:
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a folder")
+    return text
+
+
+def folder_to_write(text: str) -> str:
+    """A folder that may not exist yet; not a file."""
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file: give a folder")
+    return text
+
+
+def file_to_write(text: str) -> str:
+    """A file that may not exist yet; not a folder."""
+    if Path(text).is_dir() or text.endswith("/"):
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder: give a file name in it")
+    return text
 
 
 def platform_of(args, **settings) -> Platform:
@@ -210,20 +255,36 @@ def run_command(args) -> int:
         # Versions sort by time; the run knows its version, so it can report the publish decision.
         parameters["model_version"] = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     output = Path(args.output).resolve()
+    with run_folder.held(output):
+        return run_in_folder(output, parameters, args, platform)
+
+
+def run_in_folder(output: Path, parameters: dict, args, platform: Platform) -> int:
+    """The run, once it holds its folder: the pipeline, then summary.json and the quality report beside its logs."""
     summary_path = output / "summary.json"
     report_path = output / "quality_report.html"
     for stale in (summary_path, report_path):  # a previous run's results must not pass for this run's
         stale.unlink(missing_ok=True)
     started = time.monotonic()
-    outputs = local.run_locally(parameters, output / "pipeline_root", args.runner, platform)
+    logs = run_folder.StepLogs(output / "logs", sys.stdout, args.verbose)
+    try:
+        with logs.capturing():
+            outputs = local.run_locally(parameters, output / "pipeline_root", args.runner, platform)
+    except KdflowFailure as failure:
+        raise KdflowFailure(f"{failure}: see {logs.failed_log or logs.run_log.name}.") from None
+    except KeyboardInterrupt:
+        step = f"in {logs.step} " if logs.step else ""
+        print(f"kdflow: interrupted {step}after {time.monotonic() - started:.0f} s; the finished steps' outputs stay "
+              f"in {output / 'pipeline_root'} and their logs in {logs.folder}; a new run starts from the first step.",
+              file=sys.stderr)
+        return 130
     summary = summary_of_run(outputs, parameters, args.preset, time.monotonic() - started)
     if parameters["publish_uri"]:
         summary["publish"] = publish_decision(parameters)
-    output.mkdir(parents=True, exist_ok=True)
     shutil.copy(summary["artifacts"]["quality_report"], report_path)
     summary_path.write_text(json.dumps(summary, indent=2))
     print(results_table(summary))
-    print(f"\nsummary: {summary_path}\nquality report: {report_path}")
+    print(f"\nsummary: {summary_path}\nquality report: {report_path}\nlogs: {output / 'logs'}")
     return 0
 
 

@@ -183,7 +183,8 @@ def build_pipeline(platform: Platform = Platform()) -> GraphComponent:
         with dsl.If(publish_uri != ""):
             with dsl.If(evaluated_student.outputs["passed"] == True):  # noqa: E712
                 platform.on_cpu(publish(
-                    student=distilled.outputs["student"], onnx_model=exported.outputs["onnx_model"],
+                    data=prepared.outputs["data"], student=distilled.outputs["student"],
+                    onnx_model=exported.outputs["onnx_model"],
                     teacher_metrics=evaluated_teacher.outputs["teacher_metrics"],
                     student_metrics=evaluated_student.outputs["student_metrics"], publish_uri=publish_uri,
                     model_name=model_name, model_version=model_version, promotion_tolerance=promotion_tolerance,

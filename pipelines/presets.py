@@ -121,15 +121,35 @@ def check(parameters: dict, preset: str, platform: Platform) -> None:
             f"The {preset} preset needs a teacher: pass --set teacher=PATH_OR_HUB_ID of a fine-tuned classifier "
             "(or a base checkpoint with --set train_teacher=true)."
         )
-    for step, values in step_settings(build_pipeline(platform), parameters):
+    for step, values, names in step_settings(build_pipeline(platform), parameters):
         settings = import_module(f"kdflow.components.{step}.settings").Settings
         declared = dataclasses.fields(settings) if settings else ()
         if declared and all(item.name in values for item in declared):
-            settings(**{item.name: item.type(values[item.name]) for item in declared})  # runs the step's checks
+            try:
+                settings(**{item.name: item.type(values[item.name]) for item in declared})  # the step's checks
+            except KdflowInputError as error:
+                raise KdflowInputError(as_parameter_sentence(str(error), names)) from None
+    # The commonest class holds at least 1/num_labels of the test rows, so a larger margin no student can pass.
+    majority_floor = 1 / parameters["num_labels"]
+    if majority_floor + parameters["min_accuracy_margin"] >= 1:
+        raise KdflowInputError(
+            f"min_accuracy_margin={parameters['min_accuracy_margin']} cannot be passed with num_labels="
+            f"{parameters['num_labels']}: the commonest class alone scores at least {majority_floor:.2f}, so use a "
+            f"margin below {1 - majority_floor:.2f}.")
+
+
+def as_parameter_sentence(sentence: str, names: dict[str, str]) -> str:
+    """A step's sentence about its setting, naming the pipeline parameter the user set instead where the two
+    differ (teacher_train's learning_rate is the pipeline's teacher_learning_rate)."""
+    for setting, parameter in names.items():
+        if setting != parameter and sentence.startswith(f"{setting}="):
+            return parameter + sentence[len(setting):]
+    return sentence
 
 
 def step_settings(pipeline, parameters: dict):
-    """(step, the values of its settings) for every task of the compiled `pipeline` run with `parameters`.
+    """(step, the values of its settings, the pipeline parameter each setting takes its value from) for every task
+    of the compiled `pipeline` run with `parameters`.
 
     A value another task computes (the teacher's URI) is taken as the pipeline parameter of the same name; where
     there is none (a loop's item), the value is left out and that task's settings go unchecked.
@@ -137,6 +157,7 @@ def step_settings(pipeline, parameters: dict):
     spec = json_format.MessageToDict(pipeline.pipeline_spec)
 
     def tasks(component: dict, inputs: dict):
+        """`inputs`: the component's input name -> (its value, the pipeline parameter it comes from)."""
         for task in component["dag"]["tasks"].values():
             values = {}
             for name, source in task.get("inputs", {}).get("parameters", {}).items():
@@ -144,14 +165,16 @@ def step_settings(pipeline, parameters: dict):
                     if source["componentInputParameter"] in inputs:
                         values[name] = inputs[source["componentInputParameter"]]
                 elif "runtimeValue" in source:
-                    values[name] = source["runtimeValue"]["constant"]
+                    values[name] = (source["runtimeValue"]["constant"], name)
                 elif name in parameters:
-                    values[name] = parameters[name]
+                    values[name] = (parameters[name], name)
             inner = spec["components"][task["componentRef"]["name"]]
             if "dag" in inner:
                 yield from tasks(inner, values)
             else:
                 arguments = spec["deploymentSpec"]["executors"][inner["executorLabel"]]["container"]["args"]
-                yield arguments[arguments.index("--function_to_execute") + 1], values
+                step = arguments[arguments.index("--function_to_execute") + 1]
+                yield (step, {name: value for name, (value, _) in values.items()},
+                       {name: parameter for name, (_, parameter) in values.items()})
 
-    yield from tasks(spec["root"], parameters)
+    yield from tasks(spec["root"], {name: (value, name) for name, value in parameters.items()})

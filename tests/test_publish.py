@@ -56,14 +56,15 @@ def destination(gcs):
     return f"gs://{bucket.name}/published"
 
 
-def publish(model_folders, destination, tmp_path, version, accuracy, **options):
-    """The step on a student this accurate; returns the decision it recorded at the destination."""
+def publish(model_folders, destination, tmp_path, version, accuracy, data, **options):
+    """The step on a student this accurate, scored on the test rows of `data`; returns the decision it recorded at
+    the destination."""
     student, onnx = model_folders
     write_results(tmp_path, Path(onnx), accuracy)
     settings = {"publish_uri": destination, "model_name": "sentiment", "model_version": version,
                 "promotion_tolerance": 0.0, "run_id": "run-1", **options}
     result = task.run(Settings(**settings), Files(
-        student=student, onnx_model=onnx, teacher_metrics=str(tmp_path / "teacher.json"),
+        data=str(data), student=student, onnx_model=onnx, teacher_metrics=str(tmp_path / "teacher.json"),
         student_metrics=str(tmp_path / "student.json"), publish_report=str(tmp_path / f"{version}.md")))
     named = settings["model_version"] or settings["run_id"]
     decision = json.loads(storage.read_text(f"{destination}/sentiment/decisions/{named}.json"))
@@ -75,8 +76,8 @@ def latest(destination):
     return json.loads(storage.read_text(f"{destination}/sentiment/latest.json"))
 
 
-def test_first_version_is_published_complete_and_promoted(tmp_path, model_folders, destination):
-    decision = publish(model_folders, destination, tmp_path, "v1", 0.90)
+def test_first_version_is_published_complete_and_promoted(tmp_path, model_folders, destination, prepared_data_dir):
+    decision = publish(model_folders, destination, tmp_path, "v1", 0.90, prepared_data_dir)
     assert decision["promoted"] and decision["champion"] is None
     assert latest(destination) == {"version": "v1", "uri": f"{destination}/sentiment/v1", "accuracy": 0.90}
     files = storage.list_files(f"{destination}/sentiment/v1")
@@ -96,11 +97,12 @@ def test_first_version_is_published_complete_and_promoted(tmp_path, model_folder
     assert "promoted" in (tmp_path / "v1.md").read_text()
 
 
-def test_a_worse_challenger_is_not_promoted_and_latest_stays(tmp_path, model_folders, destination):
-    publish(model_folders, destination, tmp_path, "v1", 0.90)
-    decision = publish(model_folders, destination, tmp_path, "v2", 0.85)
+def test_a_worse_challenger_is_not_promoted_and_latest_stays(tmp_path, model_folders, destination, prepared_data_dir):
+    publish(model_folders, destination, tmp_path, "v1", 0.90, prepared_data_dir)
+    decision = publish(model_folders, destination, tmp_path, "v2", 0.85, prepared_data_dir)
     assert not decision["promoted"]
     assert decision["champion"]["version"] == "v1" and decision["champion"]["accuracy"] == 0.90
+    assert decision["champion"]["scored"] == "as recorded, on the same test rows"
     assert latest(destination)["version"] == "v1"
     assert storage.list_files(f"{destination}/sentiment/v2") == []
     recorded = json.loads(storage.read_text(f"{destination}/sentiment/decisions/v2.json"))
@@ -108,17 +110,19 @@ def test_a_worse_challenger_is_not_promoted_and_latest_stays(tmp_path, model_fol
     assert "not promoted" in (tmp_path / "v2.md").read_text()
 
 
-def test_promotion_tolerance_lets_a_slightly_worse_challenger_through(tmp_path, model_folders, destination):
-    publish(model_folders, destination, tmp_path, "v1", 0.90)
-    assert publish(model_folders, destination, tmp_path, "v2", 0.89, promotion_tolerance=0.02)["promoted"]
+def test_promotion_tolerance_lets_a_slightly_worse_challenger_through(
+        tmp_path, model_folders, destination, prepared_data_dir):
+    publish(model_folders, destination, tmp_path, "v1", 0.90, prepared_data_dir)
+    assert publish(model_folders, destination, tmp_path, "v2", 0.89, prepared_data_dir,
+                   promotion_tolerance=0.02)["promoted"]
     assert latest(destination)["version"] == "v2"
 
 
 def test_failing_storage_mid_publish_keeps_the_old_version_and_a_rerun_completes(
-        tmp_path, model_folders, destination, gcs_emulator, monkeypatch):
+        tmp_path, model_folders, destination, gcs_emulator, monkeypatch, prepared_data_dir):
     from gcs_emulator import FaultyProxy
 
-    publish(model_folders, destination, tmp_path, "v1", 0.90)
+    publish(model_folders, destination, tmp_path, "v1", 0.90, prepared_data_dir)
     proxy = FaultyProxy(gcs_emulator.port)
     try:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
@@ -127,12 +131,12 @@ def test_failing_storage_mid_publish_keeps_the_old_version_and_a_rerun_completes
         # Two files of v2 go through, then every upload fails (until the retries give up).
         proxy.match, proxy.pass_first, proxy.fail_next = "/upload/", 2, 10**6
         with pytest.raises(RuntimeError, match="latest.json still points at the previous version"):
-            publish(model_folders, destination, tmp_path, "v2", 0.95)
+            publish(model_folders, destination, tmp_path, "v2", 0.95, prepared_data_dir)
         partial = storage.list_files(f"{destination}/sentiment/v2")
         assert len(partial) == 2 and "manifest.json" not in partial
         assert latest(destination)["version"] == "v1"
         proxy.fail_next = 0
-        assert publish(model_folders, destination, tmp_path, "v2", 0.95)["promoted"]
+        assert publish(model_folders, destination, tmp_path, "v2", 0.95, prepared_data_dir)["promoted"]
         assert latest(destination)["version"] == "v2"
         assert "manifest.json" in storage.list_files(f"{destination}/sentiment/v2")
     finally:
@@ -140,9 +144,62 @@ def test_failing_storage_mid_publish_keeps_the_old_version_and_a_rerun_completes
         storage.client.cache_clear()
 
 
-def test_rerunning_the_same_version_is_safe(tmp_path, model_folders, destination):
-    publish(model_folders, destination, tmp_path, "v1", 0.90)
-    assert publish(model_folders, destination, tmp_path, "v1", 0.90)["promoted"]
+def other_test_rows(prepared_data_dir, folder):
+    """The prepared data with a third of its test rows left out: a data refresh, as a scheduled run sees one."""
+    from kdflow.components.common.data import load_prepared, save_prepared
+
+    data = load_prepared(str(prepared_data_dir))
+    data.splits["test"] = data.splits["test"].select(range(32))
+    save_prepared(str(folder), data.splits, data.tokenizer, data.info)
+    return folder
+
+
+def tiny_classifier(tokenizer_dir, folder):
+    """A randomly initialised BERT classifier saved with its tokenizer, as a published pytorch/ folder holds it."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    model = BertForSequenceClassification(BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=32, num_labels=2))
+    model.save_pretrained(str(folder))
+    AutoTokenizer.from_pretrained(str(tokenizer_dir)).save_pretrained(str(folder))
+    return model
+
+
+def test_a_champion_scored_on_other_test_rows_is_scored_again_on_this_runs(
+        tmp_path, model_folders, destination, prepared_data_dir, tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    from kdflow.components.common.data import load_prepared
+    from kdflow.components.common.inference import evaluate_on_test
+
+    champion = tiny_classifier(tokenizer_dir, tmp_path / "champion")
+    publish((str(tmp_path / "champion"), model_folders[1]), destination, tmp_path, "v1", 0.99, prepared_data_dir)
+    refreshed = other_test_rows(prepared_data_dir, tmp_path / "refreshed")
+    decision = publish(model_folders, destination, tmp_path, "v2", 0.60, refreshed)
+
+    on_these_rows = evaluate_on_test(champion, AutoTokenizer.from_pretrained(str(tokenizer_dir)),
+                                     load_prepared(str(refreshed)))
+    assert decision["test_rows"]["count"] == 32
+    assert decision["champion"]["scored"].startswith("here, on this run's test rows (it recorded accuracy 0.9900")
+    assert decision["champion"]["accuracy"] == on_these_rows["accuracy"] != 0.99
+    assert decision["promoted"] == (0.60 >= on_these_rows["accuracy"])
+    assert "The champion was scored here, on this run's test rows" in (tmp_path / "v2.md").read_text()
+
+
+def test_a_champion_that_cannot_be_scored_on_this_runs_test_rows_is_not_replaced(
+        tmp_path, model_folders, destination, prepared_data_dir):
+    publish(model_folders, destination, tmp_path, "v1", 0.60, prepared_data_dir)  # its weights are random bytes
+    decision = publish(model_folders, destination, tmp_path, "v2", 0.95, other_test_rows(prepared_data_dir,
+                                                                                         tmp_path / "refreshed"))
+    assert not decision["promoted"] and not decision["champion"]["comparable"]
+    assert decision["champion"]["scored"].startswith("not comparable: it was scored on other test rows, and scoring "
+                                                     "it on this run's failed (")
+    assert latest(destination)["version"] == "v1"
+
+
+def test_rerunning_the_same_version_is_safe(tmp_path, model_folders, destination, prepared_data_dir):
+    publish(model_folders, destination, tmp_path, "v1", 0.90, prepared_data_dir)
+    assert publish(model_folders, destination, tmp_path, "v1", 0.90, prepared_data_dir)["promoted"]
     assert latest(destination)["version"] == "v1"
 
 
@@ -154,14 +211,15 @@ def test_rerunning_the_same_version_is_safe(tmp_path, model_folders, destination
     ({"model_version": "v/1"}, "model_version='v/1'"),
     ({"promotion_tolerance": -0.1}, "promotion_tolerance=-0.1"),
 ])
-def test_bad_publish_parameters_are_refused_before_any_upload(tmp_path, model_folders, destination, options, needle):
+def test_bad_publish_parameters_are_refused_before_any_upload(
+        tmp_path, model_folders, destination, prepared_data_dir, options, needle):
     with pytest.raises(KdflowInputError, match=needle):
-        publish(model_folders, destination, tmp_path, "v1", 0.9, **options)
+        publish(model_folders, destination, tmp_path, "v1", 0.9, prepared_data_dir, **options)
     assert storage.read_text(f"{destination}/sentiment/latest.json") is None
 
 
-def test_without_a_model_version_the_run_id_names_the_version(tmp_path, model_folders, destination):
-    decision = publish(model_folders, destination, tmp_path, "", 0.9, run_id="run-7")
+def test_without_a_model_version_the_run_id_names_the_version(tmp_path, model_folders, destination, prepared_data_dir):
+    decision = publish(model_folders, destination, tmp_path, "", 0.9, prepared_data_dir, run_id="run-7")
     assert decision["version"] == "run-7" and latest(destination)["version"] == "run-7"
 
 

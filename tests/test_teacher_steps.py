@@ -218,5 +218,5 @@ def test_student_eval_gates_a_student_on_the_teachers_accuracy_from_its_command_
 
 
 def test_student_eval_refuses_a_negative_min_retention():
-    with pytest.raises(KdflowInputError, match=r"min_retention=-0\.1 must be 0 or more"):
+    with pytest.raises(KdflowInputError, match=r"min_retention=-0\.1 must lie in \[0, 1\]"):
         student_eval.Settings(min_retention=-0.1, min_accuracy_margin=0.05)

@@ -41,6 +41,19 @@ def is_config_spec(spec: str) -> bool:
     return spec.startswith(CONFIG_PREFIX)
 
 
+def check_spec(parameter: str, spec: str, *, student: bool = False) -> None:
+    """The checks of a model specification that need no download: not empty, from_teacher only for a student, and a
+    config: that names a known configuration or a config.json that exists (or is in object storage)."""
+    if not spec:
+        raise KdflowInputError(f"{parameter}='' names no model: give a hub id, a folder, a gs:// URI or config:NAME.")
+    if spec == FROM_TEACHER and not student:
+        raise KdflowInputError(f"{parameter}={spec} is for students only: give the teacher's checkpoint.")
+    name = spec[len(CONFIG_PREFIX):]
+    if is_config_spec(spec) and name not in TINY_CONFIGS and "://" not in name and not Path(name).exists():
+        raise KdflowInputError(f"{parameter}={spec!r} names no configuration: use config:"
+                               f"{' or config:'.join(TINY_CONFIGS)} or config:PATH to a config.json.")
+
+
 def load_config(spec: str, *, num_labels: int | None = None, vocab_size: int | None = None):
     """The configuration a specification names, with the data's label count and vocabulary size where given."""
     from transformers import AutoConfig

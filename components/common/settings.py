@@ -1,9 +1,10 @@
 """A step's interface, declared once, as dataclasses whose fields carry their type and help text.
 
 Each step's settings.py declares three of them (its task.py imports them):
-- its **settings**: the parameters it takes, checked in `__post_init__` (one `KdflowInputError` sentence each), as
-  transformers' TrainingArguments does. They have no defaults: a default lives in the pipeline's parameter alone
-  (presets override it), so every setting is required on the task's command line and in the KFP component;
+- its **settings**: the parameters it takes, checked when made (`CheckedSettings`: what each type asks, then the
+  step's `check`; one `KdflowInputError` sentence each), as transformers' TrainingArguments does. They have no
+  defaults: a default lives in the pipeline's parameter alone (presets override it), so every setting is required on
+  the task's command line and in the KFP component;
 - its **files**: the artifacts it reads (`artifact`) and writes (`artifact(..., output=True)`), as paths;
 - its **result**: the values it returns to the pipeline (`returned`), written to files on the command line.
 
@@ -17,11 +18,38 @@ Light on purpose (standard library only): the CLI checks a whole parameter set w
 import argparse
 import dataclasses
 import json
+import math
+import unicodedata
 from dataclasses import field, fields
 from pathlib import Path
 from typing import Any
 
 from .errors import KdflowInputError
+
+
+class CheckedSettings:
+    """Base of every step's `Settings`: a value is checked when the settings are made, first against what its type
+    asks (a finite number, a text without control characters), then by the step's own `check`."""
+
+    def __post_init__(self):
+        for item in fields(self):
+            check_value(item.name, getattr(self, item.name), item.type)
+        self.check()
+
+    def check(self) -> None:
+        """The step's checks of its values and their combinations, one KdflowInputError sentence each."""
+
+
+def check_value(name: str, value, kind: type) -> None:
+    """What any setting of type `kind` must be: no nan or inf (they pass every comparison check unnoticed or
+    fail deep in a library) and no control character (a newline in a name would inject lines into reports and
+    paths)."""
+    if kind is float and not math.isfinite(value):
+        raise KdflowInputError(f"{name}={value} must be a finite number.")
+    if kind is str:
+        control = next((character for character in value if unicodedata.category(character) == "Cc"), None)
+        if control is not None:
+            raise KdflowInputError(f"{name}={value!r} holds the control character {control!r}: remove it.")
 
 
 def setting(help: str) -> Any:
@@ -115,6 +143,17 @@ def write_result(result, arguments: argparse.Namespace) -> None:
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise KdflowInputError(f"{name}={value!r} is not one of {', '.join(choices)}: pick one of them.")
+
+
+def check_seed(seed: int) -> None:
+    # NumPy's and so the Trainer's set_seed take 0 to 2**32 - 1; anything else fails inside a step.
+    if not 0 <= seed < 2**32:
+        raise KdflowInputError(f"seed={seed} must lie in [0, 2**32): e.g. 42.")
+
+
+def check_row_count(name: str, value: int) -> None:
+    if value < 0:
+        raise KdflowInputError(f"{name}={value} must be a row count, or 0 for all rows.")
 
 
 def check_positive(settings, *names: str) -> None:

@@ -8,7 +8,7 @@ import json
 
 from .data import LABEL, MODEL_INPUTS
 from .errors import KdflowInputError
-from .settings import check_choice, check_positive
+from .settings import check_choice, check_positive, check_seed
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TRAINING_LOG = "training_log.json"  # the Trainer log history, saved in a trained student's folder
@@ -38,6 +38,7 @@ def check_training_settings(settings) -> None:
     """The checks of the settings both training steps take (see TRAINING_HELP, and their batch_size)."""
     check_choice("precision", settings.precision, PRECISIONS)
     check_positive(settings, "epochs", "batch_size", "learning_rate")
+    check_seed(settings.seed)
     if settings.checkpoint_steps < 0:
         raise KdflowInputError(f"checkpoint_steps={settings.checkpoint_steps} must be a number of optimizer steps, or "
                                "0 for no checkpoints.")

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.models import is_config_spec
-from kdflow.components.common.settings import artifact, setting
+from kdflow.components.common.settings import CheckedSettings, artifact, check_row_count, check_seed, setting
 
 TRUNCATION_SIDES = ("right", "left")
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(CheckedSettings):
     source: str = setting("synthetic, a folder or gs:// URI with train and test files (parquet, jsonl, csv), or a "
                           "hub dataset.")
     text_column: str = setting("Column holding the texts; renamed to text.")
@@ -34,7 +34,7 @@ class Settings:
     data_version: str = setting("Label of the data read, e.g. a recurring run's scheduled time; a new value makes "
                                 "the step read the source again instead of reusing a cached result.")
 
-    def __post_init__(self):
+    def check(self):
         """The checks that need no data, so a bad value stops the step (or the run) at once."""
         if self.num_labels < 2:
             raise KdflowInputError(f"num_labels={self.num_labels} must be at least 2 for a classifier.")
@@ -45,15 +45,14 @@ class Settings:
                 f"truncation_side={self.truncation_side!r} is not one of {', '.join(TRUNCATION_SIDES)}: right keeps "
                 "the beginning of long texts, left their end."
             )
-        for name in ("max_train_samples", "max_eval_samples"):
-            value = getattr(self, name)
-            if value < 0:
-                raise KdflowInputError(f"{name}={value} must be a row count, or 0 for all rows.")
+        check_row_count("max_train_samples", self.max_train_samples)
+        check_row_count("max_eval_samples", self.max_eval_samples)
         if not 0 < self.validation_fraction < 1:
             raise KdflowInputError(
                 f"validation_fraction={self.validation_fraction} must lie in (0, 1): 0.1 keeps a tenth of train for "
                 "validation."
             )
+        check_seed(self.seed)
         if not self.tokenizer and not self.teacher:
             raise KdflowInputError(
                 "Neither tokenizer nor teacher is set: set tokenizer (a checkpoint, or wordpiece) or teacher."

@@ -6,14 +6,15 @@ Light (standard library only), so that the command line checks a run's settings 
 from dataclasses import dataclass
 
 from kdflow.components.common.errors import KdflowInputError
-from kdflow.components.common.settings import artifact, check_choice, check_positive, setting
+from kdflow.components.common.models import check_spec
+from kdflow.components.common.settings import CheckedSettings, artifact, check_choice, check_positive, setting
 from kdflow.components.common.training import TRAINING_HELP, check_training_settings
 
 MODES = ("cached", "online")
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(CheckedSettings):
     teacher: str = setting("URI of the fine-tuned teacher (folder, hub id or gs://); loaded for from_teacher and "
                            "online mode.")
     student_spec: str = setting("The student: from_teacher (a DistilBERT from the BERT teacher's layers), "
@@ -39,14 +40,18 @@ class Settings:
     processes: int = setting("Processes under torchrun (DDP), one GPU each, on one node; set with `kdflow compile "
                              "--nproc`.")
 
-    def __post_init__(self):
+    def check(self):
         check_loss(self.temperature, self.alpha)
         check_choice("distill_mode", self.distill_mode, MODES)
+        if self.student_layers < 0:
+            raise KdflowInputError(f"student_layers={self.student_layers} must be a number of layers, or 0 for half "
+                                   "the teacher's.")
         if not 0 <= self.student_attention_dropout < 1:
             raise KdflowInputError(
                 f"student_attention_dropout={self.student_attention_dropout} must lie in [0, 1): 0 keeps PyTorch's "
                 "fused attention kernel, the recipe's DistilBERT uses 0.1.")
         check_training_settings(self)
+        check_spec("student_spec", self.student_spec, student=True)
         check_positive(self, "gradient_accumulation_steps", "processes")
         check_processes(self.batch_size, self.processes)
 

@@ -6,21 +6,20 @@ Light (standard library only), so that the command line checks a run's settings 
 from dataclasses import dataclass
 
 from kdflow.components.common.errors import KdflowInputError
-from kdflow.components.common.settings import artifact, setting
+from kdflow.components.common.settings import CheckedSettings, artifact, check_row_count, setting
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(CheckedSettings):
     parity_tolerance: float = setting("Largest logit difference allowed between ONNX Runtime fp32 and PyTorch; more "
                                       "fails the step.")
     max_eval_samples: int = setting("Test rows to measure accuracy on; 0 takes them all.")
 
-    def __post_init__(self):
+    def check(self):
         if not self.parity_tolerance > 0:
             raise KdflowInputError(f"parity_tolerance={self.parity_tolerance} must be above 0: it is the largest "
                                    "logit difference allowed, e.g. 1e-4.")
-        if self.max_eval_samples < 0:
-            raise KdflowInputError(f"max_eval_samples={self.max_eval_samples} must be 0 (all test rows) or more.")
+        check_row_count("max_eval_samples", self.max_eval_samples)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from typing import NamedTuple
 
-from kfp.dsl import Input, Markdown, Metrics, Model, Output
+from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
 
 from kdflow.components.common.component import step_component
 from kdflow.components.common.images import RUNTIME_IMAGE
@@ -11,6 +11,7 @@ from kdflow.components.publish import settings
 
 @step_component(settings, base_image=RUNTIME_IMAGE)
 def publish(
+    data: Input[Dataset],
     student: Input[Model],
     onnx_model: Input[Model],
     teacher_metrics: Input[Metrics],

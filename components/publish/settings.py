@@ -9,13 +9,13 @@ import re
 from dataclasses import dataclass
 
 from kdflow.components.common.errors import KdflowInputError
-from kdflow.components.common.settings import artifact, returned, setting
+from kdflow.components.common.settings import CheckedSettings, artifact, returned, setting
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(CheckedSettings):
     publish_uri: str = setting("Destination: gs://bucket/prefix or a folder; the model goes to "
                                "PUBLISH_URI/MODEL_NAME/VERSION/.")
     model_name: str = setting("Name of the published model (letters, digits, '.', '_', '-').")
@@ -24,13 +24,13 @@ class Settings:
                                          "promoted.")
     run_id: str = setting("The pipeline run's id (filled in by KFP).")
 
-    def __post_init__(self):
+    def check(self):
         check_name("model_name", self.model_name)
         if self.model_version:  # else the run's id, known once the run is
             check_name("model_version", self.model_version)
-        if self.promotion_tolerance < 0:
-            raise KdflowInputError(
-                f"promotion_tolerance={self.promotion_tolerance} must be 0 or more (accuracy points).")
+        if not 0 <= self.promotion_tolerance <= 1:
+            raise KdflowInputError(f"promotion_tolerance={self.promotion_tolerance} must lie in [0, 1]: it is the "
+                                   "accuracy the challenger may lose against the champion, e.g. 0.005.")
 
     @property
     def version(self) -> str:
@@ -38,13 +38,14 @@ class Settings:
 
 
 def check_name(parameter: str, value: str) -> None:
-    if not NAME.match(value or ""):
+    if not NAME.fullmatch(value or ""):  # not match: its $ would also match before a trailing newline
         raise KdflowInputError(
             f"{parameter}={value!r} must be letters, digits, '.', '_' or '-' (no '/'): e.g. imdb-sentiment.")
 
 
 @dataclass(frozen=True)
 class Files:
+    data: str = artifact("The prepared data from data_prep: its test rows are the ones the champion is compared on.")
     student: str = artifact("The distilled student (save_pretrained folder) from distill.")
     onnx_model: str = artifact("The ONNX export folder from onnx_export.")
     teacher_metrics: str = artifact("The teacher's test metrics from teacher_eval.")

@@ -3,7 +3,7 @@
 Run as a KFP component (component.py) or directly, with every setting of settings.py given (`--help` lists them;
 their defaults are the pipeline's parameters):
 
-    python -m kdflow.components.publish.task --student STUDENT_DIR --onnx-model ONNX_DIR \
+    python -m kdflow.components.publish.task --data DATA_DIR --student STUDENT_DIR --onnx-model ONNX_DIR \
         --teacher-metrics teacher_metrics.json --student-metrics student_metrics.json --publish-report report.md \
         --publish-uri gs://bucket/models --model-name imdb-sentiment --model-version 2026-11-28 \
         --promotion-tolerance 0.0 --run-id RUN_ID
@@ -18,8 +18,14 @@ What a destination holds (`gs://...` or a local folder):
     MODEL/latest.json         the champion: {"version", "uri", "accuracy"}; rewritten only once a new version
                               is complete, so its reader never sees a partial model
     MODEL/decisions/VERSION.json   every decision, promoted or not, with both sets of figures
+
+The challenger and the champion are compared on the same test rows: the champion's recorded figures where it was
+scored on this run's test rows (the decision records their count and digest), else the champion's published model
+scored here on them. A champion that cannot be scored on them (another label set, missing files) is not replaced:
+the decision says why, and a person decides.
 """
 
+import hashlib
 import json
 import shutil
 import sys
@@ -28,7 +34,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from kdflow.components.common import step, storage
+from kdflow.components.common.data import load_prepared
 from kdflow.components.common.errors import KdflowInputError
+from kdflow.components.common.inference import evaluate_on_test
 from kdflow.components.common.results import RunSummary, read_run_summary, score_rows, training_settings
 
 from .settings import Files, Result, Settings, check_name
@@ -44,25 +52,29 @@ def run(settings: Settings, files: Files) -> Result:
     check_destination(settings)
     summary = read_run_summary(teacher_metrics=files.teacher_metrics, student_metrics=files.student_metrics,
                                onnx_model=files.onnx_model, student=files.student)
-    decision = decide_and_publish(settings, summary, files.student, files.onnx_model)
+    decision = decide_and_publish(settings, summary, files.student, files.onnx_model, load_prepared(files.data))
     Path(files.publish_report).parent.mkdir(parents=True, exist_ok=True)
     Path(files.publish_report).write_text(decision_markdown(decision))
     return Result(promoted=decision["promoted"], version_uri=decision["version_uri"])
 
 
-def decide_and_publish(settings: Settings, summary: RunSummary, student_dir: str, onnx_dir: str) -> dict:
-    """Uploads the version and moves latest.json to it when the challenger is at least as good as the champion;
-    records the decision at the destination and returns it."""
+def decide_and_publish(settings: Settings, summary: RunSummary, student_dir: str, onnx_dir: str, data) -> dict:
+    """Uploads the version and moves latest.json to it when the challenger is at least as good as the champion on
+    the same test rows (those of `data`, the prepared data); records the decision at the destination and returns
+    it."""
     model_name, version, promotion_tolerance = settings.model_name, settings.version, settings.promotion_tolerance
     model_uri = storage.join(settings.publish_uri, model_name)
     version_uri = storage.join(model_uri, version)
-    champion = read_champion(model_uri)
+    rows = test_rows(data)
+    champion = read_champion(model_uri, data, rows)
     challenger = {"version": version, **decision_figures(summary)}
-    promoted = champion is None or champion["version"] == version or (
-        challenger["accuracy"] >= champion["accuracy"] - promotion_tolerance)
+    if champion is None or champion["version"] == version:
+        promoted = True
+    else:
+        promoted = champion["comparable"] and challenger["accuracy"] >= champion["accuracy"] - promotion_tolerance
     decision = {
         "promoted": promoted, "model": model_name, "version": version, "version_uri": version_uri,
-        "promotion_tolerance": promotion_tolerance, "challenger": challenger, "champion": champion,
+        "promotion_tolerance": promotion_tolerance, "test_rows": rows, "challenger": challenger, "champion": champion,
         "decided_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     try:
@@ -98,14 +110,45 @@ def check_destination(settings: Settings) -> None:
         storage.bucket_of(settings.publish_uri)  # a missing or unreadable bucket fails here, before any upload
 
 
-def read_champion(model_uri: str) -> dict | None:
-    """The published model latest.json points at, with its test figures; None when there is none yet."""
+def test_rows(data) -> dict:
+    """What identifies the test rows a version is scored on: their count and a digest of their labels and texts."""
+    test = data.splits["test"]
+    digest = hashlib.sha256()
+    for label, text in zip(test["label"], test["text"]):
+        digest.update(f"{label}\t{text}\n".encode())
+    return {"count": len(test), "sha256": digest.hexdigest()}
+
+
+def read_champion(model_uri: str, data, rows: dict) -> dict | None:
+    """The published model latest.json points at, with its figures on the test rows `rows` of `data`: as recorded
+    when it was scored on them, else scored here. None when there is no champion yet."""
     pointer = storage.read_text(storage.join(model_uri, LATEST))
     if pointer is None:
         return None
     latest = json.loads(pointer)
-    summary = RunSummary.from_json(storage.read_text(storage.join(latest["uri"], "summary.json")))
-    return {"version": latest["version"], **decision_figures(summary)}
+    published = json.loads(storage.read_text(storage.join(latest["uri"], "summary.json")))
+    figures = {"version": latest["version"], **decision_figures(RunSummary.from_dict(published))}
+    if published.get("publish", {}).get("test_rows") == rows:
+        return {**figures, "comparable": True, "scored": "as recorded, on the same test rows"}
+    try:
+        scores = score_published(latest["uri"], data)
+    except Exception as error:  # any reason the model cannot run on these rows is reported, not raised
+        return {**figures, "comparable": False,
+                "scored": f"not comparable: it was scored on other test rows, and scoring it on this run's failed "
+                          f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"}
+    return {**figures, "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"], "comparable": True,
+            "scored": f"here, on this run's test rows (it recorded accuracy {figures['accuracy']:.4f} on its own)"}
+
+
+def score_published(version_uri: str, data) -> dict:
+    """A published version's PyTorch model, with its own tokenizer, scored on the test split of `data`."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = storage.local_copy(storage.join(version_uri, "pytorch"))
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    if model.config.num_labels != data.num_labels:
+        raise KdflowInputError(f"it has {model.config.num_labels} labels, this run's data {data.num_labels}")
+    return evaluate_on_test(model, AutoTokenizer.from_pretrained(folder), data)
 
 
 def upload_version(student_dir: str, onnx_dir: str, summary: RunSummary, decision: dict, version_uri: str,
@@ -171,7 +214,11 @@ def decision_markdown(decision: dict) -> str:
                          f"{figures['retention']:.4f} |")
     if champion is None:
         lines.append("| champion | none yet | | | |")
-    return "\n".join(lines) + f"\n\nDestination: {decision['version_uri']}\n"
+    else:
+        lines += ["", f"The champion was scored {champion['scored']}."]
+    rows = decision["test_rows"]
+    return "\n".join(lines) + (f"\n\nTest rows: {rows['count']} (sha256 {rows['sha256'][:12]}). "
+                               f"Destination: {decision['version_uri']}\n")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,20 +7,21 @@ Light (standard library only), so that the command line checks a run's settings 
 from dataclasses import dataclass
 
 from kdflow.components.common.errors import KdflowInputError
-from kdflow.components.common.settings import artifact, returned, setting
+from kdflow.components.common.settings import CheckedSettings, artifact, returned, setting
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(CheckedSettings):
     min_retention: float = setting("Least student accuracy / teacher accuracy for the gate to pass.")
     min_accuracy_margin: float = setting(
         "How far above the majority-class rate of the test split (what always answering its commonest class "
         "scores) the student's and the teacher's test accuracy must lie for the gate to pass, in [0, 1).")
 
-    def __post_init__(self):
-        if not 0 <= self.min_retention:
-            raise KdflowInputError(f"min_retention={self.min_retention} must be 0 or more: 0.97 keeps 97% of the "
-                                   "teacher's accuracy.")
+    def check(self):
+        if not 0 <= self.min_retention <= 1:
+            # Above 1 the student would have to beat its teacher, which distillation does not aim at.
+            raise KdflowInputError(f"min_retention={self.min_retention} must lie in [0, 1]: 0.97 asks the student "
+                                   "to keep 97% of the teacher's accuracy.")
         if not 0 <= self.min_accuracy_margin < 1:
             raise KdflowInputError(f"min_accuracy_margin={self.min_accuracy_margin} must lie in [0, 1): 0.05 asks "
                                    "for 5 points above always answering the commonest class.")

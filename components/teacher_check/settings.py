@@ -5,12 +5,12 @@ Light (standard library only), so that the command line checks a run's settings 
 
 from dataclasses import dataclass
 
-from kdflow.components.common.settings import artifact, returned, setting
+from kdflow.components.common.settings import CheckedSettings, artifact, returned, setting
 from kdflow.components.common.training import TEACHER_HELP
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(CheckedSettings):
     teacher: str = setting(TEACHER_HELP["teacher"])
 
 

@@ -6,18 +6,18 @@ before the pipeline starts.
 
 from dataclasses import dataclass
 
-from kdflow.components.common.settings import artifact, check_choice, setting
+from kdflow.components.common.settings import CheckedSettings, artifact, check_choice, setting
 from kdflow.components.common.training import PRECISIONS, TEACHER_HELP
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(CheckedSettings):
     teacher: str = setting(TEACHER_HELP["teacher"])
     cache_logits: bool = setting("Compute the logits on the training data here; false when teacher_shard steps "
                                  "compute them.")
     precision: str = setting(TEACHER_HELP["precision"])
 
-    def __post_init__(self):
+    def check(self):
         check_choice("precision", self.precision, PRECISIONS)
 
 

@@ -7,19 +7,19 @@ before the pipeline starts.
 from dataclasses import dataclass
 
 from kdflow.components.common.errors import KdflowInputError
-from kdflow.components.common.settings import artifact, check_choice, setting
+from kdflow.components.common.settings import CheckedSettings, artifact, check_choice, setting
 from kdflow.components.common.training import PRECISIONS, TEACHER_HELP
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(CheckedSettings):
     teacher: str = setting(TEACHER_HELP["teacher"])
     shard: int = setting("This shard's index, from 0.")
     shards: int = setting("The number of shards; shard I holds the I-th of that many contiguous row ranges of each "
                           "split.")
     precision: str = setting(TEACHER_HELP["precision"])
 
-    def __post_init__(self):
+    def check(self):
         if not 0 <= self.shard < self.shards:
             raise KdflowInputError(f"shard={self.shard} must lie in [0, shards={self.shards}).")
         check_choice("precision", self.precision, PRECISIONS)

@@ -7,12 +7,13 @@ before the pipeline starts.
 
 from dataclasses import dataclass
 
-from kdflow.components.common.settings import artifact, returned, setting
+from kdflow.components.common.models import check_spec
+from kdflow.components.common.settings import CheckedSettings, artifact, returned, setting
 from kdflow.components.common.training import TRAINING_HELP, check_training_settings
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(CheckedSettings):
     teacher: str = setting("A base checkpoint URI (folder, hub id or gs://) or config:NAME|PATH to train from "
                            "scratch.")
     epochs: float = setting(TRAINING_HELP["epochs"])
@@ -23,8 +24,9 @@ class Settings:
     checkpoint_steps: int = setting(TRAINING_HELP["checkpoint_steps"])
     checkpoint_uri: str = setting(TRAINING_HELP["checkpoint_uri"])
 
-    def __post_init__(self):
+    def check(self):
         check_training_settings(self)
+        check_spec("teacher", self.teacher)
 
 
 @dataclass(frozen=True)

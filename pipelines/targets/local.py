@@ -22,6 +22,7 @@ from kdflow.components.common.step import read_error
 
 from ..distillation import build_pipeline
 from ..platform import Platform
+from .run_folder import ANSI_ESCAPE
 
 # Parameters that may name a local path, which the containers must see at the same path.
 LOCAL_PATH_PARAMETERS = ("source", "teacher", "student", "tokenizer")
@@ -51,7 +52,7 @@ def run_locally(parameters: dict, pipeline_root: Path, runner: str = "subprocess
             reason = read_error(run_folder)
             if reason:
                 raise KdflowInputError(reason) from None
-        raise KdflowFailure(f"the pipeline failed ({failure}); the failing step's log is above.") from None
+        raise KdflowFailure(f"the pipeline failed ({ANSI_ESCAPE.sub('', str(failure))})") from None
 
 
 def with_absolute_local_paths(parameters: dict) -> dict:
