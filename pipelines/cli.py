@@ -175,6 +175,9 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", help=f"bearer token for the API (default: the {cluster.TOKEN_ENV} environment "
                                         "variable)")
     parser.add_argument("--cookies", help="session cookie for the API, e.g. 'authservice_session=...'")
+    parser.add_argument("--ca-bundle", metavar="FILE.pem",
+                        help="PEM certificate of the CA that signed the API's TLS certificate, for a private CA "
+                             "(kfp.Client trusts public CAs only; it reads neither SSL_CERT_FILE nor REQUESTS_CA_BUNDLE)")
     parser.add_argument("--package", default=str(cluster.COMPILED_PIPELINE),
                         help="compiled pipeline to upload (default: the one in this package; "
                              "compile your own with your image registry, see `kdflow compile`)")
@@ -346,6 +349,7 @@ def compile_command(args) -> int:
 def cluster_of(args) -> cluster.Cluster:
     """The Kubeflow Pipelines API and run settings that `submit` and `schedule` were given."""
     return cluster.Cluster(host=args.host, namespace=args.namespace, token=args.token, cookies=args.cookies,
+                           ca_bundle=args.ca_bundle,
                            experiment=args.experiment, pipeline_name=args.pipeline_name,
                            pipeline_root=args.pipeline_root, service_account=args.service_account)
 
@@ -356,7 +360,8 @@ def run_parameters(args) -> dict:
 
 
 def submit_command(args) -> int:
-    run_name = args.run_name or f"kdflow-{args.preset}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    run_name = f"kdflow-{args.preset}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}" if args.run_name is None \
+        else args.run_name
     run_id = cluster.submit(cluster_of(args), args.package, run_parameters(args), run_name, args.no_cache)
     print(f"run id: {run_id}")
     return 0
@@ -371,7 +376,7 @@ def schedule_command(args) -> int:
         if not scheduled:
             print(f"no recurring runs in experiment {args.experiment}")
         return 0
-    if args.delete:
+    if args.delete is not None:
         cluster.delete_schedule(cluster_of(args), args.delete)
         print(f"deleted recurring run {args.delete}")
         return 0

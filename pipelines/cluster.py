@@ -10,19 +10,26 @@
 Both upload the compiled pipeline as a new version of a named pipeline (created the first time) and run that
 version. Authentication, as Kubeflow users do it: a bearer token (--token or KDFLOW_KFP_TOKEN), a session
 cookie (--cookies), or, in a pod, the projected service-account token (audience pipelines.kubeflow.org) at
-kfp's path, which kfp's ServiceAccountTokenVolumeCredentials reads again before every call.
+kfp's path, which kfp's ServiceAccountTokenVolumeCredentials reads again before every call. An API behind a
+private CA needs that CA's certificate (--ca-bundle): kfp.Client trusts certifi's public CAs only, and reads
+neither SSL_CERT_FILE nor REQUESTS_CA_BUNDLE.
+
+Every option is checked before the API is called; refusals (401, 403, a failed TLS check) come back at once as one
+sentence.
 """
 
 import contextlib
 import json
 import os
 import re
+import ssl
 import sys
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.resources import files
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import kfp
 import kfp_server_api
@@ -33,8 +40,10 @@ from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentia
 
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.images import KDFLOW_VERSION
+from kdflow.components.common.storage import masked_uri
 
 from .distillation import DATA_VERSION, PIPELINE_NAME
+from .platform import check_kubernetes_name
 
 TOKEN_ENV = "KDFLOW_KFP_TOKEN"
 COMPILED_PIPELINE = files("kdflow.pipelines") / "distillation.yaml"
@@ -46,6 +55,8 @@ PAGE_SIZE = 100
 # fields too, reading them from the seconds on, so a crontab line would silently run at the wrong times.
 CRON_FIELDS = (("second", 0, 59), ("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31),
                ("month", 1, 12), ("day of week", 0, 6))
+# Argo's CronWorkflow (robfig/cron's standard parser): the same fields without the seconds.
+ARGO_CRON_FIELDS = CRON_FIELDS[1:]
 CRON_NAMES = {
     "month": ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
     "day of week": ["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
@@ -61,10 +72,30 @@ class Cluster:
     namespace: str | None = None  # the Kubeflow profile namespace (multi-user clusters)
     token: str | None = None  # a bearer token; None: KDFLOW_KFP_TOKEN, else --cookies, else the pod's token
     cookies: str | None = None  # a session cookie, e.g. 'authservice_session=...'
+    ca_bundle: str | None = None  # PEM file of the CA that signed the API's TLS certificate; None: certifi's CAs
     experiment: str = "kdflow"  # the experiment the runs belong to
     pipeline_name: str = PIPELINE_NAME  # the pipeline each upload adds a version to
     pipeline_root: str | None = None  # gs:// URI of the runs' artifacts; None: the namespace's kfp-launcher ConfigMap
     service_account: str | None = None  # the Kubernetes service account of the runs' pods
+
+    def __post_init__(self):
+        if self.host is not None:
+            check_host(self.host)
+        if self.namespace is not None:
+            check_kubernetes_name("--namespace", self.namespace, label=True)
+        if self.service_account is not None:
+            check_kubernetes_name("--service-account", self.service_account)
+        if self.ca_bundle is not None and not Path(self.ca_bundle).is_file():
+            raise KdflowInputError(f"--ca-bundle {self.ca_bundle} is not a file: give the PEM certificate of the CA "
+                                   "that signed the API's TLS certificate.")
+        for option, secret in (("--token", self.token), ("--cookies", self.cookies)):
+            # A newline would end the HTTP header early; the value itself is never printed.
+            if secret is not None and (not secret.strip() or not secret.isprintable()):
+                raise KdflowInputError(f"{option} is empty or holds control characters: paste it again, without "
+                                       "line breaks.")
+        check_display_name("--experiment", self.experiment)
+        check_display_name("--pipeline-name", self.pipeline_name)
+        check_pipeline_root(self.pipeline_root)
 
 
 @dataclass(frozen=True)
@@ -87,8 +118,8 @@ def submit(cluster: Cluster, package: str, parameters: dict, run_name: str, no_c
             raise KdflowInputError(f"--no-cache sets data_version itself: drop --param data_version="
                                    f"{parameters[DATA_VERSION]}, or drop --no-cache to reuse that version's cache.")
         parameters[DATA_VERSION] = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
+    check_display_name("--run-name", run_name)
     path = checked_package(package)
-    check_pipeline_root(cluster.pipeline_root)
     with api_errors(cluster.host):
         client = connect(cluster)
         pipeline_id, version_id, experiment_id = upload_into_experiment(client, cluster, path)
@@ -103,6 +134,7 @@ def schedule(cluster: Cluster, package: str, name: str, cron: str, parameters: d
     """Uploads `package` as a new version of the pipeline and runs it on the KFP `cron` (six fields) as the
     recurring run `name`, one run at a time and without catch-up, replacing any of that name."""
     cron = check_cron(cron)
+    check_display_name("--name", name)
     parameters = dict(parameters)
     if parameters[DATA_VERSION]:
         raise KdflowInputError(f"--param data_version={parameters[DATA_VERSION]} cannot be fixed for a schedule: "
@@ -114,7 +146,6 @@ def schedule(cluster: Cluster, package: str, name: str, cron: str, parameters: d
     # being new, no later step is taken from the cache either.
     parameters[DATA_VERSION] = SCHEDULED_TIME
     path = checked_package(package)
-    check_pipeline_root(cluster.pipeline_root)
     with api_errors(cluster.host):
         client = connect(cluster)
         pipeline_id, version_id, experiment_id = upload_into_experiment(client, cluster, path)
@@ -140,6 +171,7 @@ def list_schedules(cluster: Cluster) -> list:
 
 def delete_schedule(cluster: Cluster, name: str) -> None:
     """Deletes the experiment's recurring runs named `name`; refuses when there is none."""
+    check_display_name("--delete", name)
     with api_errors(cluster.host):
         client = connect(cluster)
         experiment = find_experiment(client, cluster.experiment, cluster.namespace)
@@ -162,12 +194,17 @@ def check_cron(expression: str) -> str:
         raise KdflowInputError(
             f"--cron {expression!r} is not a KFP cron: give six fields, seconds first, e.g. '0 0 3 * * 0' "
             "(Sundays at 03:00 UTC).")
-    for text, (field, low, high) in zip(fields, CRON_FIELDS):
+    check_cron_fields(expression, CRON_FIELDS, "0 0 3 * * 0")
+    return " ".join(fields)
+
+
+def check_cron_fields(expression: str, kinds: tuple, example: str) -> None:
+    """Refuses the first field of `expression` that robfig/cron would not parse as its kind (name, low, high)."""
+    for text, (field, low, high) in zip(expression.split(), kinds):
         if not all(cron_term_is_valid(term, field, low, high) for term in text.split(",")):
             raise KdflowInputError(
                 f"--cron {expression!r}: {text!r} is not a valid {field} field (values {low}-{high}, with "
-                "*, ranges a-b, lists a,b and steps */n); e.g. '0 0 3 * * 0' runs Sundays at 03:00 UTC.")
-    return " ".join(fields)
+                f"*, ranges a-b, lists a,b and steps */n); e.g. '{example}' runs Sundays at 03:00 UTC.")
 
 
 def cron_term_is_valid(term: str, field: str, low: int, high: int) -> bool:
@@ -206,8 +243,29 @@ def checked_package(package: str) -> Path:
 
 def check_pipeline_root(pipeline_root: str | None) -> None:
     if pipeline_root is not None and "://" not in pipeline_root:
-        raise KdflowInputError(f"--pipeline-root {pipeline_root} is not an object-store URI: give e.g. "
+        raise KdflowInputError(f"--pipeline-root {masked_uri(pipeline_root)} is not an object-store URI: give e.g. "
                                "gs://BUCKET/pipeline-root (the cluster's pods cannot see a local folder).")
+
+
+def check_host(host: str) -> None:
+    """An http(s) URL with a host name and without credentials, which kfp.Client would drop without a word."""
+    try:
+        parts = urlsplit(host)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port is None or parts.port > 0)
+    except ValueError:  # a port that is not a number below 65536, an unclosed [IPv6 address
+        valid = False
+    if not valid:
+        raise KdflowInputError(f"--host {masked_uri(host)!r} is not an http(s) URL: give e.g. "
+                               "https://kubeflow.example.com/pipeline.")
+    if "@" in parts.netloc:
+        raise KdflowInputError(f"--host {masked_uri(host)} holds credentials, which kfp.Client does not send: drop "
+                               f"them and pass --token (or {TOKEN_ENV}) or --cookies.")
+
+
+def check_display_name(option: str, name: str) -> None:
+    if not name.strip() or not name.isprintable():
+        raise KdflowInputError(f"{option} {name!r} is empty or holds control characters: give a name of printable "
+                               "characters.")
 
 
 def connect(cluster: Cluster):
@@ -222,23 +280,37 @@ def connect(cluster: Cluster):
         warnings.simplefilter("ignore", FutureWarning)  # kfp warns on every Client about pre-2.0 servers
         # The namespace goes with each call, not here: kfp.Client would also take it as the namespace KFP is
         # installed in when it finds the API in-cluster.
-        return kfp.Client(host=cluster.host, existing_token=token, cookies=cluster.cookies,
-                          credentials=credentials)
+        return Client(host=cluster.host, existing_token=token, cookies=cluster.cookies, credentials=credentials,
+                      ssl_ca_cert=cluster.ca_bundle)
+
+
+class Client(kfp.Client):
+    """kfp.Client asking the API's healthz once when it connects. kfp's own asks up to five times, 5 s apart, and
+    logs a traceback for each failure: a gateway refusing the token took 25 s and five tracebacks to end in a
+    TimeoutError that blamed the host."""
+
+    def get_kfp_healthz(self, sleep_duration: int = 5):
+        return self._healthz_api.healthz_service_get_healthz()
 
 
 @contextlib.contextmanager
 def api_errors(host: str | None):
-    """Turns the API's refusals and an unreachable host into one sentence for the user."""
-    where = host or os.environ.get("KF_PIPELINES_ENDPOINT") or "the in-cluster Kubeflow Pipelines API"
+    """Turns the API's refusals, a failed TLS check and an unreachable host into one sentence for the user."""
+    where = masked_uri(host or os.environ.get("KF_PIPELINES_ENDPOINT") or "the in-cluster Kubeflow Pipelines API")
     try:
         yield
     except kfp_server_api.ApiException as error:
-        hint = ("pass --token, set KDFLOW_KFP_TOKEN or pass --cookies with a valid session"
-                if error.status in (401, 403) else "check --host and --namespace")
-        raise KdflowInputError(f"{where} answered HTTP {error.status} {error.reason} "
-                               f"({api_message(error.body)}): {hint}.") from None
-    except (urllib3.exceptions.HTTPError, TimeoutError) as error:
-        raise KdflowInputError(f"{where} cannot be reached ({type(error).__name__}): check --host, "
+        hint = {401: f"check --token (or {TOKEN_ENV}) or --cookies",
+                403: f"check --token (or {TOKEN_ENV}) or --cookies, and that their user has access to --namespace"}
+        raise KdflowInputError(f"{where} answered HTTP {error.status} {error.reason} ({api_message(error.body)}): "
+                               f"{hint.get(error.status, 'check --host and --namespace')}.") from None
+    except urllib3.exceptions.HTTPError as error:
+        cause = getattr(error, "reason", error)  # a MaxRetryError holds the last attempt's error
+        if isinstance(cause, urllib3.exceptions.SSLError) and isinstance(cause.args[0], ssl.SSLCertVerificationError):
+            raise KdflowInputError(
+                f"{where} failed the TLS certificate check ({cause.args[0].verify_message}): if it uses a private "
+                "CA, pass that CA's certificate with --ca-bundle FILE.pem.") from None
+        raise KdflowInputError(f"{where} cannot be reached ({type(cause).__name__}): check --host, "
                                "e.g. https://kubeflow.example.com/pipeline.") from None
 
 

@@ -9,11 +9,13 @@ service-account key kept in a Kubernetes secret (`kdflow compile --gcp-key-secre
 only the secret's name ever appears in the compiled pipeline.
 """
 
+import re
 from dataclasses import dataclass
 
 from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
+from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.images import DEFAULT_REGISTRY, image_name
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -21,6 +23,20 @@ KEY_MOUNT_PATH = "/var/secrets/google"
 KEY_FILE = "key.json"
 # GPU nodes are often preemptible: a task whose pod is lost starts again, up to this many times.
 GPU_RETRIES = 2
+# The names Kubernetes accepts (apimachinery's IsDNS1123Label and IsDNS1123Subdomain): a namespace is a label;
+# service accounts and secrets are subdomains, labels joined by dots.
+KUBERNETES_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+KUBERNETES_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def check_kubernetes_name(option: str, name: str, label: bool = False) -> None:
+    """Refuses a name Kubernetes would reject: an RFC 1123 label (`label`, e.g. a namespace) or a DNS subdomain."""
+    pattern, longest = (KUBERNETES_LABEL, 63) if label else (KUBERNETES_SUBDOMAIN, 253)
+    if len(name) > longest or not pattern.fullmatch(name):
+        dots = "" if label else " (dots may join such parts)"
+        raise KdflowInputError(
+            f"{option} {name!r} is not a valid Kubernetes name: use at most {longest} lowercase letters, digits "
+            f"and '-', starting and ending with a letter or digit{dots}.")
 
 
 @dataclass(frozen=True)
@@ -33,6 +49,10 @@ class Platform:
     # Scale-out, fixed when the pipeline is compiled since it shapes the DAG and the GPU requests:
     teacher_shards: int = 1  # teacher_shard tasks computing the teacher's logits side by side; 1: teacher_eval alone
     processes: int = 1  # processes of the distill step under torchrun, one GPU each, on one node
+
+    def __post_init__(self):
+        if self.gcp_key_secret:
+            check_kubernetes_name("--gcp-key-secret", self.gcp_key_secret)
 
     def on_cpu(self, task: PipelineTask) -> PipelineTask:
         """Runs the task in the CPU image."""

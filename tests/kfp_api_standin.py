@@ -4,11 +4,14 @@ sent, and records every request so tests can assert what a cluster would receive
 
 It keeps pipelines, versions, experiments, runs and recurring runs in memory, filters lists by the
 display_name EQUALS predicate kfp sends, and, when given a token, answers 401 to any other call that does
-not carry it (healthz stays open, as behind many Kubeflow gateways).
+not carry it (healthz stays open, as behind many Kubeflow gateways). Given a `refusal` status, it answers every
+request with it, healthz included, as a gateway that refuses the credentials before the API sees them. Given a
+certificate and its key, it serves HTTPS.
 """
 
 import itertools
 import json
+import ssl
 import threading
 from dataclasses import dataclass, field
 from email.message import Message
@@ -42,6 +45,8 @@ class Request:
 @dataclass
 class KfpApiStandIn:
     token: str | None = None
+    refusal: int | None = None  # an HTTP status for every request, e.g. 403
+    certificate: tuple[str, str] | None = None  # PEM files of the certificate and its key: serve HTTPS
     requests: list[Request] = field(default_factory=list)
     pipelines: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
@@ -54,6 +59,11 @@ class KfpApiStandIn:
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self._server.server_port}"
+        if self.certificate:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.certificate)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            self.url = f"https://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def start(self) -> "KfpApiStandIn":
@@ -72,6 +82,8 @@ class KfpApiStandIn:
 
     def answer(self, request: Request) -> tuple[int, dict]:
         """What the API server would answer: (HTTP status, JSON body)."""
+        if self.refusal:
+            return self.refusal, {"error": "refused", "code": 7, "message": "the gateway refused the request"}
         if self.token and request.path != f"{API}/healthz" and \
                 request.headers.get("Authorization") != f"Bearer {self.token}":
             return 401, {"error": "unauthenticated", "code": 16, "message": "request is not authenticated"}

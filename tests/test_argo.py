@@ -127,7 +127,9 @@ def test_cron_runs_the_template_weekly_one_run_at_a_time():
 @pytest.mark.parametrize("options, needle", [
     (("--cron", "0 0 3 * * *"), "has 6 fields: Argo cron has five"),
     (("--cron", "weekly"), "has 1 fields"),
+    (("--cron", "99 99 99 99 99"), "'99' is not a valid minute field"),
     (("--gcp-key-secret", "kdflow-gcp-key"), "--gcp-key-secret is for the KFP target"),
+    (("--gcp-key-secret", "GCP_key"), "--gcp-key-secret 'GCP_key' is not a valid Kubernetes name"),
     (("--teacher-shards", "2"), "--teacher-shards is for the KFP target"),
 ])
 def test_bad_argo_options_are_refused_in_one_sentence(tmp_path, options, needle):
@@ -135,6 +137,29 @@ def test_bad_argo_options_are_refused_in_one_sentence(tmp_path, options, needle)
     assert result.returncode == 2
     assert needle in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out.yaml").exists()
+
+
+@pytest.mark.parametrize("cron, needle", [
+    ("{{x}} 3 * * 0", "'{{x}}' is not a valid minute field"),
+    ("0 24 * * 0", "'24' is not a valid hour field"),
+    ("0 3 0 * *", "'0' is not a valid day of month field"),
+    ("0 3 * 13 *", "'13' is not a valid month field"),
+    ("0 3 * * 7", "'7' is not a valid day of week field"),
+    ("0 3 * * */0", "'*/0' is not a valid day of week field"),
+])
+def test_argo_crons_are_checked_field_by_field(cron, needle):
+    from kdflow.pipelines.targets import argo
+
+    with pytest.raises(presets.KdflowInputError, match="e.g. '0 3 \\* \\* 0'") as refused:
+        argo.cron_workflow(cron)
+    assert needle in str(refused.value)
+
+
+@pytest.mark.parametrize("cron", ["0 3 * * 0", "*/15 9-17 ? * MON-FRI", "0 0 1 jan,jul *", " 30 4 * * 1-5 "])
+def test_five_field_argo_crons_pass(cron):
+    from kdflow.pipelines.targets import argo
+
+    assert argo.cron_workflow(cron)["spec"]["schedules"] == [" ".join(cron.split())]
 
 
 def test_a_condition_the_target_cannot_translate_is_refused():

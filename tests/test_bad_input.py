@@ -28,6 +28,13 @@ def setting(pair):
     return run("--set", pair)
 
 
+def submit(command="submit"):
+    """`kdflow submit` (or schedule) with valid parameters, to an API that nothing serves: a case that got past the
+    checks would fail to connect instead of naming its option."""
+    return [command, "--host", "http://127.0.0.1:9", "--param", "teacher=gs://bucket/teacher", "--param",
+            "publish_uri=gs://bucket/models"]
+
+
 def reviews(labels: list[int]) -> pd.DataFrame:
     words = ["good", "great", "fine", "bad", "dull", "poor", "plot", "film", "actors", "story"]
     return pd.DataFrame({"text": [f"{words[i % 10]} {words[(i // 10) % 10]} {i}" for i in range(len(labels))],
@@ -160,11 +167,45 @@ CASES = {
     "compile --teacher-shards 0": (lambda t, k: ["compile", "--teacher-shards", "0"],
                                    "argument --teacher-shards: 0 must be at least 1"),
     "compile --nproc -1": (lambda t, k: ["compile", "--nproc", "-1"], "argument --nproc: -1 must be at least 1"),
+    # kdflow submit and schedule: refused before anything is sent (nothing listens at API).
+    **{f"submit {option} {value!r}": (lambda t, k, option=option, value=value: [*submit(), option, value], sentence)
+       for option, value, sentence in [
+           ("--host", "ftp://kfp.example.com", "--host 'ftp://kfp.example.com' is not an http(s) URL"),
+           ("--host", "https://me:s3cret@kfp.example.com", "--host https://me:***@kfp.example.com holds credentials"),
+           ("--namespace", "Team_A", "--namespace 'Team_A' is not a valid Kubernetes name"),
+           ("--experiment", " ", "--experiment ' ' is empty or holds control characters"),
+           ("--token", "abc\ndef", "--token is empty or holds control characters"),
+           ("--cookies", "", "--cookies is empty or holds control characters"),
+           ("--ca-bundle", "no-such-ca.pem", "--ca-bundle no-such-ca.pem is not a file"),
+           ("--package", "no-such-pipeline.yaml", "--package no-such-pipeline.yaml is not a file"),
+           ("--pipeline-name", "kdflow\tdistillation", "--pipeline-name 'kdflow\\tdistillation' is empty or holds"),
+           ("--pipeline-root", "pipeline-root", "--pipeline-root pipeline-root is not an object-store URI"),
+           ("--service-account", "Runner", "--service-account 'Runner' is not a valid Kubernetes name"),
+           ("--preset", "nope", "--preset 'nope' is unknown"),
+           ("--param", "epochs=two", "--set epochs=two is not a valid float"),
+           ("--run-name", "", "--run-name '' is empty or holds control characters"),
+       ]},
+    "schedule --cron of five fields": (lambda t, k: [*submit("schedule"), "--cron", "0 3 * * 0"],
+                                       "--cron '0 3 * * 0'"),
+    "schedule --cron out of range": (lambda t, k: [*submit("schedule"), "--cron", "0 99 3 * * 0"],
+                                     "'99' is not a valid minute field"),
+    "schedule --name empty": (lambda t, k: [*submit("schedule"), "--cron", "0 0 3 * * 0", "--name", ""],
+                              "--name '' is empty or holds control characters"),
+    "schedule --delete empty": (lambda t, k: [*submit("schedule"), "--delete", ""],
+                                "--delete '' is empty or holds control characters"),
+    "compile --cron out of range": (lambda t, k: ["compile", "--target", "argo", "--cron", "99 99 99 99 99"],
+                                    "--cron '99 99 99 99 99': '99' is not a valid minute field"),
+    "compile --cron template syntax": (lambda t, k: ["compile", "--target", "argo", "--cron", "{{x}} 3 * * 0"],
+                                       "'{{{{x}}}}' is not a valid minute field"),  # braces doubled for format
+    "compile --gcp-key-secret not a Kubernetes name": (lambda t, k: ["compile", "--gcp-key-secret", "GCP_Key"],
+                                                       "--gcp-key-secret 'GCP_Key' is not a valid Kubernetes name"),
     # kdflow images build.
     "images --engine unknown": (lambda t, k: ["images", "build", "--engine", "kaniko"], "invalid choice: 'kaniko'"),
     "images --only unknown": (lambda t, k: ["images", "build", "--only", "gpu"], "invalid choice: 'gpu'"),
     "images --registry with capitals": (lambda t, k: ["images", "build", "--registry", "Registry.example.com"],
                                         "--registry 'Registry.example.com' is not a registry path"),
+    "images --base-image not a reference": (lambda t, k: ["images", "build", "--base-image", "python 3.11"],
+                                            "--base-image 'python 3.11' is not an image reference"),
     # kdflow bench train and bench infer.
     "bench train --teacher missing": (lambda t, k: ["bench", "train", "--teacher", str(t / "no"), "--data", str(t)],
                                       "argument --teacher: '{tmp}/no' is not a folder"),
@@ -243,6 +284,7 @@ def test_bad_input_stops_with_one_sentence_and_no_result(case, tmp_path, tokeniz
     assert ERROR_LINE.match(error) and needle.format(tmp=tmp_path) in error, error
     assert error.startswith("kdflow: error: ") <= (error[-1] in ".?"), error  # kdflow's sentences end as sentences
     assert "Traceback" not in printed.out + printed.err
+    assert "s3cret" not in printed.out + printed.err  # a password in a URL is masked
     output = tmp_path / "out"
     assert not (output / "summary.json").exists() and not (output / "quality_report.html").exists()
     # A setting or option is refused before any step runs: no step made the pipeline root.

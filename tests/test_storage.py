@@ -1,5 +1,6 @@
 """The storage module against a real GCS emulator: round trips, atomic pointers, retries and clear refusals."""
 
+import time
 import uuid
 
 import pytest
@@ -72,3 +73,45 @@ def test_local_paths_work_the_same_way(tmp_path):
     storage.write_text(str(tmp_path / "p" / "latest.json"), "{}")
     assert storage.read_text(str(tmp_path / "p" / "latest.json")) == "{}"
     assert not list((tmp_path / "p").glob("*.partial"))
+
+
+@pytest.mark.parametrize("status, token_status, needle", [
+    (403, 200, "This job's GCS credentials may not use gs://kdflow-refused/models"),
+    (401, 200, "GCS refused this job's credentials for gs://kdflow-refused/models"),
+    (403, 403, "This job has no valid GCS credentials for gs://kdflow-refused/models (invalid_grant"),
+])
+def test_refused_credentials_are_one_sentence_at_once(tmp_path, monkeypatch, status, token_status, needle):
+    from gcs_emulator import RefusingGcs
+
+    server = RefusingGcs(status, token_status)
+    try:
+        monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+        monkeypatch.delenv("KDFLOW_GCS_RETRY_TIMEOUT_S", raising=False)  # the full budget: a retry would take minutes
+        monkeypatch.setenv("API_ENDPOINT_OVERRIDE", server.url)
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(server.key_file(tmp_path / "key.json")))
+        storage.client.cache_clear()
+        started = time.monotonic()
+        with pytest.raises(KdflowInputError) as refused:
+            storage.check_writable("gs://kdflow-refused/models", "publish_uri")
+        with pytest.raises(KdflowInputError, match=r"credentials .*gs://kdflow-refused/models/latest\.json"):
+            storage.read_text("gs://kdflow-refused/models/latest.json")
+        assert time.monotonic() - started < 5
+    finally:
+        server.close()
+        storage.client.cache_clear()
+    assert str(refused.value).startswith("publish_uri='gs://kdflow-refused/models': ")
+    assert needle in str(refused.value) and len(str(refused.value).splitlines()) == 1
+    assert server.requests  # it was asked, not passed by
+
+
+@pytest.mark.parametrize("uri, shown", [
+    ("https://user:secret@kfp.example.com/pipeline", "https://user:***@kfp.example.com/pipeline"),
+    ("https://user:pa/ss@word@kfp.example.com", "https://user:***@kfp.example.com"),
+    ("user:secret@kfp.example.com", "user:***@kfp.example.com"),
+    ("https://kfp.example.com:8443/pipeline", "https://kfp.example.com:8443/pipeline"),
+    ("https://user@kfp.example.com", "https://user@kfp.example.com"),
+    ("gs://bucket/models/v1:final@2", "gs://bucket/models/v1:final@2"),
+    ("runs/latest", "runs/latest"),
+])
+def test_passwords_in_uris_are_masked(uri, shown):
+    assert storage.masked_uri(uri) == shown

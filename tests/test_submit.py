@@ -1,8 +1,12 @@
 """`kdflow submit` and `kdflow schedule`: the real kfp.Client against a stand-in for the Kubeflow Pipelines API
 server (tests/kfp_api_standin.py; the real server cannot run here). The tests assert what a cluster would
 receive: the uploaded YAML, the run's parameters, pipeline root and service account, the recurring run's
-cron and limits, and the credentials on every request."""
+cron and limits, and the credentials on every request; and that refusals, a failed TLS check and bad options come
+back at once as one sentence."""
 
+import ipaddress
+import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import kfp
@@ -10,7 +14,7 @@ import pytest
 from kfp_api_standin import KfpApiStandIn
 
 from kdflow.components.common.errors import KdflowInputError
-from kdflow.pipelines import presets
+from kdflow.pipelines import cluster, presets
 from kdflow.pipelines.cli import main
 from kdflow.pipelines.cluster import check_cron
 
@@ -19,15 +23,44 @@ TEACHER = "gs://team-bucket/teachers/bert-imdb"
 
 
 @pytest.fixture()
-def kfp_api(monkeypatch, tmp_path):
+def kfp_environment(monkeypatch, tmp_path):
     # Nothing of this machine's kfp login or environment may leak into what the client sends.
     monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "kfp-context.json"))
     monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "no-pod-token"))
     for name in ("KDFLOW_KFP_TOKEN", "KF_PIPELINES_ENDPOINT", "KF_PIPELINES_UI_ENDPOINT"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture()
+def kfp_api(kfp_environment):
     server = KfpApiStandIn().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def private_ca(tmp_path_factory) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 signed by its own key, as an API behind a private CA has: (certificate, key)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kdflow test CA")])
+    now = datetime.now(timezone.utc)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256()))
+    folder = tmp_path_factory.mktemp("tls")
+    (folder / "ca.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    return str(folder / "ca.pem"), str(folder / "key.pem")
 
 
 def error_lines(capsys) -> list[str]:
@@ -147,6 +180,71 @@ def test_an_unreachable_host_is_one_sentence(kfp_api, capsys):
     assert "cannot be reached" in error and "--host" in error
 
 
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_gateway_refusing_the_credentials_is_one_sentence_at_once(kfp_api, capsys, caplog, status):
+    # Refused before the API, healthz included: kfp.Client's own healthz check asked five times, 5 s apart, logged a
+    # traceback each time and ended in a TimeoutError that blamed --host (25 s).
+    kfp_api.refusal = status
+    started = time.monotonic()
+    assert submit(kfp_api, "--token", "expired-token") == 2
+    assert time.monotonic() - started < 5
+    stderr = capsys.readouterr().err
+    [error] = [line for line in stderr.splitlines() if line.startswith("kdflow: error:")]
+    assert f"answered HTTP {status}" in error and "check --token (or KDFLOW_KFP_TOKEN) or --cookies" in error
+    assert len(kfp_api.requests) == 1
+    assert "Traceback" not in stderr and "Traceback" not in caplog.text
+
+
+def test_a_self_signed_api_is_a_tls_problem_that_its_ca_bundle_solves(kfp_environment, private_ca, capsys):
+    server = KfpApiStandIn(certificate=private_ca).start()
+    try:
+        assert submit(server) == 2
+        [error] = error_lines(capsys)
+        assert "failed the TLS certificate check (self-signed certificate)" in error and "--ca-bundle" in error
+        assert server.requests == []
+
+        trusting = cluster.Cluster(host=server.url, ca_bundle=private_ca[0])
+        run_id = cluster.submit(trusting, str(COMMITTED_YAML), presets.resolve("imdb", {"teacher": TEACHER}), "tls")
+        assert list(server.runs) == [run_id]
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("arguments, needle", [
+    (["--host", "kfp.example.com"], "--host 'kfp.example.com' is not an http(s) URL"),
+    (["--host", "ftp://kfp.example.com"], "--host 'ftp://kfp.example.com' is not an http(s) URL"),
+    (["--host", "https://kfp.example.com:https"], "is not an http(s) URL"),
+    (["--host", "https://user:s3cret@kfp.example.com"], "--host https://user:***@kfp.example.com holds credentials"),
+    (["--host", "https://user:s3cr/t@kfp.example.com"], "--host 'https://user:***@kfp.example.com' is not an http"),
+    (["--namespace", "Team_ML"], "--namespace 'Team_ML' is not a valid Kubernetes name"),
+    (["--namespace", "team.ml"], "--namespace 'team.ml' is not a valid Kubernetes name"),
+    (["--namespace", "t" * 64], "at most 63"),
+    (["--service-account", "kdflow runner"], "--service-account 'kdflow runner' is not a valid Kubernetes name"),
+    (["--service-account", "runner-"], "--service-account 'runner-' is not a valid"),
+    (["--experiment", " "], "--experiment ' ' is empty or holds control characters"),
+    (["--pipeline-name", "kdflow\ndistillation"], "--pipeline-name 'kdflow\\ndistillation' is empty or holds"),
+    (["--run-name", "nightly\t2"], "--run-name 'nightly\\t2' is empty or holds control characters"),
+    (["--pipeline-root", "runs/root"], "--pipeline-root runs/root is not an object-store URI"),
+])
+def test_submit_refuses_bad_options_before_calling_the_cluster(kfp_api, capsys, arguments, needle):
+    assert submit(kfp_api, *arguments) == 2
+    stderr = capsys.readouterr().err
+    [error] = [line for line in stderr.splitlines() if line.startswith("kdflow: error:")]
+    assert needle in error
+    assert "s3cr" not in stderr
+    assert kfp_api.requests == []
+
+
+def test_names_kubernetes_takes_pass():
+    cluster.Cluster(host="https://kfp.example.com:8443/pipeline", namespace="t" * 63,
+                    service_account="kdflow-pipeline-runner.team-1", experiment="Distillation runs (IMDb)")
+
+
+def test_a_missing_ca_bundle_is_refused():
+    with pytest.raises(KdflowInputError, match="--ca-bundle no-such.pem is not a file"):
+        cluster.Cluster(ca_bundle="no-such.pem")
+
+
 def test_schedule_creates_a_recurring_run_on_fresh_data_one_at_a_time(kfp_api, capsys):
     assert schedule(kfp_api, "--cron", "0 0 3 * * 0", "--namespace", "team-ml", "--pipeline-root",
                     "gs://team-bucket/pipeline-root", "--service-account", "kdflow-pipeline-runner",
@@ -199,6 +297,9 @@ def test_schedule_replaces_by_name_lists_and_deletes(kfp_api, capsys):
     (["--cron", "0 0 3 * * 0", "--param", "data_version=v1"], "each run sets it to its scheduled time"),
     (["--cron", "0 0 3 * * 0", "--param", "publish_uri="], "--param publish_uri=gs://"),
     (["--cron", "0 0 3 * * 0", "--pipeline-root", "runs/root"], "--pipeline-root runs/root"),
+    (["--cron", "0 0 3 * * 0", "--name", ""], "--name '' is empty"),
+    (["--list", "--namespace", "Team"], "--namespace 'Team' is not a valid Kubernetes name"),
+    (["--delete", "nightly", "--service-account", "Runner"], "--service-account 'Runner' is not a valid"),
 ])
 def test_schedule_refuses_bad_input_before_calling_the_cluster(kfp_api, capsys, arguments, needle):
     assert schedule(kfp_api, *arguments) == 2

@@ -15,6 +15,8 @@ KDFLOW_VERSION = version("kdflow")
 DEFAULT_REGISTRY = os.environ.get("KDFLOW_IMAGE_REGISTRY", "localhost")
 # A host (with an optional port) and an optional path, as image references allow them.
 REGISTRY_PATTERN = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*")
+# An image reference: a registry path as above, then an optional tag and an optional digest.
+IMAGE_PATTERN = re.compile(REGISTRY_PATTERN.pattern + r"(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?")
 IMAGE_KINDS = ("cpu", "trainer")  # the CPU runtime image, and the CUDA image of the GPU steps
 
 
@@ -24,6 +26,12 @@ def image_name(kind: str, registry: str = DEFAULT_REGISTRY) -> str:
 
 RUNTIME_IMAGE = image_name("cpu")
 TRAINER_IMAGE = image_name("trainer")
+
+
+def check_image(image: str, option: str) -> None:
+    if not IMAGE_PATTERN.fullmatch(image):
+        raise KdflowInputError(f"{option} {image!r} is not an image reference: give NAME[:TAG][@sha256:DIGEST] in lower "
+                               "case, e.g. python:3.11-slim-bookworm.")
 
 
 def check_registry(registry: str, option: str) -> None:

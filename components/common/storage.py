@@ -3,12 +3,14 @@
 GCS access goes through google-cloud-storage: credentials come from the environment (Workload Identity on
 a cluster, `GOOGLE_APPLICATION_CREDENTIALS` or gcloud elsewhere; `STORAGE_EMULATOR_HOST` for an emulator),
 transient errors are retried with the library's backoff, and files are streamed to and from disk (large ones
-in resumable chunks), never held in memory.
+in resumable chunks), never held in memory. Refused credentials stop at once with one sentence.
 """
 
 import base64
+import contextlib
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from functools import lru_cache
@@ -17,6 +19,16 @@ from pathlib import Path
 from .errors import KdflowInputError
 
 GCS_SCHEME = "gs://"
+# The password of [scheme://]user:password@host: from the user's colon to the last '@', so that one holding '/'
+# or '@' (base64 or generated passwords) is masked whole; `(?!//)` keeps `https:` from passing for a user name.
+URL_PASSWORD = re.compile(r"^((?:[a-zA-Z][\w+.-]*://)?[^/?#@:]+:)(?!//).*@")
+CREDENTIAL_HELP = ("set GOOGLE_APPLICATION_CREDENTIALS to a valid service-account key, run `gcloud auth "
+                   "application-default login`, or on GKE bind the pod's service account through Workload Identity")
+
+
+def masked_uri(uri: str) -> str:
+    """`uri` as a message may show it: `https://user:secret@host` becomes `https://user:***@host`."""
+    return URL_PASSWORD.sub(r"\1***@", uri)
 
 
 def is_gcs(uri: str) -> bool:
@@ -52,19 +64,46 @@ def client():
     return storage.Client()
 
 
+@contextlib.contextmanager
+def refusals(uri: str):
+    """Turns GCS refusing this job's credentials into one sentence about `uri`.
+
+    A 401 or 403 from the storage API, or a token request that the token endpoint or metadata server refuses, is
+    not retried (the library retries 429, 5xx and connection errors): against a local server each failed in under
+    0.4 s, but reached the user as a bare exception. The whole retry budget (116 s measured) goes only to a token
+    endpoint that cannot be reached, a connection error like any other.
+    """
+    from google.api_core import exceptions
+    from google.auth import exceptions as auth_exceptions
+
+    try:
+        yield
+    except exceptions.Forbidden:
+        raise KdflowInputError(f"This job's GCS credentials may not use {masked_uri(uri)} (HTTP 403): grant its "
+                               f"service account access to gs://{split_gcs_uri(uri)[0]}, or fix the URI.") from None
+    except exceptions.Unauthorized:
+        raise KdflowInputError(
+            f"GCS refused this job's credentials for {masked_uri(uri)} (HTTP 401): {CREDENTIAL_HELP}.") from None
+    except (auth_exceptions.RefreshError, auth_exceptions.DefaultCredentialsError) as error:
+        reason = error.args[0]  # args[1] is the token endpoint's answer as JSON
+        if isinstance(reason, Exception):  # the metadata server's refusal, wrapped
+            reason = reason.args[0]
+        reason = str(reason).strip().splitlines()[0]
+        raise KdflowInputError(
+            f"This job has no valid GCS credentials for {masked_uri(uri)} ({reason}): {CREDENTIAL_HELP}.") from None
+
+
 def bucket_of(uri: str):
     """The bucket of a gs:// URI; refuses at once (one sentence) when it is missing or cannot be read."""
     from google.api_core import exceptions
 
     name, _ = split_gcs_uri(uri)
-    try:
-        return client().get_bucket(name, retry=retry())
-    except exceptions.NotFound:
-        raise KdflowInputError(f"Bucket gs://{name} does not exist: create it or fix the URI {uri}.") from None
-    except exceptions.Forbidden:
-        raise KdflowInputError(
-            f"This job may not read bucket gs://{name}: grant its service account access, or fix the URI {uri}."
-        ) from None
+    with refusals(uri):
+        try:
+            return client().get_bucket(name, retry=retry())
+        except exceptions.NotFound:
+            raise KdflowInputError(
+                f"Bucket gs://{name} does not exist: create it or fix the URI {masked_uri(uri)}.") from None
 
 
 def list_files(uri: str) -> list[str]:
@@ -72,31 +111,33 @@ def list_files(uri: str) -> list[str]:
     if not is_gcs(uri):
         root = Path(uri)
         return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
-    bucket = bucket_of(uri)
     _, prefix = split_gcs_uri(uri)
     start = f"{prefix}/" if prefix else ""
-    return sorted(blob.name[len(start):] for blob in bucket.list_blobs(prefix=start, retry=retry()) if not blob.name.endswith("/"))
+    with refusals(uri):
+        blobs = bucket_of(uri).list_blobs(prefix=start, retry=retry())
+        return sorted(blob.name[len(start):] for blob in blobs if not blob.name.endswith("/"))
 
 
 def local_copy(uri: str) -> str:
     """A local path holding the contents of `uri`: the path itself, or a download of a gs:// prefix or file."""
     if not is_gcs(uri):
         return uri
-    bucket = bucket_of(uri)
     _, prefix = split_gcs_uri(uri)
     destination = Path(tempfile.mkdtemp(prefix="kdflow-"))
-    single = bucket.get_blob(prefix, retry=retry()) if prefix else None
-    if single is not None:  # a file, not a folder
-        target = destination / Path(prefix).name
-        single.download_to_filename(str(target), retry=retry())
-        return str(target)
-    names = list_files(uri)
-    if not names:
-        raise KdflowInputError(f"Nothing was found under {uri}: check the URI.")
-    for name in names:
-        target = destination / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        bucket.blob(f"{prefix}/{name}" if prefix else name).download_to_filename(str(target), retry=retry())
+    with refusals(uri):
+        bucket = bucket_of(uri)
+        single = bucket.get_blob(prefix, retry=retry()) if prefix else None
+        if single is not None:  # a file, not a folder
+            target = destination / Path(prefix).name
+            single.download_to_filename(str(target), retry=retry())
+            return str(target)
+        names = list_files(uri)
+        if not names:
+            raise KdflowInputError(f"Nothing was found under {masked_uri(uri)}: check the URI.")
+        for name in names:
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            bucket.blob(f"{prefix}/{name}" if prefix else name).download_to_filename(str(target), retry=retry())
     return str(destination)
 
 
@@ -122,14 +163,16 @@ def upload_folder(local_dir: str, uri: str) -> list[dict]:
     if not is_gcs(uri):
         shutil.copytree(local_dir, uri, dirs_exist_ok=True)
         return files
-    bucket = bucket_of(uri)
     _, prefix = split_gcs_uri(uri)
-    for entry in files:
-        blob = bucket.blob(f"{prefix}/{entry['path']}" if prefix else entry["path"])
-        blob.upload_from_filename(str(Path(local_dir, entry["path"])), retry=retry())
-        blob.reload(retry=retry())
-        if blob.size != entry["size"] or blob.md5_hash != entry["md5"]:
-            raise RuntimeError(f"The upload of {entry['path']} to {uri} arrived damaged (size or MD5 differ).")
+    with refusals(uri):
+        bucket = bucket_of(uri)
+        for entry in files:
+            blob = bucket.blob(f"{prefix}/{entry['path']}" if prefix else entry["path"])
+            blob.upload_from_filename(str(Path(local_dir, entry["path"])), retry=retry())
+            blob.reload(retry=retry())
+            if blob.size != entry["size"] or blob.md5_hash != entry["md5"]:
+                raise RuntimeError(
+                    f"The upload of {entry['path']} to {masked_uri(uri)} arrived damaged (size or MD5 differ).")
     return files
 
 
@@ -137,9 +180,9 @@ def read_text(uri: str) -> str | None:
     """The text at `uri`, or None when there is no such file."""
     if not is_gcs(uri):
         return Path(uri).read_text() if os.path.exists(uri) else None
-    bucket = bucket_of(uri)
-    blob = bucket.get_blob(split_gcs_uri(uri)[1], retry=retry())
-    return None if blob is None else blob.download_as_text(retry=retry())
+    with refusals(uri):
+        blob = bucket_of(uri).get_blob(split_gcs_uri(uri)[1], retry=retry())
+        return None if blob is None else blob.download_as_text(retry=retry())
 
 
 def write_text(uri: str, text: str) -> None:
@@ -150,8 +193,9 @@ def write_text(uri: str, text: str) -> None:
         partial.write_text(text)
         os.replace(partial, uri)  # atomic on one file system
         return
-    bucket_of(uri).blob(split_gcs_uri(uri)[1]).upload_from_string(text, content_type="application/json",
-                                                                   retry=retry())
+    with refusals(uri):
+        bucket_of(uri).blob(split_gcs_uri(uri)[1]).upload_from_string(text, content_type="application/json",
+                                                                       retry=retry())
 
 
 def delete(uri: str) -> None:
@@ -162,11 +206,11 @@ def delete(uri: str) -> None:
         else:
             Path(uri).unlink(missing_ok=True)
         return
-    bucket = bucket_of(uri)
     _, prefix = split_gcs_uri(uri)
-    for blob in bucket.list_blobs(prefix=prefix, retry=retry()):
-        if not prefix or blob.name == prefix or blob.name.startswith(prefix + "/"):  # not gs://b/ab for gs://b/a
-            blob.delete(retry=retry())
+    with refusals(uri):
+        for blob in bucket_of(uri).list_blobs(prefix=prefix, retry=retry()):
+            if not prefix or blob.name == prefix or blob.name.startswith(prefix + "/"):  # not gs://b/ab for gs://b/a
+                blob.delete(retry=retry())
 
 
 def check_writable(uri: str, parameter: str) -> None:
@@ -178,13 +222,12 @@ def check_writable(uri: str, parameter: str) -> None:
             bucket_of(uri)  # a missing bucket is named as such, with the URI as given
         write_text(probe, "")
         delete(probe)
-    except KdflowInputError as error:
-        raise KdflowInputError(f"{parameter}={uri!r}: {error}") from None
-    except Exception as error:  # OSError locally; Forbidden and the like on GCS
+    except KdflowInputError as error:  # refused credentials and missing buckets, named as such
+        raise KdflowInputError(f"{parameter}={masked_uri(uri)!r}: {error}") from None
+    except Exception as error:  # OSError locally; on GCS what is left after the retries
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise KdflowInputError(
-            f"{parameter}={uri!r} cannot be written ({reason}): give a folder or gs:// prefix this job may write to."
-        ) from None
+        raise KdflowInputError(f"{parameter}={masked_uri(uri)!r} cannot be written ({reason}): give a folder or "
+                               "gs:// prefix this job may write to.") from None
 
 
 def move_into(source: Path, destination: Path, last: str | None = None) -> None:

@@ -28,6 +28,7 @@ from google.protobuf import json_format
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.settings import flag
 
+from ..cluster import ARGO_CRON_FIELDS, check_cron_fields
 from ..distillation import DATA_VERSION, build_pipeline, distillation_pipeline
 from ..platform import Platform
 
@@ -89,6 +90,7 @@ def cron_workflow(schedule: str, pipeline=distillation_pipeline) -> dict:
             f"--cron {schedule!r} has {len(fields)} fields: Argo cron has five (minute hour day-of-month month "
             "day-of-week, no seconds field as in KFP), e.g. --cron '0 3 * * 0' for Sundays at 03:00 UTC."
         )
+    check_cron_fields(schedule, ARGO_CRON_FIELDS, "0 3 * * 0")
     name = pipeline.pipeline_spec.pipeline_info.name
     return {
         "apiVersion": API_VERSION,

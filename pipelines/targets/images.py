@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 from kdflow.components.common.errors import KdflowFailure, KdflowInputError
-from kdflow.components.common.images import KDFLOW_VERSION, check_registry, image_name
+from kdflow.components.common.images import KDFLOW_VERSION, check_image, check_registry, image_name
 
 ENGINES = ("docker", "podman")
 # The build context: the repository root, with images/ beside components/ and pipelines/.
@@ -34,6 +34,8 @@ def default_engine() -> str:
 def build(engine: str, kinds: list[str], registry: str, base_image: str, engine_args: list[str]) -> None:
     """Builds each kind of image in turn; stops at the first that fails."""
     check_registry(registry, "--registry")
+    if base_image:
+        check_image(base_image, "--base-image")
     if not (SOURCE_ROOT / "images").is_dir():
         raise KdflowInputError(f"kdflow images build needs a source checkout, and {SOURCE_ROOT} has no images/ "
                                "folder: clone the repository and install it with `pip install -e .`.")
