@@ -254,6 +254,25 @@ CASES = {
     "duplicate-only data": (lambda t, k: [*run()(t, k), "--data", source_folder(t, pd.concat([reviews([0, 1])] * 60),
                                                                   reviews(BALANCED))],
                             "also appears in train (2 distinct texts in"),
+    "test split that repeats train": (
+        lambda t, k: [*run()(t, k), "--data", source_folder(t, reviews(BALANCED), reviews(BALANCED))],
+        "108 of the 120 test texts of source='{tmp}/data' (90.0%) also appear in train, more than 1%"),
+    "texts all empty": (
+        lambda t, k: [*run()(t, k), "--data", source_folder(t, reviews(BALANCED),
+                                                            reviews(BALANCED).assign(text=["", " "] * 60))],
+        "Every text of the test split of source='{tmp}/data' is empty or whitespace (120 rows)"),
+    "jsonl that is not UTF-8": (
+        lambda t, k: [*run()(t, k), "--data", source_folder(t, b'{"text": "caf\xff", "label": 1}\n',
+                                                            b'{"text": "good", "label": 1}\n', "jsonl")],
+        "train.jsonl line 1 of source='{tmp}/data' is not valid UTF-8 (byte 0xff at position 14)"),
+    "malformed jsonl line": (
+        lambda t, k: [*run()(t, k), "--data", source_folder(t, b'{"text": "good", "label": 1}\n{"text": "bad"\n',
+                                                            b'{"text": "good", "label": 1}\n', "jsonl")],
+        "train.jsonl line 2 of source='{tmp}/data' is not a JSON object (Expecting ',' delimiter at position 15)"),
+    "csv that is not UTF-8": (
+        lambda t, k: [*run()(t, k), "--data", source_folder(t, reviews(BALANCED).to_csv(index=False).encode(),
+                                                            "text,label\ncafé,1\n".encode("latin-1"), "csv")],
+        "test.csv line 2 of source='{tmp}/data' is not valid UTF-8 (byte 0xe9 at position 4)"),
     # The teacher, checked by teacher_check before any model is evaluated or trained.
     "teacher folder without weights": (
         lambda t, k: [*run()(t, k), "--set", f"teacher={teacher_without_weights(t, k)}", "--set", "train_teacher=false",

@@ -1,5 +1,7 @@
 """data_prep: synthetic and file sources, unpadded tokenization, validation carving, the report, early refusals."""
 
+import json
+
 import datasets
 import pytest
 from transformers import AutoTokenizer
@@ -30,10 +32,11 @@ def prepare(tmp_path, name="data", **parameters):
     return load_prepared(str(tmp_path / name)), (tmp_path / f"{name}.md").read_text()
 
 
-def write_source(folder, extension="parquet", train=None, test=None):
+def write_source(folder, extension="parquet", train=None, test=None, test_extension=None):
     """A source folder with train and test files; rows default to reviews under the columns review/sentiment."""
     folder.mkdir(parents=True, exist_ok=True)
-    for split, rows, seed in (("train", train, 0), ("test", test, 1)):
+    test_extension = test_extension or extension
+    for split, rows, seed, extension in (("train", train, 0, extension), ("test", test, 1, test_extension)):
         if rows is None:
             generated = synthetic.generate(120 if split == "train" else 40, seed)
             rows = {"review": generated["text"], "sentiment": generated["label"], "stars": [5] * len(generated["text"])}
@@ -102,9 +105,12 @@ def test_synthetic_rows_keep_their_labels_and_validation_is_apart_from_train(syn
 def test_report_gives_rows_balance_lengths_and_truncation(synthetic_run):
     data, report = synthetic_run
     for section in ("## Rows and label balance", "## Token lengths before truncation", "p50", "p90", "p99",
-                    "truncated at 512", "`synthetic`", "| train | 300 |", "negative", "positive"):
+                    "truncated at 512", "- Source: synthetic", "| train | 300 |", "negative", "positive",
+                    "0 in train, 0 in test", "0 of 33 in validation, 0 of 100 in test (0.0%"):
         assert section in report
     assert data.info["token_lengths"]["train"]["truncated_share"] == 0.0
+    assert data.info["empty_texts_dropped"] == {"train": 0, "test": 0}
+    assert data.info["also_in_train"] == {"validation": 0, "test": 0}
 
 
 def test_same_seed_gives_the_same_data_and_another_seed_other_data(tmp_path, synthetic_run, tokenizer_dir):
@@ -207,6 +213,10 @@ BALANCED = {"review": ["good film", "bad film", "great plot", "dull plot"] * 5, 
     (None, {**BALANCED, "sentiment": [None, 0, 1, 0] * 5}, {}, "holds None"),
     ({**BALANCED, "sentiment": [1] * 20}, None, {}, "only label 1"),
     (None, {"review": [], "sentiment": []}, {}, "test split"),
+    (None, {"review": ["", " \n"] * 10, "sentiment": [0, 1] * 10}, {},
+     "Every text of the test split of source='{source}' is empty or whitespace (20 rows): set text_column='review' to "
+     "the column that holds the texts, or fill them in."),
+    (BALANCED, None, {}, "Every validation text of source='{source}' also appears in train"),
     (None, None, {"num_labels": 1}, "num_labels=1"),
     (None, None, {"validation_fraction": 1.0}, "validation_fraction=1.0"),
 ])
@@ -216,7 +226,7 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, tokenizer_dir
                   "tokenizer": str(tokenizer_dir), **overrides}
     with pytest.raises(KdflowInputError) as refused:
         prepare(tmp_path, **parameters)
-    assert named in str(refused.value)
+    assert named.format(source=source) in str(refused.value)
     assert not (tmp_path / "data").exists() and not (tmp_path / "data.md").exists()
 
 
@@ -259,3 +269,155 @@ def test_data_version_is_recorded_in_the_info_and_the_report(tmp_path, synthetic
                                           data_version="20261129030000")
     assert versioned.info["data_version"] == "20261129030000"
     assert "- Data version: 20261129030000" in versioned_report
+
+
+def reviews(count, seed, exclude=frozenset()):
+    rows = synthetic.generate(count, seed, exclude=exclude)
+    return {"review": rows["text"], "sentiment": rows["label"]}
+
+
+def prepare_reviews(tmp_path, source, tokenizer_dir, **parameters):
+    """Runs the step on a source written by write_source, with the test tokenizer."""
+    return prepare(tmp_path, source=source, text_column="review", label_column="sentiment",
+                   tokenizer=str(tokenizer_dir), **parameters)
+
+
+def test_a_test_split_that_repeats_train_is_refused_with_its_count_and_share(tmp_path, tokenizer_dir):
+    train = reviews(120, 0)
+    source = write_source(tmp_path / "source", train=train, test=train)
+    with pytest.raises(KdflowInputError) as refused:
+        prepare_reviews(tmp_path, source, tokenizer_dir, max_eval_samples=0)
+    # 12 of the 120 rows are carved out for validation: the other 108 are trained on and repeat in test.
+    assert str(refused.value) == (
+        f"108 of the 120 test texts of source={source!r} (90.0%) also appear in train, more than 1%: remove them from "
+        "the test split, so that it scores texts the models have not seen."
+    )
+    assert not (tmp_path / "data").exists() and not (tmp_path / "data.md").exists()
+
+
+def test_test_texts_that_repeat_train_up_to_one_percent_are_counted(tmp_path, tokenizer_dir):
+    train = reviews(120, 0)
+    test = reviews(198, 1, exclude=set(train["review"]))
+    # Two training texts (rows 2 and 3, which seed 42 keeps out of validation) again, with other whitespace: repeats
+    # are found with whitespace runs made one space.
+    test["review"] += [f"  {text.replace(' ', '   ')}\n" for text in train["review"][2:4]]
+    test["sentiment"] += train["sentiment"][2:4]
+    source = write_source(tmp_path / "source", train=train, test=test)
+    data, report = prepare_reviews(tmp_path, source, tokenizer_dir, max_eval_samples=0)
+    assert data.info["also_in_train"] == {"validation": 0, "test": 2}
+    assert "0 of 12 in validation, 2 of 200 in test (1.0%; above 1% is refused)" in report
+
+
+def test_empty_texts_are_dropped_before_validation_is_carved_and_counted(tmp_path, tokenizer_dir):
+    train, test = reviews(120, 0), reviews(40, 1)
+    train["review"][:3] = ["", "   ", "\n\t"]
+    test["review"][5] = " "
+    source = write_source(tmp_path / "source", train=train, test=test)
+    data, report = prepare_reviews(tmp_path, source, tokenizer_dir, max_eval_samples=0,
+                                   validation_fraction=0.25)
+    assert data.info["empty_texts_dropped"] == {"train": 3, "test": 1}
+    assert data.info["rows"] == {"train": 88, "validation": 29, "test": 39}  # 117 train rows left, a quarter held out
+    assert all(text.strip() for split in data.splits.values() for text in split["text"])
+    assert "dropped before validation was carved out: 3 in train, 1 in test" in report
+
+
+def json_lines(count, seed) -> list[bytes]:
+    rows = synthetic.generate(count, seed)
+    return [json.dumps({"text": text, "label": label}).encode() for text, label in zip(rows["text"], rows["label"])]
+
+
+def source_with_line(folder, name, third_line: bytes) -> str:
+    """A jsonl source whose file `name` (train.jsonl, test.jsonl or test.csv) has `third_line` as its line 3."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, seed in (("train", 0), ("test", 1)):
+        if not name.startswith(split):
+            (folder / f"{split}.jsonl").write_bytes(b"\n".join(json_lines(40, seed)) + b"\n")
+    if name.endswith(".csv"):
+        lines = [b"text,label", b"good film,1", third_line, b"bad film,0"]
+    else:
+        lines = [*json_lines(2, 2), third_line, *json_lines(2, 3)]
+    (folder / name).write_bytes(b"\n".join(lines) + b"\n")
+    return str(folder)
+
+
+@pytest.mark.parametrize("name, third_line, problem", [
+    ("train.jsonl", b'{"text": "caf\xff", "label": 1}', "is not valid UTF-8 (byte 0xff at position 14): save the file "
+                                                         "as UTF-8."),
+    ("test.jsonl", b'{"text": "good film", "label": 1', "is not a JSON object (Expecting ',' delimiter at position "
+                                                        "33): write one JSON object per line."),
+    ("train.jsonl", b'["good film", 1]', "is not a JSON object (it starts with '['): write one JSON object per line."),
+    ("test.csv", b"caf\xe9 film,1", "is not valid UTF-8 (byte 0xe9 at position 4): save the file as UTF-8."),
+])
+def test_files_that_are_not_utf8_or_json_lines_are_refused_naming_file_and_line(tmp_path, tokenizer_dir, name,
+                                                                                  third_line, problem):
+    source = source_with_line(tmp_path / "source", name, third_line)
+    with pytest.raises(KdflowInputError) as refused:
+        prepare(tmp_path, source=source, tokenizer=str(tokenizer_dir))
+    assert str(refused.value) == f"{name} line 3 of source={source!r} {problem}"
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_utf8_file_that_starts_with_a_byte_order_mark_is_read(tmp_path, tokenizer_dir):
+    source = source_with_line(tmp_path / "source", "train.jsonl", json_lines(1, 4)[0])  # five good lines
+    train_file = tmp_path / "source" / "train.jsonl"
+    train_file.write_bytes(b"\xef\xbb\xbf" + train_file.read_bytes())
+    data, _ = prepare(tmp_path, source=source, tokenizer=str(tokenizer_dir), validation_fraction=0.2)
+    assert data.info["rows"] == {"train": 4, "validation": 1, "test": 40}
+
+
+def test_gcs_files_are_checked_once_downloaded(tmp_path, tokenizer_dir, gcs):
+    from kdflow.components.common import storage
+
+    gcs.create_bucket("kdflow-bad-data")
+    storage.upload_folder(source_with_line(tmp_path / "source", "train.jsonl", b'{"text": "\xff"}'),
+                          "gs://kdflow-bad-data/reviews")
+    with pytest.raises(KdflowInputError) as refused:
+        prepare(tmp_path, source="gs://kdflow-bad-data/reviews", tokenizer=str(tokenizer_dir))
+    assert str(refused.value).startswith("train.jsonl line 3 of source='gs://kdflow-bad-data/reviews' is not valid "
+                                         "UTF-8 (byte 0xff at position 11)")
+
+
+def test_a_csv_that_does_not_parse_is_refused_with_the_readers_reason(tmp_path, tokenizer_dir):
+    source = source_with_line(tmp_path / "source", "test.csv", b"bad film,0,3")
+    with pytest.raises(KdflowInputError) as refused:
+        prepare(tmp_path, source=source, tokenizer=str(tokenizer_dir))
+    assert str(refused.value) == (f"The test files of source={source!r} could not be read (Error tokenizing data. C "
+                                  "error: Expected 2 fields in line 3, saw 3): fix or replace them.")
+
+
+def test_each_split_is_read_in_its_own_format(tmp_path, tokenizer_dir):
+    source = write_source(tmp_path / "source", "parquet", test_extension="csv")
+    data, _ = prepare_reviews(tmp_path, source, tokenizer_dir, validation_fraction=0.25)
+    assert sorted(path.name for path in (tmp_path / "source").iterdir()) == ["test.csv", "train.parquet"]
+    assert data.info["rows"] == {"train": 90, "validation": 30, "test": 40}
+
+
+def test_a_folder_without_one_split_is_refused_naming_it(tmp_path, tokenizer_dir):
+    source = write_source(tmp_path / "source")
+    (tmp_path / "source" / "test.parquet").unlink()
+    with pytest.raises(KdflowInputError) as refused:
+        prepare(tmp_path, source=source, tokenizer=str(tokenizer_dir))
+    assert str(refused.value) == f"source={source!r} holds no test files: put test.parquet (or .jsonl, .csv) in it."
+
+
+def test_markdown_text_is_literal_and_on_one_line():
+    assert task.markdown_text("a|b\n# c *d* [e](f) <g> `h` x_y") == (
+        "a\\|b # c \\*d\\* \\[e\\](f) \\<g\\> \\`h\\` x\\_y")
+
+
+def test_report_escapes_what_the_user_and_the_data_named(tmp_path, tokenizer_dir):
+    train, test = reviews(120, 0), reviews(40, 1)
+    features = datasets.Features({"re|view": datasets.Value("string"),
+                                  "sentiment": datasets.ClassLabel(names=["neg|ative", "pos\n# itive"])})
+    (tmp_path / "source").mkdir()
+    for split, rows in (("train", train), ("test", test)):
+        rows = {"re|view": rows["review"], "sentiment": rows["sentiment"]}
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / "source" / f"{split}.parquet"))
+    data, report = prepare(tmp_path, source=str(tmp_path / "source"), text_column="re|view", label_column="sentiment",
+                           tokenizer=str(tokenizer_dir), data_version="v1 ## Injected | <b>x</b>")
+    assert data.info["label_names"] == ["neg|ative", "pos\n# itive"]
+    assert [line for line in report.splitlines() if line.startswith("#")] == [
+        "# Prepared data", "## Rows and label balance", "## Token lengths before truncation"]
+    assert "(text from re\\|view, label from sentiment)" in report
+    assert "- Data version: v1 ## Injected \\| \\<b\\>x\\</b\\>" in report
+    assert "| split | rows | neg\\|ative | pos # itive |" in report

@@ -5,7 +5,8 @@ Layout of the folder (a KFP `Dataset` artifact):
     splits/          datasets.DatasetDict with train, validation and test; columns
                      text, label, input_ids, attention_mask, length (no padding)
     tokenizer/       the tokenizer that produced input_ids
-    data_info.json   num_labels, source, max_length, rows per split
+    data_info.json   every data_prep setting (num_labels, source, max_length...), label names, rows, label
+                     counts and token lengths per split, empty texts dropped and texts repeating train
 """
 
 import json
