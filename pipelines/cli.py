@@ -17,10 +17,12 @@ KdflowFailure (1); only main turns them into exit statuses.
 """
 
 import argparse
+import contextlib
 import json
 import math
 import shutil
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from importlib import import_module
@@ -33,7 +35,7 @@ from kdflow.components.common.results import RunSummary, score_rows
 
 from . import cluster, presets
 from .distillation import PIPELINE_NAME
-from .platform import Platform
+from .platform import GKE_ACCELERATOR_LABEL, Placement, Platform
 from .targets import argo, images, kfp, local, run_folder
 
 BENCH = "kdflow.pipelines.bench"
@@ -61,9 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the pipeline locally with kfp.local")
     run.add_argument("--preset", default="smoke", help=f"parameter set: {', '.join(presets.PRESETS)} (default smoke)")
-    run.add_argument("--data", help="dataset: a local folder or gs:// prefix with train/test files, or a hub name")
+    run.add_argument("--data", help="dataset: a local folder, gs:// or s3:// prefix with train/test files, or a hub "
+                                    "name")
     run.add_argument("--output", type=folder_to_write, default="runs/latest", help="folder for summary.json and the run's artifacts")
-    run.add_argument("--publish-uri", help="publish a student that passes its gate here (gs://bucket/prefix or a folder)")
+    run.add_argument("--publish-uri", help="publish a student that passes its gate here (gs:// or s3://bucket/prefix, or a folder)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                      help="override a pipeline parameter (repeatable)")
     run.add_argument("--verbose", action="store_true",
@@ -87,13 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--gcp-key-secret", default="",
                           help="mount this Kubernetes secret's key.json as GCS credentials in every task "
                                "(default: the pod's service account, through Workload Identity)")
+    compile_.add_argument("--s3-secret", default="", metavar="NAME",
+                          help="set this Kubernetes secret's keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY as "
+                               "environment variables of every task, the credentials of s3:// locations")
+    compile_.add_argument("--s3-endpoint", default="", metavar="URL",
+                          help="set AWS_ENDPOINT_URL in every task: the http(s) URL of an S3-compatible store such as "
+                               "MinIO or SeaweedFS (default: AWS S3)")
     compile_.add_argument("--image-registry", default=DEFAULT_REGISTRY,
                           help=f"registry of the task images, REGISTRY/kdflow-KIND:VERSION (default {DEFAULT_REGISTRY})")
     add_scale_arguments(compile_)
+    add_scheduling_arguments(compile_)
     compile_.set_defaults(command=compile_command)
 
     submit = commands.add_parser("submit", help="upload the compiled pipeline to Kubeflow Pipelines and start a run")
     add_cluster_arguments(submit)
+    add_scheduling_arguments(submit)
     submit.add_argument("--run-name", help="display name of the run (default: kdflow-PRESET-TIME)")
     submit.add_argument("--no-cache", action="store_true",
                         help="run every step again: sets data_version to the submit time, which every step depends on")
@@ -102,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     schedule = commands.add_parser(
         "schedule", help="create or replace (--list, --delete) a recurring run that retrains on a cron schedule")
     add_cluster_arguments(schedule)
+    add_scheduling_arguments(schedule)
     action = schedule.add_mutually_exclusive_group(required=True)
     action.add_argument("--cron", help='KFP cron, six fields with seconds first, e.g. "0 0 3 * * 0" (Sundays 03:00 UTC)')
     action.add_argument("--list", action="store_true", help="list the recurring runs of the experiment")
@@ -166,6 +178,33 @@ def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
                              "stays the global batch (default 1)")
 
 
+def add_scheduling_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where on Kubernetes the CPU steps and the GPU steps run and what they reserve there: compiled into the pipeline,
+    so `submit` and `schedule` given any of them compile a package for them."""
+    options = parser.add_argument_group(
+        "pod scheduling", "compiled into the pipeline (submit and schedule compile one for them), for the GPU steps "
+                          "(teacher_train, teacher_eval, teacher_shard, distill and its baseline) and the CPU steps "
+                          "(the others) separately")
+    for steps in ("cpu", "gpu"):
+        which = f"the {steps.upper()} steps"
+        options.add_argument(f"--{steps}-node-selector", action="append", default=[], metavar="KEY=VALUE",
+                             help=f"run {which} only on nodes with this label (repeatable)")
+        options.add_argument(f"--{steps}-toleration", dest=f"{steps}_tolerations", action="append", default=[],
+                             metavar="KEY[=VALUE]:EFFECT",
+                             help=f"let {which} run on nodes with this taint, written as `kubectl taint` writes it; "
+                                  "without =VALUE whatever its value (repeatable)")
+        options.add_argument(f"--{steps}-step-requests", default="", metavar="cpu=N,memory=N",
+                             help=f"CPU and memory each pod of {which} reserves, e.g. cpu=2,memory=8Gi")
+        options.add_argument(f"--{steps}-step-limits", default="", metavar="cpu=N,memory=N",
+                             help=f"the most CPU and memory each pod of {which} may use, e.g. cpu=4,memory=16Gi")
+    options.add_argument("--gpu-type", default="", metavar="VALUE",
+                         help="run the GPU steps on nodes whose --gpu-type-label has this value, e.g. "
+                              "nvidia-tesla-a100 (default: any GPU node)")
+    options.add_argument("--gpu-type-label", default=GKE_ACCELERATOR_LABEL, metavar="KEY",
+                         help=f"the node label that names the GPU type (default {GKE_ACCELERATOR_LABEL}, GKE's; "
+                              "nvidia.com/gpu.product on nodes labelled by the NVIDIA GPU operator)")
+
+
 def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     """The options `submit` and `schedule` share: where the API is, who we are, what the runs get."""
     parser.add_argument("--host", help="the Kubeflow Pipelines API, e.g. https://kubeflow.example.com/pipeline "
@@ -177,10 +216,11 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cookies", help="session cookie for the API, e.g. 'authservice_session=...'")
     parser.add_argument("--ca-bundle", metavar="FILE.pem",
                         help="PEM certificate of the CA that signed the API's TLS certificate, for a private CA "
-                             "(kfp.Client trusts public CAs only; it reads neither SSL_CERT_FILE nor REQUESTS_CA_BUNDLE)")
-    parser.add_argument("--package", default=str(cluster.COMPILED_PIPELINE),
-                        help="compiled pipeline to upload (default: the one in this package; "
-                             "compile your own with your image registry, see `kdflow compile`)")
+                             "(kfp.Client trusts public CAs only; it reads neither SSL_CERT_FILE nor "
+                             "REQUESTS_CA_BUNDLE)")
+    parser.add_argument("--package", help="compiled pipeline to upload (default: the one in this package, or with "
+                                          "scheduling options one compiled for them; compile your own with your "
+                                          "image registry, see `kdflow compile`)")
     parser.add_argument("--pipeline-name", default=PIPELINE_NAME, help=f"pipeline to add a version to "
                                                                        f"(default {PIPELINE_NAME})")
     parser.add_argument("--pipeline-root", help="gs:// URI for the runs' artifacts "
@@ -242,6 +282,17 @@ def platform_of(args, **settings) -> Platform:
     return Platform(teacher_shards=args.teacher_shards, processes=args.nproc, **settings)
 
 
+def scheduling_of(args) -> dict:
+    """The Platform settings of add_scheduling_arguments' options."""
+    return dict(
+        cpu_steps=Placement("cpu", node_selector=tuple(args.cpu_node_selector), tolerations=tuple(args.cpu_tolerations),
+                            requests=args.cpu_step_requests, limits=args.cpu_step_limits),
+        gpu_steps=Placement("gpu", node_selector=tuple(args.gpu_node_selector), tolerations=tuple(args.gpu_tolerations),
+                            requests=args.gpu_step_requests, limits=args.gpu_step_limits),
+        gpu_type=args.gpu_type, gpu_type_label=args.gpu_type_label,
+    )
+
+
 def run_command(args) -> int:
     overrides = presets.parse_overrides(args.overrides)
     if args.publish_uri:
@@ -288,6 +339,11 @@ def run_in_folder(output: Path, parameters: dict, args, platform: Platform) -> i
     summary_path.write_text(json.dumps(summary, indent=2))
     print(results_table(summary))
     print(f"\nsummary: {summary_path}\nquality report: {report_path}\nlogs: {output / 'logs'}")
+    tracking = RunSummary.from_dict(summary).tracking
+    if tracking:
+        where = f"run {tracking.run_id}" if tracking.run_id else tracking.log_dir
+        print(f"tracking: {tracking.report_to} at {tracking.tracking_uri}, {tracking.run_name}/{tracking.step} "
+              f"({where})")
     return 0
 
 
@@ -332,11 +388,12 @@ def results_table(summary: dict) -> str:
 
 def compile_command(args) -> int:
     check_registry(args.image_registry, "--image-registry")
-    platform = platform_of(args, gcp_key_secret=args.gcp_key_secret, image_registry=args.image_registry)
+    platform = platform_of(args, gcp_key_secret=args.gcp_key_secret, image_registry=args.image_registry,
+                           s3_secret=args.s3_secret, s3_endpoint=args.s3_endpoint, **scheduling_of(args))
     if args.target == "argo":
         output = args.output or ("distillation-argo-cron.yaml" if args.cron else "distillation-argo.yaml")
         kind = argo.compile_pipeline(platform, output, args.cron)
-        print(f"compiled Argo {kind}: {output}")
+        print(f"compiled Argo {kind}: {output}" + (f"; {cluster.next_runs_text(args.cron)}" if args.cron else ""))
         return 0
     if args.cron:
         raise KdflowInputError("--cron makes an Argo CronWorkflow: add --target argo.")
@@ -359,10 +416,28 @@ def run_parameters(args) -> dict:
     return presets.resolve(args.preset, presets.parse_overrides(args.overrides))
 
 
+@contextlib.contextmanager
+def package_to_upload(args):
+    """The compiled pipeline `submit` and `schedule` upload: --package, by default the one in this package; with
+    scheduling options, the pipeline compiled for them into a temporary file."""
+    platform = Platform(**scheduling_of(args))
+    if platform == Platform():
+        yield args.package or str(cluster.COMPILED_PIPELINE)
+        return
+    if args.package:
+        raise KdflowInputError(f"--package {args.package} is compiled already, so scheduling options cannot change it: "
+                               "compile it with them (`kdflow compile ... --output FILE`), or drop --package.")
+    with tempfile.TemporaryDirectory(prefix="kdflow-") as folder:
+        package = str(Path(folder) / "distillation.yaml")
+        kfp.compile_pipeline(platform, package)
+        yield package
+
+
 def submit_command(args) -> int:
     run_name = f"kdflow-{args.preset}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}" if args.run_name is None \
         else args.run_name
-    run_id = cluster.submit(cluster_of(args), args.package, run_parameters(args), run_name, args.no_cache)
+    with package_to_upload(args) as package:
+        run_id = cluster.submit(cluster_of(args), package, run_parameters(args), run_name, args.no_cache)
     print(f"run id: {run_id}")
     return 0
 
@@ -372,7 +447,8 @@ def schedule_command(args) -> int:
         scheduled = cluster.list_schedules(cluster_of(args))
         for recurring in scheduled:
             cron = recurring.trigger.cron_schedule.cron if recurring.trigger.cron_schedule else "periodic"
-            print(f"{recurring.display_name}\t{cron}\t{recurring.mode}\t{recurring.recurring_run_id}")
+            upcoming = cluster.next_runs_text(cron) if recurring.trigger.cron_schedule else ""
+            print(f"{recurring.display_name}\t{cron}\t{recurring.mode}\t{recurring.recurring_run_id}\t{upcoming}")
         if not scheduled:
             print(f"no recurring runs in experiment {args.experiment}")
         return 0
@@ -380,10 +456,11 @@ def schedule_command(args) -> int:
         cluster.delete_schedule(cluster_of(args), args.delete)
         print(f"deleted recurring run {args.delete}")
         return 0
-    created = cluster.schedule(cluster_of(args), args.package, args.name, args.cron, run_parameters(args))
+    with package_to_upload(args) as package:
+        created = cluster.schedule(cluster_of(args), package, args.name, args.cron, run_parameters(args))
     verb = "replaced" if created.replaced else "created"
     print(f"{verb} recurring run {args.name} ({created.recurring_run_id}): cron {created.cron!r}, one run at a time, "
-          "no catch-up")
+          f"no catch-up; {cluster.next_runs_text(created.cron)}")
     return 0
 
 

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.resources import files
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import kfp
 import kfp_server_api
@@ -43,7 +42,7 @@ from kdflow.components.common.images import KDFLOW_VERSION
 from kdflow.components.common.storage import masked_uri
 
 from .distillation import DATA_VERSION, PIPELINE_NAME
-from .platform import check_kubernetes_name
+from .platform import check_http_url, check_kubernetes_name
 
 TOKEN_ENV = "KDFLOW_KFP_TOKEN"
 COMPILED_PIPELINE = files("kdflow.pipelines") / "distillation.yaml"
@@ -225,6 +224,20 @@ def cron_value(text: str, field: str) -> int | None:
     return names.index(text.lower()) + (field == "month") if text.lower() in names else None
 
 
+def next_runs(cron: str, after: datetime | None = None, count: int = 3) -> list[datetime]:
+    """The next `count` times (UTC) a checked cron runs after `after` (now): six fields with seconds first (KFP), or
+    five (Argo). croniter computes them; it parses more than robfig/cron does (day of week 7, L, #), so the checks
+    above stay what decides whether a cron is valid."""
+    from croniter import croniter
+
+    times = croniter(cron, after or datetime.now(timezone.utc), second_at_beginning=len(cron.split()) == 6)
+    return [times.get_next(datetime) for _ in range(count)]
+
+
+def next_runs_text(cron: str) -> str:
+    return "next runs (UTC): " + ", ".join(f"{time:%a %Y-%m-%d %H:%M:%S}" for time in next_runs(cron))
+
+
 def checked_package(package: str) -> Path:
     """The compiled pipeline to upload; warns when its images can only be on this machine."""
     path = Path(package)
@@ -248,18 +261,9 @@ def check_pipeline_root(pipeline_root: str | None) -> None:
 
 
 def check_host(host: str) -> None:
-    """An http(s) URL with a host name and without credentials, which kfp.Client would drop without a word."""
-    try:
-        parts = urlsplit(host)
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port is None or parts.port > 0)
-    except ValueError:  # a port that is not a number below 65536, an unclosed [IPv6 address
-        valid = False
-    if not valid:
-        raise KdflowInputError(f"--host {masked_uri(host)!r} is not an http(s) URL: give e.g. "
-                               "https://kubeflow.example.com/pipeline.")
-    if "@" in parts.netloc:
-        raise KdflowInputError(f"--host {masked_uri(host)} holds credentials, which kfp.Client does not send: drop "
-                               f"them and pass --token (or {TOKEN_ENV}) or --cookies.")
+    """An http(s) URL without credentials, which kfp.Client would drop without a word."""
+    check_http_url("--host", host, "https://kubeflow.example.com/pipeline",
+                   f"which kfp.Client does not send: drop them and pass --token (or {TOKEN_ENV}) or --cookies")
 
 
 def check_display_name(option: str, name: str) -> None:

@@ -115,6 +115,8 @@ def build_pipeline(platform: Platform = Platform()) -> GraphComponent:
         seed: int = 42,
         checkpoint_steps: int = 500,
         checkpoint_uri: str = "",
+        report_to: str = "none",
+        tracking_uri: str = "",
         data_version: str = "",
     ) -> Outputs:
         prepared = platform.on_cpu(data_prep(
@@ -124,12 +126,15 @@ def build_pipeline(platform: Platform = Platform()) -> GraphComponent:
             validation_fraction=validation_fraction, seed=seed, data_version=data_version,
         ))
         data = prepared.outputs["data"]
+        # One experiment per model; each training logs under the run's name, which the platform gives the GPU steps
+        # as an environment variable (common/training.py: RUN_NAME_ENV).
+        tracking = dict(report_to=report_to, tracking_uri=tracking_uri, experiment=model_name)
 
         with dsl.If(train_teacher == True):  # noqa: E712 (a KFP condition, not a Python comparison)
             trained = platform.on_gpu(teacher_train(
                 data=data, teacher=teacher, epochs=teacher_epochs, batch_size=teacher_batch_size,
                 learning_rate=teacher_learning_rate, precision=precision, seed=seed,
-                checkpoint_steps=checkpoint_steps, checkpoint_uri=checkpoint_uri,
+                checkpoint_steps=checkpoint_steps, checkpoint_uri=checkpoint_uri, **tracking,
             ))
         with dsl.Else():
             checked = platform.on_cpu(teacher_check(data=data, teacher=teacher))
@@ -148,9 +153,9 @@ def build_pipeline(platform: Platform = Platform()) -> GraphComponent:
             distill_mode=distill_mode, temperature=temperature,
             epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
             gradient_accumulation_steps=gradient_accumulation_steps, precision=precision, seed=seed,
-            checkpoint_steps=checkpoint_steps, checkpoint_uri=checkpoint_uri,
+            checkpoint_steps=checkpoint_steps, checkpoint_uri=checkpoint_uri, **tracking,
         )
-        distilled = platform.on_gpu(distill(alpha=alpha, **training), platform.processes)
+        distilled = platform.on_gpu(distill(alpha=alpha, tracked_as="student", **training), platform.processes)
 
         evaluated_student = platform.on_cpu(student_eval(
             data=data, student=distilled.outputs["student"],
@@ -168,7 +173,8 @@ def build_pipeline(platform: Platform = Platform()) -> GraphComponent:
         )
         # The same student, data and budget on the hard labels alone (alpha 1): what the teacher adds.
         with dsl.If(compare_baseline == True):  # noqa: E712
-            baseline = platform.on_gpu(distill(alpha=1.0, **training), platform.processes).set_display_name("baseline")
+            baseline = platform.on_gpu(distill(alpha=1.0, tracked_as="baseline", **training),
+                                       platform.processes).set_display_name("baseline")
             evaluated_baseline = platform.on_cpu(student_eval(
                 data=data, student=baseline.outputs["student"],
                 teacher_metrics=evaluated_teacher.outputs["teacher_metrics"], min_retention=min_retention,

@@ -113,8 +113,8 @@ def check(parameters: dict, preset: str, platform: Platform) -> None:
     """The checks that need no data and no model, so a bad run stops before anything starts."""
     if not parameters["source"]:
         raise KdflowInputError(
-            f"The {preset} preset needs --data: a local folder or gs:// prefix with train and test files (parquet, "
-            "jsonl or csv) of text and label, e.g. the IMDb splits."
+            f"The {preset} preset needs --data: a local folder, gs:// or s3:// prefix with train and test files "
+            "(parquet, jsonl or csv) of text and label, e.g. the IMDb splits."
         )
     if not parameters["teacher"]:
         raise KdflowInputError(

@@ -45,11 +45,13 @@ def make_rows(count, seed):
 @pytest.fixture(scope="session")
 def settings_for():
     """A step's Settings as the pipeline passes them by default (its parameters' defaults), with `values` changed:
-    `settings_for(task, teacher=..., epochs=1)`. Values the pipeline wires from elsewhere must be given."""
+    `settings_for(task, teacher=..., epochs=1)`. Values the pipeline wires from elsewhere must be given, but for
+    the tracking names (as the pipeline wires them; they name nothing while report_to is none)."""
     from kdflow.components.common.settings import from_arguments
     from kdflow.pipelines.presets import pipeline_parameters
 
     defaults = pipeline_parameters()
+    defaults.update(experiment=defaults["model_name"], tracked_as="student")
     return lambda task, **values: from_arguments(task.Settings, {**defaults, **values})
 
 
@@ -123,3 +125,66 @@ def data_without_a_text_column(tmp_path):
     rows.to_parquet(folder / "train.parquet")
     rows.to_parquet(folder / "test.parquet")
     return folder
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on a free port, in its own process; started once for the session."""
+    from s3_server import MotoServer
+
+    server = MotoServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def s3(s3_server, monkeypatch):
+    """A boto3 S3 client on the moto server, with the standard AWS variables (a dummy key, AWS_ENDPOINT_URL) set for
+    kdflow and its subprocesses."""
+    import boto3
+
+    from kdflow.components.common import storage
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "kdflow-test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "kdflow-test")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)  # the dummy key above, not a profile of this machine
+    storage.s3_filesystem.cache_clear()
+    yield boto3.client("s3")
+    storage.s3_filesystem.cache_clear()
+
+
+@pytest.fixture(params=["gs", "s3"])
+def bucket_uri(request):
+    """A new, empty bucket in each store in turn (fake-gcs-server, moto's S3 server): `gs://NAME`, `s3://NAME`."""
+    import uuid
+
+    name = f"kdflow-{uuid.uuid4().hex[:12]}"
+    if request.param == "gs":
+        request.getfixturevalue("gcs").create_bucket(name)
+    else:
+        request.getfixturevalue("s3").create_bucket(Bucket=name)
+    return f"{request.param}://{name}"
+
+
+@pytest.fixture()
+def faulty_store(bucket_uri, request, monkeypatch):
+    """A proxy in front of the store of `bucket_uri`, kdflow pointed at it and `match` set to that store's uploads;
+    the test sets how many of them pass (`pass_first`) and then fail (`fail_next`)."""
+    from s3_server import FailingProxy
+
+    from kdflow.components.common import storage
+
+    if bucket_uri.startswith("gs://"):
+        server, variable, cached = request.getfixturevalue("gcs_emulator"), "STORAGE_EMULATOR_HOST", storage.client
+        uploads = "/upload/"  # the JSON API's uploads, simple and resumable
+    else:
+        server, variable, cached = request.getfixturevalue("s3_server"), "AWS_ENDPOINT_URL", storage.s3_filesystem
+        uploads = "PUT /"  # objects and the parts of multipart uploads
+    proxy = FailingProxy(server.port)
+    proxy.match = uploads
+    monkeypatch.setenv(variable, proxy.url)
+    cached.cache_clear()
+    yield proxy
+    proxy.close()

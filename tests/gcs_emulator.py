@@ -1,5 +1,5 @@
-"""A real GCS emulator (fake-gcs-server) for the tests, a proxy in front of it that can make requests fail, and
-a storage API that refuses every credential.
+"""A real GCS emulator (fake-gcs-server) for the tests, and a storage API that refuses every credential (the proxy
+that makes requests fail, for both stores, is in s3_server.py).
 
 The emulator keeps its objects on disk, so it can be stopped in the middle of a run and started again with
 the same contents, like a real outage.
@@ -8,7 +8,6 @@ the same contents, like a real outage.
 import http.client
 import http.server
 import json
-import os
 import socket
 import subprocess
 import threading
@@ -57,56 +56,6 @@ class GcsEmulator:
             self.process.kill()
             self.process.wait()
             self.process = None
-
-
-class FaultyProxy:
-    """Forwards HTTP to the emulator; requests whose path contains `match` get a 503, `fail_next` of them,
-    after `pass_first` of them went through."""
-
-    def __init__(self, target_port: int):
-        self.fail_next, self.pass_first, self.match, self.failed = 0, 0, "", 0
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def forward(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
-                if proxy.pass_first and proxy.match in self.path:
-                    proxy.pass_first -= 1
-                elif proxy.fail_next and proxy.match in self.path:
-                    proxy.fail_next -= 1
-                    proxy.failed += 1
-                    self.send_response(503)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                upstream = http.client.HTTPConnection("127.0.0.1", target_port, timeout=30)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
-                upstream.request(self.command, self.path, body=body, headers=headers)
-                response = upstream.getresponse()
-                payload = response.read()
-                self.send_response(response.status)
-                for key, value in response.getheaders():
-                    if key.lower() not in ("transfer-encoding", "content-length", "connection"):
-                        self.send_header(key, value.replace(f":{target_port}", f":{proxy.port}"))
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = forward
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        self.server.shutdown()
 
 
 class RefusingGcs:
@@ -161,12 +110,3 @@ class RefusingGcs:
 
     def close(self) -> None:
         self.server.shutdown()
-
-
-def use_endpoint(url: str) -> None:
-    """Points google-cloud-storage (and kdflow's cached client) at `url`."""
-    from kdflow.components.common import storage
-
-    os.environ["STORAGE_EMULATOR_HOST"] = url
-    os.environ.setdefault("GOOGLE_CLOUD_PROJECT", "test")
-    storage.client.cache_clear()

@@ -36,7 +36,11 @@ def load(name: str) -> dict:
 @pytest.mark.parametrize("name, options", [("template", ()), ("cron", ("--cron", WEEKLY))])
 def test_committed_argo_files_are_current(tmp_path, name, options):
     fresh = tmp_path / "fresh.yaml"
-    assert compile_argo(fresh, *options).returncode == 0
+    compiled = compile_argo(fresh, *options)
+    assert compiled.returncode == 0
+    if options:  # a schedule shows when it runs: WEEKLY is Sundays at 03:00
+        assert re.search(r"next runs \(UTC\): Sun \S+ 03:00:00, Sun \S+ 03:00:00, Sun \S+ 03:00:00$",
+                         compiled.stdout.strip()), compiled.stdout
     assert COMMITTED[name].read_text() == fresh.read_text(), (
         f"{COMMITTED[name].relative_to(REPOSITORY)} is stale: run `kdflow compile --target argo "
         f"{' '.join(options)} --output {COMMITTED[name].relative_to(REPOSITORY)}`")
@@ -90,7 +94,7 @@ def test_parameters_and_defaults_are_the_kfp_pipelines():
 
 
 def test_steps_images_gpus_and_retries_follow_the_kfp_pipeline():
-    kfp = yaml.safe_load(KFP_YAML.read_text())
+    kfp = next(yaml.safe_load_all(KFP_YAML.read_text()))
     executors = kfp["deploymentSpec"]["executors"]
     spec = load("template")["spec"]
     templates = {template["name"]: template for template in spec["templates"]}
@@ -107,6 +111,12 @@ def test_steps_images_gpus_and_retries_follow_the_kfp_pipeline():
             assert template["retryStrategy"]["limit"] == "2" and template["retryStrategy"]["retryPolicy"] == "Always"
         else:
             assert gpus is None and "retryStrategy" not in template, step
+        # Compiled without scheduling options: Kubernetes places the pods as it likes (tests/test_scheduling.py). The
+        # GPU steps' one variable is the run's name, from the workflow's label on the pod (experiment tracking).
+        assert not {"nodeSelector", "tolerations"} & set(template), step
+        assert template["container"].get("env", []) == ([{"name": "KDFLOW_RUN_NAME", "valueFrom": {"fieldRef": {
+            "fieldPath": "metadata.labels['workflows.argoproj.io/workflow']"}}}] if gpus else []), step
+        assert set(template["container"].get("resources", {})) <= {"limits"}, step
         for artifact in template.get("outputs", {}).get("artifacts", []):
             # Key-only: bucket and credentials come from the artifact repository, never from the template.
             assert set(artifact["gcs"]) == {"key"}, step
@@ -188,6 +198,16 @@ def test_a_parallel_for_is_refused_by_name():
 
     with pytest.raises(presets.KdflowInputError, match="cannot translate the dsl.ParallelFor"):
         argo.workflow_template(build_pipeline(Platform(teacher_shards=2)))
+
+
+def test_kubernetes_settings_the_target_cannot_translate_are_refused():
+    from kdflow.pipelines.distillation import build_pipeline
+    from kdflow.pipelines.platform import Platform
+    from kdflow.pipelines.targets import argo
+
+    # compile_pipeline refuses --gcp-key-secret first; the translation itself must not drop the mounted secret either.
+    with pytest.raises(ValueError, match=r"cannot translate the Kubernetes settings \['secretAsVolume'\]"):
+        argo.workflow_template(build_pipeline(Platform(gcp_key_secret="kdflow-gcp-key")))
 
 
 def test_nproc_gives_distill_that_many_gpus_and_processes(tmp_path):

@@ -183,7 +183,7 @@ esac
 def compiled_images(tmp_path, *options) -> set[str]:
     subprocess.run([sys.executable, "-m", "kdflow.pipelines.cli", "compile", *options, "--output",
                     str(tmp_path / "p.yaml")], check=True, capture_output=True)
-    executors = yaml.safe_load((tmp_path / "p.yaml").read_text())["deploymentSpec"]["executors"]
+    executors = next(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))["deploymentSpec"]["executors"]
     return {executor["container"]["image"] for executor in executors.values()}
 
 
@@ -197,7 +197,7 @@ def test_compile_names_the_images_in_the_given_registry_with_the_package_version
 
 
 def test_no_step_installs_anything_at_run_time():
-    executors = yaml.safe_load((ROOT / "pipelines" / "distillation.yaml").read_text())["deploymentSpec"]["executors"]
+    executors = next(yaml.safe_load_all((ROOT / "pipelines" / "distillation.yaml").read_text()))["deploymentSpec"]["executors"]
     for name, executor in executors.items():
         command = " ".join(executor["container"]["command"] + executor["container"].get("args", []))
         assert "pip install" not in command and "kdflow.components." in command, name

@@ -155,7 +155,7 @@ def test_the_cronjob_compiles_the_pipeline_for_the_registry_its_overlay_names(tm
     environment = {key: value for key, value in os.environ.items() if key != "KDFLOW_IMAGE_REGISTRY"}
     subprocess.run([sys.executable, "-m", "kdflow.pipelines.cli", *arguments], check=True, capture_output=True,
                    env={**environment, **settings})
-    executors = yaml.safe_load((tmp_path / "distillation.yaml").read_text())["deploymentSpec"]["executors"]
+    executors = next(yaml.safe_load_all((tmp_path / "distillation.yaml").read_text()))["deploymentSpec"]["executors"]
     images = {executor["container"]["image"] for executor in executors.values()}
     assert images == {f"{settings['KDFLOW_IMAGE_REGISTRY']}/kdflow-{kind}:{KDFLOW_VERSION}"
                       for kind in ("cpu", "trainer")}

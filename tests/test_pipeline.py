@@ -41,10 +41,11 @@ def test_committed_yaml_is_current(tmp_path):
 
 
 def test_training_tasks_request_one_gpu_and_others_none():
-    spec = yaml.safe_load(COMMITTED_YAML.read_text())
+    spec = next(yaml.safe_load_all(COMMITTED_YAML.read_text()))
     executors = spec["deploymentSpec"]["executors"]
     for name, executor in executors.items():
         resources = executor["container"].get("resources", {})
+        assert set(resources) <= {"accelerator"}, name  # no CPU or memory settings: see tests/test_scheduling.py
         accelerator = resources.get("accelerator", {})
         if runs_on_gpu(name):
             assert accelerator.get("resourceType") == "nvidia.com/gpu", name
@@ -54,20 +55,20 @@ def test_training_tasks_request_one_gpu_and_others_none():
 
 
 def test_training_steps_use_the_trainer_image_and_the_rest_the_runtime_image():
-    executors = yaml.safe_load(COMMITTED_YAML.read_text())["deploymentSpec"]["executors"]
+    executors = next(yaml.safe_load_all(COMMITTED_YAML.read_text()))["deploymentSpec"]["executors"]
     for name, executor in executors.items():
         kind = "trainer" if runs_on_gpu(name) else "cpu"
         assert executor["container"]["image"].rsplit(":", 1)[0].endswith(f"/kdflow-{kind}"), name
 
 
 def test_compiled_defaults_are_the_imdb_recipe():
-    parameters = yaml.safe_load(COMMITTED_YAML.read_text())["root"]["inputDefinitions"]["parameters"]
+    parameters = next(yaml.safe_load_all(COMMITTED_YAML.read_text()))["root"]["inputDefinitions"]["parameters"]
     defaults = {name: spec.get("defaultValue") for name, spec in parameters.items()}
     assert defaults["source"] == "imdb"
     assert defaults["student"] == "distilbert-base-uncased"
     assert (defaults["epochs"], defaults["batch_size"], defaults["temperature"], defaults["alpha"]) == (2, 8, 2, 0.5)
     # Every input of every step carries its docstring line into the YAML, where cluster users read it.
-    components = yaml.safe_load(COMMITTED_YAML.read_text())["components"]
+    components = next(yaml.safe_load_all(COMMITTED_YAML.read_text()))["components"]
     for name, component in components.items():
         for group in ("parameters", "artifacts"):
             for input_name, spec in component.get("inputDefinitions", {}).get(group, {}).items():
@@ -112,8 +113,12 @@ def test_gcp_key_secret_is_mounted_in_every_task_by_name_only(tmp_path):
         assert kubernetes[name]["secretAsVolume"][0]["secretName"] == "kdflow-gcp-key"
         variables = {item["name"]: item["value"] for item in executor["container"].get("env", [])}
         assert variables["GOOGLE_APPLICATION_CREDENTIALS"] == "/var/secrets/google/key.json"
-    # The default pipeline relies on the pod's service account: no secret at all.
-    assert len(list(yaml.safe_load_all(COMMITTED_YAML.read_text()))) == 1
+    # The default pipeline relies on the pod's service account: no secret at all. Its only Kubernetes setting is
+    # the run's name in the GPU steps' environment, from the pod's label.
+    committed = list(yaml.safe_load_all(COMMITTED_YAML.read_text()))[1]["platforms"]["kubernetes"]
+    assert {name: list(settings) for name, settings in committed["deploymentSpec"]["executors"].items()} == {
+        name: ["fieldPathAsEnv"]
+        for name in ("exec-distill", "exec-distill-2", "exec-teacher-eval", "exec-teacher-train")}
 
 
 def gpu_counts(spec: dict) -> dict[str, str]:
@@ -123,7 +128,7 @@ def gpu_counts(spec: dict) -> dict[str, str]:
 
 
 def test_nproc_at_compile_time_requests_that_many_gpus_for_distill(tmp_path):
-    spec = yaml.safe_load(compile_to(tmp_path / "p.yaml", "--nproc", "4"))
+    spec = next(yaml.safe_load_all(compile_to(tmp_path / "p.yaml", "--nproc", "4")))
     gpus = gpu_counts(spec)
     assert gpus["exec-distill"] == gpus["exec-distill-2"] == "4"  # the distilled student and the baseline
     assert gpus["exec-teacher-eval"] == gpus["exec-teacher-train"] == "1"
@@ -133,7 +138,7 @@ def test_nproc_at_compile_time_requests_that_many_gpus_for_distill(tmp_path):
 
 
 def test_teacher_shards_at_compile_time_fan_out_in_a_parallel_for_and_merge(tmp_path):
-    spec = yaml.safe_load(compile_to(tmp_path / "p.yaml", "--teacher-shards", "3"))
+    spec = next(yaml.safe_load_all(compile_to(tmp_path / "p.yaml", "--teacher-shards", "3")))
     root = spec["root"]["dag"]["tasks"]
     sharded = spec["components"]["comp-sharded-teacher-logits"]["dag"]
     [loop] = [task for task in sharded["tasks"].values() if "parameterIterator" in task]

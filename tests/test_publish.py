@@ -1,4 +1,5 @@
-"""The publish step against a real GCS emulator: complete versions, the champion/challenger gate, faults."""
+"""The publish step against each store's real server (fake-gcs-server, moto's S3 server): complete versions, the
+champion/challenger gate, faults."""
 
 import json
 import uuid
@@ -51,9 +52,8 @@ def model_folders(tmp_path):
 
 
 @pytest.fixture()
-def destination(gcs):
-    bucket = gcs.create_bucket(f"models-{uuid.uuid4().hex[:12]}")
-    return f"gs://{bucket.name}/published"
+def destination(bucket_uri):
+    return f"{bucket_uri}/published"
 
 
 def publish(model_folders, destination, tmp_path, version, accuracy, data, **options):
@@ -119,29 +119,20 @@ def test_promotion_tolerance_lets_a_slightly_worse_challenger_through(
 
 
 def test_failing_storage_mid_publish_keeps_the_old_version_and_a_rerun_completes(
-        tmp_path, model_folders, destination, gcs_emulator, monkeypatch, prepared_data_dir):
-    from gcs_emulator import FaultyProxy
-
+        tmp_path, model_folders, destination, faulty_store, monkeypatch, prepared_data_dir):
     publish(model_folders, destination, tmp_path, "v1", 0.90, prepared_data_dir)
-    proxy = FaultyProxy(gcs_emulator.port)
-    try:
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
-        monkeypatch.setenv("KDFLOW_GCS_RETRY_TIMEOUT_S", "2")
-        storage.client.cache_clear()
-        # Two files of v2 go through, then every upload fails (until the retries give up).
-        proxy.match, proxy.pass_first, proxy.fail_next = "/upload/", 2, 10**6
-        with pytest.raises(RuntimeError, match="latest.json still points at the previous version"):
-            publish(model_folders, destination, tmp_path, "v2", 0.95, prepared_data_dir)
-        partial = storage.list_files(f"{destination}/sentiment/v2")
-        assert len(partial) == 2 and "manifest.json" not in partial
-        assert latest(destination)["version"] == "v1"
-        proxy.fail_next = 0
-        assert publish(model_folders, destination, tmp_path, "v2", 0.95, prepared_data_dir)["promoted"]
-        assert latest(destination)["version"] == "v2"
-        assert "manifest.json" in storage.list_files(f"{destination}/sentiment/v2")
-    finally:
-        proxy.close()
-        storage.client.cache_clear()
+    monkeypatch.setenv("KDFLOW_STORAGE_RETRY_TIMEOUT_S", "2")
+    # Two files of v2 go through, then every upload fails (until the retries give up).
+    faulty_store.pass_first, faulty_store.fail_next = 2, 10**6
+    with pytest.raises(RuntimeError, match="latest.json still points at the previous version"):
+        publish(model_folders, destination, tmp_path, "v2", 0.95, prepared_data_dir)
+    partial = storage.list_files(f"{destination}/sentiment/v2")
+    assert len(partial) == 2 and "manifest.json" not in partial
+    assert latest(destination)["version"] == "v1"
+    faulty_store.fail_next = 0
+    assert publish(model_folders, destination, tmp_path, "v2", 0.95, prepared_data_dir)["promoted"]
+    assert latest(destination)["version"] == "v2"
+    assert "manifest.json" in storage.list_files(f"{destination}/sentiment/v2")
 
 
 def other_test_rows(prepared_data_dir, folder):
@@ -204,11 +195,11 @@ def test_rerunning_the_same_version_is_safe(tmp_path, model_folders, destination
 
 
 @pytest.mark.parametrize("options, needle", [
-    ({"publish_uri": "gs://no-such-bucket-kdflow/models"}, "Bucket gs://no-such-bucket-kdflow does not exist"),
     ({"publish_uri": ""}, "publish_uri is empty"),
     ({"model_name": "a/b"}, "model_name='a/b'"),
     ({"model_version": "", "run_id": ""}, "model_version=''"),
     ({"model_version": "v/1"}, "model_version='v/1'"),
+    ({"model_version": "v1\n"}, r"model_version='v1\\n'"),  # a trailing newline, which a regex's $ lets through
     ({"promotion_tolerance": -0.1}, "promotion_tolerance=-0.1"),
 ])
 def test_bad_publish_parameters_are_refused_before_any_upload(
@@ -216,6 +207,12 @@ def test_bad_publish_parameters_are_refused_before_any_upload(
     with pytest.raises(KdflowInputError, match=needle):
         publish(model_folders, destination, tmp_path, "v1", 0.9, prepared_data_dir, **options)
     assert storage.read_text(f"{destination}/sentiment/latest.json") is None
+
+
+def test_a_missing_bucket_is_refused_before_any_upload(tmp_path, model_folders, destination, prepared_data_dir):
+    missing = f"{destination.partition('://')[0]}://no-such-bucket-kdflow"
+    with pytest.raises(KdflowInputError, match=f"^Bucket {missing} does not exist: create it or fix the URI"):
+        publish(model_folders, destination, tmp_path, "v1", 0.9, prepared_data_dir, publish_uri=f"{missing}/models")
 
 
 def test_without_a_model_version_the_run_id_names_the_version(tmp_path, model_folders, destination, prepared_data_dir):

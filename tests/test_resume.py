@@ -108,15 +108,14 @@ def test_only_checkpoints_with_their_marker_count(tmp_path):
     assert checkpoints.newest_complete(str(tmp_path / "nothing-yet")) is None
 
 
-def test_checkpoints_in_gcs_are_marked_last_pruned_and_resumed_from(tmp_path, gcs):
+def test_checkpoints_in_object_storage_are_marked_last_pruned_and_resumed_from(tmp_path, bucket_uri):
     from types import SimpleNamespace
 
     from transformers import TrainerControl, TrainerState
 
     from kdflow.components.common import storage
 
-    bucket = gcs.create_bucket("kdflow-checkpoints-test")
-    uri = f"gs://{bucket.name}/runs/distill-0123"
+    uri = f"{bucket_uri}/runs/distill-0123"
     mirror = checkpoints.CheckpointMirror(uri)
     args = SimpleNamespace(output_dir=str(tmp_path), save_steps=2)
     for step in (2, 4):  # what Trainer leaves in its scratch folder before it calls on_save
@@ -128,4 +127,4 @@ def test_checkpoints_in_gcs_are_marked_last_pruned_and_resumed_from(tmp_path, gc
     step, folder = checkpoints.newest_complete(uri)
     assert step == 4 and (Path(folder) / "model.safetensors").read_bytes() == bytes([4]) * 1000
     storage.delete(uri)
-    assert storage.list_files(uri) == [] and storage.list_files(f"gs://{bucket.name}") == []
+    assert storage.list_files(uri) == [] and storage.list_files(bucket_uri) == []

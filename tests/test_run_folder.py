@@ -1,12 +1,15 @@
-"""The folder of a `kdflow run`: one run at a time, a line per step, each step's log in OUTPUT/logs, and Ctrl-C
-ending in one line and exit status 130."""
+"""The folder of a `kdflow run`: one run at a time, a line per step (a live line with a progress bar on a
+terminal), each step's log in OUTPUT/logs, and Ctrl-C ending in one line and exit status 130."""
 
 import fcntl
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+
+import pytest
 
 from kdflow.pipelines.cli import main
 from kdflow.pipelines.targets.run_folder import LOCK_FILE
@@ -60,3 +63,53 @@ def test_each_step_has_its_log_and_a_failure_names_it(tmp_path, capsys):
     assert "Traceback" in log.read_text() and "KdflowInputError" in log.read_text()
     assert "Executing task 'data-prep'" in (output / "logs" / "run.log").read_text()
     assert printed.err.strip().startswith("kdflow: error: source=")
+
+
+def run_on_a_terminal(arguments: list[str], columns: int = 120) -> tuple[int, str]:
+    """`kdflow ARGUMENTS` on a pseudo-terminal of this width, as a person runs it; its exit status and output."""
+    import fcntl as control
+    import pty
+    import struct
+    import termios
+
+    main_end, terminal = pty.openpty()
+    control.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    process = subprocess.Popen([sys.executable, "-m", "kdflow.pipelines.cli", *arguments], stdin=terminal,
+                               stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(main_end, 65536)
+        except OSError:  # the terminal closed: the process ended
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(main_end)
+    return process.wait(timeout=60), output.decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_on_a_terminal_each_step_is_a_live_line_with_a_progress_bar(tmp_path):
+    output = tmp_path / "run"
+    status, shown = run_on_a_terminal(["run", "--preset", "smoke", "--output", str(output), "--set",
+                                       "max_train_samples=300", "--set", "max_eval_samples=100", "--set",
+                                       "teacher_epochs=1", "--set", "epochs=1"])
+    assert status == 0, shown
+    # The live line: a step's elapsed time, then its training bar with steps, loss, samples/s and time left.
+    assert re.search(r"data-prep: running \d\d:\d\d", shown), shown
+    bar = re.search(r"distill training: +\d+%\|.*\| (\d+)/(\d+) \[\d\d:\d\d<\d\d:\d\d, .*steps/s, loss=[\d.]+, "
+                    r"samples_per_s=[\d.]+\]", shown)
+    assert bar, shown
+    assert re.search(r"teacher-eval scoring: +\d+%\|.*rows", shown), shown
+    # What stays on the screen: a line per step, the results table and where things are; at most about 40 lines.
+    # A line as the screen keeps it: what its last carriage return left (the terminal ends lines with \r\n).
+    lines = [line.rstrip("\r").rsplit("\r", 1)[-1] for line in shown.split("\n")]
+    steps = ["data-prep", "teacher-train", "teacher-eval", "distill", "student-eval", "onnx-export"]
+    for step in steps:
+        assert f"{step}: done in " in "\n".join(lines), (step, lines)
+    assert any(line.startswith("student ") for line in lines) and f"logs: {output / 'logs'}" in shown
+    assert len(lines) <= 40, lines
+    assert "Traceback" not in shown and "Executing task" not in shown
+    assert (output / "logs" / "distill.log").read_text().count("kdflow-progress ") >= 1

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import kfp
 import pytest
+import yaml
 from kfp_api_standin import KfpApiStandIn
 
 from kdflow.components.common.errors import KdflowInputError
@@ -112,6 +113,42 @@ def test_a_pipeline_compiled_for_a_registry_is_uploaded_as_it_is_without_a_warni
     [upload] = kfp_api.calls("POST", "/pipelines/upload")
     assert upload.uploaded_file() == package.read_bytes()
     assert "warning" not in capsys.readouterr().err
+
+
+def uploaded_placement(kfp_api) -> dict:
+    """The kfp-kubernetes settings of each executor of the one package uploaded."""
+    [upload] = kfp_api.calls("POST", "/pipelines/upload")
+    _, platform = yaml.safe_load_all(upload.uploaded_file())
+    return platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def test_submit_with_scheduling_options_uploads_a_pipeline_compiled_for_them(kfp_api):
+    assert submit(kfp_api, "--gpu-type", "nvidia-tesla-a100", "--gpu-toleration", "nvidia.com/gpu=present:NoSchedule",
+                  "--cpu-node-selector", "cloud.google.com/gke-nodepool=cpu-pool") == 0
+    placement = uploaded_placement(kfp_api)
+    assert placement["exec-distill"] == {
+        "nodeSelector": {"labels": {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}],
+        "fieldPathAsEnv": [{"fieldPath": "metadata.labels['workflows.argoproj.io/workflow']",
+                            "name": "KDFLOW_RUN_NAME"}]}
+    assert placement["exec-data-prep"] == {"nodeSelector": {"labels": {"cloud.google.com/gke-nodepool": "cpu-pool"}}}
+    assert len(kfp_api.runs) == 1
+
+
+def test_schedule_with_scheduling_options_uploads_a_pipeline_compiled_for_them(kfp_api):
+    assert schedule(kfp_api, "--cron", "0 0 3 * * 0", "--gpu-step-requests", "cpu=8,memory=48Gi") == 0
+    [upload] = kfp_api.calls("POST", "/pipelines/upload")
+    executors = next(yaml.safe_load_all(upload.uploaded_file()))["deploymentSpec"]["executors"]
+    assert executors["exec-distill"]["container"]["resources"]["resourceMemoryRequest"] == "48Gi"
+    assert "resourceMemoryRequest" not in executors["exec-data-prep"]["container"].get("resources", {})
+    assert len(kfp_api.recurring_runs) == 1
+
+
+def test_a_package_and_scheduling_options_are_refused_together(kfp_api, capsys):
+    assert submit(kfp_api, "--package", str(COMMITTED_YAML), "--gpu-type", "nvidia-l4") == 2
+    [error] = error_lines(capsys)
+    assert f"--package {COMMITTED_YAML} is compiled already" in error
+    assert kfp_api.requests == []
 
 
 def test_a_second_submit_adds_a_version_to_the_same_pipeline_and_experiment(kfp_api):
@@ -267,7 +304,22 @@ def test_schedule_creates_a_recurring_run_on_fresh_data_one_at_a_time(kfp_api, c
     assert recurring["runtime_config"]["pipeline_root"] == "gs://team-bucket/pipeline-root"
     assert recurring["service_account"] == "kdflow-pipeline-runner"
     assert {request.headers.get("Authorization") for request in kfp_api.requests} == {"Bearer user-token"}
-    assert "created recurring run kdflow-retraining" in capsys.readouterr().out
+    created = capsys.readouterr().out
+    assert "created recurring run kdflow-retraining" in created
+    # Sundays at 03:00 UTC, three weeks in a row.
+    [first, second, third] = [datetime.strptime(time, "%a %Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+                              for time in created.split("next runs (UTC): ")[1].strip().split(", ")]
+    assert first.weekday() == 6 and (first.hour, first.minute) == (3, 0) and datetime.now(timezone.utc) < first
+    assert second - first == third - second == timedelta(days=7)
+
+
+def test_next_runs_follow_kfp_and_argo_crons():
+    after = datetime(2026, 12, 6, 12, 0, tzinfo=timezone.utc)  # a Sunday
+    weekdays_at_4_30 = [datetime(2026, 12, day, 4, 30, tzinfo=timezone.utc) for day in (7, 8, 9)]
+    assert cluster.next_runs("0 30 4 * * 1-5", after) == weekdays_at_4_30  # KFP: seconds first
+    assert cluster.next_runs("30 4 * * 1-5", after) == weekdays_at_4_30  # Argo: five fields
+    assert cluster.next_runs("*/20 * * * * *", after, count=2) == [after + timedelta(seconds=20),
+                                                                   after + timedelta(seconds=40)]
 
 
 def test_schedule_replaces_by_name_lists_and_deletes(kfp_api, capsys):
@@ -283,7 +335,7 @@ def test_schedule_replaces_by_name_lists_and_deletes(kfp_api, capsys):
 
     assert main(["schedule", "--host", kfp_api.url, "--list"]) == 0
     listed = capsys.readouterr().out
-    assert f"kdflow-retraining\t0 30 4 * * 1-5\tENABLE\t{second_id}" in listed
+    assert f"kdflow-retraining\t0 30 4 * * 1-5\tENABLE\t{second_id}\tnext runs (UTC): " in listed
     assert "nightly\t0 0 1 * * *" in listed
 
     assert main(["schedule", "--host", kfp_api.url, "--delete", "kdflow-retraining"]) == 0

@@ -38,7 +38,8 @@ def train_teacher(tmp_path, prepared_data_dir, output="teacher", **settings) -> 
     `settings` names none; returns the training figures."""
     settings = teacher_train.Settings(**{
         "teacher": "config:tiny-bert", "epochs": 2.0, "batch_size": 16, "learning_rate": 5e-5, "precision": "auto",
-        "seed": 42, "checkpoint_steps": 500, "checkpoint_uri": "", **settings})
+        "seed": 42, "checkpoint_steps": 500, "checkpoint_uri": "", "report_to": "none", "tracking_uri": "",
+        "experiment": "kdflow-student", **settings})
     files = teacher_train.Files(data=str(prepared_data_dir), teacher_model=str(tmp_path / output),
                                 training_curves=str(tmp_path / "curves.html"))
     return teacher_train.train(settings, files)

@@ -2,7 +2,7 @@
 
 The Trainer writes `checkpoint-STEP/` (weights, optimizer, scheduler, RNG states, position in the data) into its
 scratch folder every `checkpoint_steps` optimizer steps; `CheckpointMirror` then copies it to the checkpoint
-location (gs:// or a local/PVC folder) and writes the marker file last. A checkpoint without its marker was cut
+location (gs://, s3:// or a local/PVC folder) and writes the marker file last. A checkpoint without its marker was cut
 off by the kill and is never resumed from. Once a newer checkpoint is complete the older ones are deleted, and
 all of them once the trained model is saved.
 

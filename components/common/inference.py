@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import LENGTH, MODEL_INPUTS, split_for_tokenizer
+from .progress import Progress
 
 # Rows per batch when a step runs a model over a split (teacher_eval, teacher_shard, the evaluations). Not a pipeline
 # parameter: batches are grouped by length, and their size changes speed and memory, not the logits (beyond rounding).
@@ -60,8 +61,11 @@ def predict(runner, split, tokenizer, batch_size: int = INFERENCE_BATCH_SIZE, by
     matters for anything stored per row (the teacher's cached logits).
     """
     order = np.argsort(split[LENGTH], kind="stable") if by_length else np.arange(len(split))
-    batches = [runner(padded_batch(split, order[start:start + batch_size].tolist(), tokenizer))
-               for start in range(0, len(order), batch_size)]
+    progress = Progress("scoring", len(order), "rows")
+    batches = []
+    for start in range(0, len(order), batch_size):
+        batches.append(runner(padded_batch(split, order[start:start + batch_size].tolist(), tokenizer)))
+        progress.update(min(start + batch_size, len(order)))
     in_batch_order = np.concatenate(batches)
     logits = np.empty_like(in_batch_order)
     logits[order] = in_batch_order

@@ -5,8 +5,8 @@ A model specification is one string:
 - `config:NAME` or `config:PATH/config.json`: a model built from a configuration, randomly initialised
   (NAME is one of `TINY_CONFIGS`, small models for tests and the smoke preset);
 - `from_teacher` (students only): a DistilBERT built from a BERT teacher, the DistilBERT paper's recipe;
-- anything else: a Hugging Face checkpoint, as a hub id, a local folder or a `gs://` URI. A hub id listed in
-  `PACKAGED_CHECKPOINTS` is read from its Python package when that is installed, so it works offline.
+- anything else: a Hugging Face checkpoint, as a hub id, a local folder, a `gs://` or an `s3://` URI. A hub id
+  listed in `PACKAGED_CHECKPOINTS` is read from its Python package when that is installed, so it works offline.
 """
 
 import json
@@ -45,7 +45,8 @@ def check_spec(parameter: str, spec: str, *, student: bool = False) -> None:
     """The checks of a model specification that need no download: not empty, from_teacher only for a student, and a
     config: that names a known configuration or a config.json that exists (or is in object storage)."""
     if not spec:
-        raise KdflowInputError(f"{parameter}='' names no model: give a hub id, a folder, a gs:// URI or config:NAME.")
+        raise KdflowInputError(f"{parameter}='' names no model: give a hub id, a folder, a gs:// or s3:// URI, or "
+                               "config:NAME.")
     if spec == FROM_TEACHER and not student:
         raise KdflowInputError(f"{parameter}={spec} is for students only: give the teacher's checkpoint.")
     name = spec[len(CONFIG_PREFIX):]
@@ -140,7 +141,7 @@ def load_classifier(spec: str, num_labels: int, vocab_size: int | None = None, *
     except (OSError, ValueError) as error:
         raise KdflowInputError(
             f"{role}={spec!r} could not be loaded ({first_line(error)}): give a folder with config.json and the weights "
-            "(model.safetensors), a hub id or a gs:// URI."
+            "(model.safetensors), a hub id, or a gs:// or s3:// URI."
         ) from None
     if fine_tuned:
         if loading_info["missing_keys"]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import KdflowInputError
-from .training import PROVENANCE
+from .training import PROVENANCE, Tracking
 
 # The layout of RunSummary's JSON. A summary written before the field existed has this layout, so it reads as 1.
 # Keys added with a default for older files (the gate's reasons) keep the version; a changed key bumps it.
@@ -269,11 +269,13 @@ class Baseline:
 @dataclass(frozen=True)
 class RunSummary(JsonRecord):
     """A run in one record: the teacher's and student's scores, the gate, the ONNX report, the seed the student was
-    trained with and, when it was trained, the hard-label baseline.
+    trained with, when it was trained, the hard-label baseline and, when it was logged, where the student's training
+    went (its experiment tracking).
 
     JSON: {"schema_version", "teacher": Scores, "student": Scores, "retention", "gate": {"passed",
-    "min_retention", "majority_rate", "min_accuracy_margin", "reasons"}, "onnx": OnnxReport, "seed", "baseline": {Scores..., "retention"} (when trained)}; a reader
-    keeps any other keys (the command line's settings, a publish decision) out of the type and refuses another
+    "min_retention", "majority_rate", "min_accuracy_margin", "reasons"}, "onnx": OnnxReport, "seed", "baseline":
+    {Scores..., "retention"} (when trained), "tracking": common.training.Tracking (when logged)}; a reader keeps
+    any other keys (the command line's settings, a publish decision) out of the type and refuses another
     schema_version.
     """
 
@@ -283,6 +285,7 @@ class RunSummary(JsonRecord):
     onnx: OnnxReport
     seed: int | None  # with the same data and settings, the same seed gives the same student
     baseline: Baseline | None = None
+    tracking: Tracking | None = None
 
     @property
     def retention(self) -> float:
@@ -290,10 +293,11 @@ class RunSummary(JsonRecord):
 
     @classmethod
     def of(cls, *, teacher: Evaluation, student: Evaluation, onnx: OnnxReport, seed: int | None,
-           baseline: Evaluation | None = None) -> "RunSummary":
+           baseline: Evaluation | None = None, tracking: Tracking | None = None) -> "RunSummary":
         """The summary of the steps' results; `student` (and `baseline`) as student_eval wrote them, with a gate."""
         return cls(teacher=teacher.scores, student=student.scores, gate=student.gate, onnx=onnx, seed=seed,
-                   baseline=Baseline(baseline.scores, baseline.gate.retention) if baseline else None)
+                   baseline=Baseline(baseline.scores, baseline.gate.retention) if baseline else None,
+                   tracking=tracking)
 
     def to_dict(self) -> dict:
         values = {
@@ -309,6 +313,8 @@ class RunSummary(JsonRecord):
         }
         if self.baseline:
             values["baseline"] = {**self.baseline.scores.to_dict(), "retention": self.baseline.retention}
+        if self.tracking:
+            values["tracking"] = self.tracking.to_dict()
         return values
 
     @classmethod
@@ -326,17 +332,18 @@ class RunSummary(JsonRecord):
                                  "retention": values["retention"]}),
             onnx=OnnxReport.from_dict(values["onnx"]), seed=values.get("seed"),
             baseline=Baseline(Scores.from_dict(baseline), baseline["retention"]) if baseline else None,
+            tracking=Tracking.from_dict(values["tracking"]) if "tracking" in values else None,
         )
 
 
 def read_run_summary(*, teacher_metrics: str, student_metrics: str, onnx_model: str, student: str,
                      baseline_metrics: str = "") -> RunSummary:
     """The summary of a run from its artifacts: the metrics files of teacher_eval and student_eval (the student's
-    and, when given, the baseline's), onnx_export's folder and the student's folder (for its seed)."""
+    and, when given, the baseline's), onnx_export's folder and the student's folder (for its seed and tracking)."""
     return RunSummary.of(
         teacher=Evaluation.read(teacher_metrics), student=Evaluation.read(student_metrics),
         onnx=OnnxReport.read_folder(onnx_model), seed=training_settings(student).get("seed"),
-        baseline=Evaluation.read(baseline_metrics) if baseline_metrics else None,
+        baseline=Evaluation.read(baseline_metrics) if baseline_metrics else None, tracking=Tracking.read(student),
     )
 
 

@@ -15,8 +15,8 @@ TRUNCATION_SIDES = ("right", "left")
 
 @dataclass(frozen=True)
 class Settings(CheckedSettings):
-    source: str = setting("synthetic, a folder or gs:// URI with train and test files (parquet, jsonl, csv), or a "
-                          "hub dataset.")
+    source: str = setting("synthetic, a folder or gs:// or s3:// URI with train and test files (parquet, jsonl, "
+                          "csv), or a hub dataset.")
     text_column: str = setting("Column holding the texts; renamed to text.")
     label_column: str = setting("Column holding the integer labels; renamed to label.")
     num_labels: int = setting("Number of classes; labels must lie in 0..num_labels-1.")

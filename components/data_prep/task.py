@@ -8,7 +8,7 @@ their defaults are the pipeline's parameters):
         --max-length 512 --truncation-side right --max-train-samples 0 --max-eval-samples 0 \
         --validation-fraction 0.1 --seed 42 --data-version ""
 
-The source is `synthetic` (generated movie reviews, see synthetic.py), a folder or gs:// URI holding train
+The source is `synthetic` (generated movie reviews, see synthetic.py), a folder or gs:// or s3:// URI holding train
 and test files (parquet, jsonl or csv, UTF-8; each split in its own format, e.g. train.parquet and test.csv),
 or else a Hugging Face hub dataset with train and test splits. Rows whose text is empty or whitespace are
 dropped before validation is carved out. Rows are tokenized without padding (batches are padded when they
@@ -105,7 +105,7 @@ def load_source(source: str, cache_dir: Path, max_train_samples: int, max_eval_s
     """The source's train and test splits, as they come."""
     if source == SYNTHETIC:
         return synthetic_splits(max_train_samples, max_eval_samples, validation_fraction, seed)
-    if storage.is_gcs(source) or Path(source).exists():
+    if storage.is_remote(source) or Path(source).exists():
         return load_folder(source, cache_dir)
     return load_hub(source)
 

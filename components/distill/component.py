@@ -29,6 +29,10 @@ def distill(
     checkpoint_steps: int,
     checkpoint_uri: str,
     processes: int,
+    report_to: str,
+    tracking_uri: str,
+    experiment: str,
+    tracked_as: str,
 ):
     """Distills the teacher into a smaller student with the recipe's loss.
 

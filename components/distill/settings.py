@@ -8,15 +8,18 @@ from dataclasses import dataclass
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.models import check_spec
 from kdflow.components.common.settings import CheckedSettings, artifact, check_choice, check_positive, setting
-from kdflow.components.common.training import TRAINING_HELP, check_training_settings
+from kdflow.components.common.training import (
+    TRACKING_HELP, TRAINING_HELP, check_tracking_settings, check_training_settings,
+)
 
 MODES = ("cached", "online")
+TRAININGS = ("student", "baseline")  # what a distill task trains, as experiment tracking names it
 
 
 @dataclass(frozen=True)
 class Settings(CheckedSettings):
-    teacher: str = setting("URI of the fine-tuned teacher (folder, hub id or gs://); loaded for from_teacher and "
-                           "online mode.")
+    teacher: str = setting("URI of the fine-tuned teacher (folder, hub id, gs:// or s3://); loaded for from_teacher "
+                           "and online mode.")
     student_spec: str = setting("The student: from_teacher (a DistilBERT from the BERT teacher's layers), "
                                 "config:NAME|PATH (random init) or a checkpoint URI.")
     student_layers: int = setting("Layers of a from_teacher student; 0 takes half the teacher's.")
@@ -39,6 +42,11 @@ class Settings(CheckedSettings):
     # Not `nproc`: torchrun's parser would read a --nproc after the module as its ambiguous --nproc-per-node prefix.
     processes: int = setting("Processes under torchrun (DDP), one GPU each, on one node; set with `kdflow compile "
                              "--nproc`.")
+    report_to: str = setting(TRACKING_HELP["report_to"])
+    tracking_uri: str = setting(TRACKING_HELP["tracking_uri"])
+    experiment: str = setting(TRACKING_HELP["experiment"])
+    tracked_as: str = setting("This training's name in the pipeline run's tracking: student, or baseline for the "
+                              "hard-label comparison.")
 
     def check(self):
         check_loss(self.temperature, self.alpha)
@@ -54,6 +62,8 @@ class Settings(CheckedSettings):
         check_spec("student_spec", self.student_spec, student=True)
         check_positive(self, "gradient_accumulation_steps", "processes")
         check_processes(self.batch_size, self.processes)
+        check_tracking_settings(self)
+        check_choice("tracked_as", self.tracked_as, TRAININGS)
 
 
 def check_loss(temperature: float, alpha: float) -> None:

@@ -26,15 +26,18 @@ from kdflow.components.common import checkpoints, models, step, storage
 from kdflow.components.common.data import MODEL_INPUTS, load_prepared, retokenize
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.settings import as_arguments, record
-from kdflow.components.common.training import PROVENANCE, TRAINING_LOG, curves_html, trainer_settings
+from kdflow.components.common.training import (
+    PROVENANCE, TRACKING_HELP, TRAINING_LOG, curves_html, tracked, trainer_settings,
+)
 
 from .settings import Files, Result, Settings, check_processes  # noqa: F401 (Result: the step's interface)
 from .trainer import (
     TEACHER_INPUT_PREFIX, TEACHER_LOGITS, DistillationArguments, DistillationCollator, DistillationTrainer,
 )
 
-# Where checkpoints go, not what is trained: left out of the checkpoint identity, so a restart elsewhere resumes.
-NOT_IDENTITY = ("checkpoint_steps", "checkpoint_uri", "processes")
+# Where checkpoints and logs go, not what is trained: left out of the checkpoint identity, so a restart elsewhere
+# (or in another pipeline run) resumes.
+NOT_IDENTITY = ("checkpoint_steps", "checkpoint_uri", "processes", *TRACKING_HELP, "tracked_as")
 
 
 def run(settings: Settings, files: Files) -> dict | None:
@@ -55,37 +58,39 @@ def train(settings: Settings, files: Files) -> dict:
     """Distills `settings.teacher` into the student and saves it (with its tokenizer) in `files.student`.
 
     With `checkpoint_steps` above 0 it checkpoints to `checkpoint_uri` (default: beside the student) and resumes
-    from there when the same training (settings and data) was cut off.
+    from there when the same training (settings and data) was cut off. Logs to `report_to` as the pipeline run's
+    `tracked_as` training, and records where in the student's folder (common.training.Tracking).
     """
     import datasets
     from transformers import set_seed
 
     check_processes(settings.batch_size, int(os.environ.get("WORLD_SIZE", 1)))
-    set_seed(settings.seed)
-    data = load_prepared(files.data)
-    teacher_model = None
-    if settings.distill_mode == "online" or settings.student_spec == models.FROM_TEACHER:
-        teacher_model = models.load_classifier(settings.teacher, data.num_labels, fine_tuned=True)
-    student_model, student_tokenizer = build_student(settings.student_spec, data, teacher_model,
-                                                     settings.student_layers, settings.student_attention_dropout)
-    models.check_max_length(student_model.config, data.max_length, "student")
+    with tracked(settings, settings.tracked_as) as tracking, \
+            tempfile.TemporaryDirectory(prefix="kdflow-distill-") as scratch:
+        set_seed(settings.seed)
+        data = load_prepared(files.data)
+        teacher_model = None
+        if settings.distill_mode == "online" or settings.student_spec == models.FROM_TEACHER:
+            teacher_model = models.load_classifier(settings.teacher, data.num_labels, fine_tuned=True)
+        student_model, student_tokenizer = build_student(settings.student_spec, data, teacher_model,
+                                                         settings.student_layers, settings.student_attention_dropout)
+        models.check_max_length(student_model.config, data.max_length, "student")
 
-    train_split, validation = data.splits["train"], data.splits["validation"]
-    same_vocabulary = student_tokenizer.get_vocab() == data.tokenizer.get_vocab()
-    if settings.distill_mode == "cached":
-        models.check_same_vocabulary(data.tokenizer, student_tokenizer, "student")
-        logits = datasets.load_from_disk(files.teacher_logits)
-        train_split = attach_teacher_logits(train_split, logits["train"])
-        validation = attach_teacher_logits(validation, logits["validation"])
-        teacher_model = None  # only needed to initialise the student
-    elif not same_vocabulary:
-        train_split, validation = (retokenize_for_student(split, student_tokenizer, data.max_length)
-                                   for split in (train_split, validation))
+        train_split, validation = data.splits["train"], data.splits["validation"]
+        same_vocabulary = student_tokenizer.get_vocab() == data.tokenizer.get_vocab()
+        if settings.distill_mode == "cached":
+            models.check_same_vocabulary(data.tokenizer, student_tokenizer, "student")
+            logits = datasets.load_from_disk(files.teacher_logits)
+            train_split = attach_teacher_logits(train_split, logits["train"])
+            validation = attach_teacher_logits(validation, logits["validation"])
+            teacher_model = None  # only needed to initialise the student
+        elif not same_vocabulary:
+            train_split, validation = (retokenize_for_student(split, student_tokenizer, data.max_length)
+                                       for split in (train_split, validation))
 
-    provenance = {**record(settings, *NOT_IDENTITY), "data": data.info}
-    checkpoint_dir = checkpoints.location(settings.checkpoint_uri or checkpoints.default_uri(files.student),
-                                          "distill", provenance) if settings.checkpoint_steps else ""
-    with tempfile.TemporaryDirectory(prefix="kdflow-distill-") as scratch:
+        provenance = {**record(settings, *NOT_IDENTITY), "data": data.info}
+        checkpoint_dir = checkpoints.location(settings.checkpoint_uri or checkpoints.default_uri(files.student),
+                                              "distill", provenance) if settings.checkpoint_steps else ""
         args = DistillationArguments(
             temperature=settings.temperature, alpha=settings.alpha,
             # batch_size is the global batch: each of several processes takes its share of every batch.
@@ -94,7 +99,7 @@ def train(settings: Settings, files: Files) -> dict:
                 output_dir=scratch, epochs=settings.epochs, batch_size=settings.batch_size,
                 learning_rate=settings.learning_rate, seed=settings.seed, precision=settings.precision,
                 train_rows=len(train_split), gradient_accumulation_steps=settings.gradient_accumulation_steps,
-                checkpoint_steps=settings.checkpoint_steps,
+                report_to=settings.report_to, checkpoint_steps=settings.checkpoint_steps,
             ),
         )
         trainer = DistillationTrainer(
@@ -111,6 +116,8 @@ def train(settings: Settings, files: Files) -> dict:
         Path(scratch, "student", TRAINING_LOG).write_text(json.dumps(trainer.state.log_history, indent=1))
         # Where the student came from, for its model card.
         Path(scratch, "student", PROVENANCE).write_text(json.dumps(provenance, indent=2))
+        if tracking:
+            tracking.write(Path(scratch, "student"))
         # Moved in only now: a failed run leaves no student that looks finished.
         storage.move_into(Path(scratch, "student"), Path(files.student))
     if checkpoint_dir:

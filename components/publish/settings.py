@@ -16,7 +16,7 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 @dataclass(frozen=True)
 class Settings(CheckedSettings):
-    publish_uri: str = setting("Destination: gs://bucket/prefix or a folder; the model goes to "
+    publish_uri: str = setting("Destination: gs://bucket/prefix, s3://bucket/prefix or a folder; the model goes to "
                                "PUBLISH_URI/MODEL_NAME/VERSION/.")
     model_name: str = setting("Name of the published model (letters, digits, '.', '_', '-').")
     model_version: str = setting("Version folder name; empty takes the pipeline run's id.")

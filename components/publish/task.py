@@ -8,7 +8,7 @@ their defaults are the pipeline's parameters):
         --publish-uri gs://bucket/models --model-name imdb-sentiment --model-version 2026-11-28 \
         --promotion-tolerance 0.0 --run-id RUN_ID
 
-What a destination holds (`gs://...` or a local folder):
+What a destination holds (`gs://...`, `s3://...` or a local folder):
 
     MODEL/VERSION/            pytorch/ (the save_pretrained student and tokenizer), model.onnx, model.int8.onnx,
                               model.int8.qdq.onnx, the tokenizer, config.json, onnx_report.json, summary.json
@@ -104,10 +104,10 @@ def decision_figures(summary: RunSummary) -> dict:
 def check_destination(settings: Settings) -> None:
     """What the settings' own checks leave to the step: a destination, the version's name, the bucket."""
     if not settings.publish_uri:
-        raise KdflowInputError("publish_uri is empty: give a gs://bucket/prefix or a local folder to publish to.")
+        raise KdflowInputError("publish_uri is empty: give a gs://bucket/prefix, an s3://bucket/prefix or a local "
+                               "folder to publish to.")
     check_name("model_version", settings.version)
-    if storage.is_gcs(settings.publish_uri):
-        storage.bucket_of(settings.publish_uri)  # a missing or unreadable bucket fails here, before any upload
+    storage.check_bucket(settings.publish_uri)  # a missing or unusable bucket fails here, before any upload
 
 
 def test_rows(data) -> dict:

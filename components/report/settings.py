@@ -19,8 +19,8 @@ class Files:
     student: str = artifact("The distilled student from distill (its training log gives the loss curves).")
     onnx_model: str = artifact("The ONNX export folder from onnx_export, with its report.")
     quality_report: str = artifact("Accuracy, macro F1, parameters, size and latency of every model, the "
-                                   "distillation losses and the confusion matrices, as a self-contained HTML page.",
-                                   output=True)
+                                   "distillation losses, the confusion matrices and where the trainings were logged "
+                                   "(report_to), as a self-contained HTML page.", output=True)
     baseline_metrics: str = artifact("The hard-label baseline's test metrics from student_eval; absent when it was "
                                      "not trained.", optional=True)
 

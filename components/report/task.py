@@ -15,7 +15,7 @@ from pathlib import Path
 
 from kdflow.components.common import step
 from kdflow.components.common.results import EXPORTS, Evaluation, RunSummary, Scores, read_run_summary
-from kdflow.components.common.training import TRAINING_LOG, loss_plot_img
+from kdflow.components.common.training import TRAINING_LOG, Tracking, loss_plot_img
 
 from .settings import Files, Result, Settings  # noqa: F401 (Settings: the step's interface)
 
@@ -102,8 +102,30 @@ def report_html(summary: RunSummary, label_names: list[str], log_history: list[d
         f"{''.join(f'<p class=failed>Gate failed: {html.escape(reason)}</p>' for reason in gate.reasons)}"
         f"<ul>{''.join(f'<li>{html.escape(line)}</li>' for line in findings)}</ul>"
         f"<h2>Distillation losses</h2>{loss_plot_img(log_history, 'Distillation losses')}"
+        f"{tracking_html(summary.tracking)}"
         f"<h2>Confusion matrices</h2>{matrices}</body></html>"
     )
+
+
+def tracking_html(tracking: Tracking | None) -> str:
+    """Where the run's trainings logged their parameters, losses and metrics, the student's MLflow run linked when
+    it is on a server; nothing when they were not logged."""
+    if tracking is None:
+        return ""
+    uri = html.escape(tracking.tracking_uri)
+    if tracking.report_to == "mlflow":
+        run = html.escape(f"{tracking.run_name}/{tracking.step}")
+        if tracking.tracking_uri.startswith(("http://", "https://")):
+            server = tracking.tracking_uri.rstrip("/")
+            address = f"{server}/#/experiments/{tracking.experiment_id}/runs/{tracking.run_id}"
+            run = f"<a href='{html.escape(address)}'>{run}</a>"
+        where = (f"MLflow at {uri}, experiment {html.escape(tracking.experiment)} (id {tracking.experiment_id}): "
+                 f"the student's run {run} (id {tracking.run_id}); each training of this pipeline run (teacher, "
+                 f"student, baseline) carries the tag kdflow.pipeline_run={html.escape(tracking.run_name)}.")
+    else:
+        where = (f"TensorBoard: the student's event files are in {html.escape(tracking.log_dir)}; <code>tensorboard "
+                 f"--logdir {uri}</code> shows every training of every run.")
+    return f"<h2>Experiment tracking</h2><p>{where}</p>"
 
 
 def main(argv: list[str] | None = None) -> None:

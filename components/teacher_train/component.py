@@ -22,6 +22,9 @@ def teacher_train(
     seed: int,
     checkpoint_steps: int,
     checkpoint_uri: str,
+    report_to: str,
+    tracking_uri: str,
+    experiment: str,
 ) -> NamedTuple("Outputs", teacher_uri=str):
     """Fine-tunes the teacher on the training split when no fine-tuned teacher is given."""
     from kdflow.components.common import checkpoints

@@ -9,12 +9,14 @@ from dataclasses import dataclass
 
 from kdflow.components.common.models import check_spec
 from kdflow.components.common.settings import CheckedSettings, artifact, returned, setting
-from kdflow.components.common.training import TRAINING_HELP, check_training_settings
+from kdflow.components.common.training import (
+    TRACKING_HELP, TRAINING_HELP, check_tracking_settings, check_training_settings,
+)
 
 
 @dataclass(frozen=True)
 class Settings(CheckedSettings):
-    teacher: str = setting("A base checkpoint URI (folder, hub id or gs://) or config:NAME|PATH to train from "
+    teacher: str = setting("A base checkpoint URI (folder, hub id, gs:// or s3://) or config:NAME|PATH to train from "
                            "scratch.")
     epochs: float = setting(TRAINING_HELP["epochs"])
     batch_size: int = setting("Per-device training batch size.")
@@ -23,10 +25,14 @@ class Settings(CheckedSettings):
     seed: int = setting(TRAINING_HELP["seed"])
     checkpoint_steps: int = setting(TRAINING_HELP["checkpoint_steps"])
     checkpoint_uri: str = setting(TRAINING_HELP["checkpoint_uri"])
+    report_to: str = setting(TRACKING_HELP["report_to"])
+    tracking_uri: str = setting(TRACKING_HELP["tracking_uri"])
+    experiment: str = setting(TRACKING_HELP["experiment"])
 
     def check(self):
         check_training_settings(self)
         check_spec("teacher", self.teacher)
+        check_tracking_settings(self)
 
 
 @dataclass(frozen=True)

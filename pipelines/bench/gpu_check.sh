@@ -27,8 +27,8 @@ if [ -z "$teacher" ]; then
         --data-version "" --data "$output/teacher-data" --report "$output/teacher-data.md"
     python -m kdflow.components.teacher_train.task --data "$output/teacher-data" \
         --teacher sentence-transformers/all-MiniLM-L6-v2 --epochs 1 --batch-size 32 --learning-rate 1e-4 \
-        --precision auto --seed 42 --checkpoint-steps 0 --checkpoint-uri "" --teacher-model "$teacher" \
-        --training-curves "$output/teacher-curves.html"
+        --precision auto --seed 42 --checkpoint-steps 0 --checkpoint-uri "" --report-to none --tracking-uri "" \
+        --experiment kdflow-bench --teacher-model "$teacher" --training-curves "$output/teacher-curves.html"
 fi
 
 # The whole train split but the 32 rows kdflow keeps for validation, 2,000 held-out test rows.

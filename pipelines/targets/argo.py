@@ -6,7 +6,9 @@
 Nothing here restates the pipeline. The compiled KFP pipeline (the IR of `distillation_pipeline`) gives the
 parameters and their defaults, the tasks and what each depends on, the conditions of its dsl.If/Else groups, the
 images, the GPU requests and the retries; each task's command line is `python -m kdflow.components.STEP.task` with a
-flag `--NAME` for each of its component's inputs and outputs (kdflow.components.common.settings). A returned value
+flag `--NAME` for each of its component's inputs and outputs (kdflow.components.common.settings). The pipeline's
+Kubernetes settings (kfp-kubernetes: node selectors, tolerations, secrets as environment variables) give each step's
+nodeSelector, tolerations and env; its CPU, memory and GPU requests and limits are in the IR. A returned value
 that is the URI of an output artifact (`returned(uri_of=...)`) becomes a load of that artifact by key in the steps
 that read it, since an Argo artifact has no URI a step could open. The groups are flattened: every
 task of a group carries the group's condition as its `when`, and a dsl.OneOf becomes a choice on the same
@@ -14,7 +16,8 @@ conditions.
 
 Artifacts go through the namespace's Argo artifact repository, which must be GCS. They are key-only (bucket and
 settings come from the repository's configuration, credentials from the pod's service account, e.g. through GKE
-Workload Identity; nothing secret is in the template), under `ARTIFACT_PREFIX/WORKFLOW_NAME/TASK/`.
+Workload Identity; nothing secret is in the template), under `ARTIFACT_PREFIX/WORKFLOW_NAME/TASK/`. The steps' own
+S3 credentials (`--s3-secret`) come from a Kubernetes secret by name, as environment variables.
 """
 
 import re
@@ -40,8 +43,13 @@ INPUTS_DIR = "/kdflow/inputs"
 OUTPUTS_DIR = "/kdflow/outputs"  # an emptyDir volume, so a step can write files and folders under it
 OUTPUTS_VOLUME = "outputs"
 PYTHON = "python3"  # the interpreter of the kdflow images, as in the KFP executors
+# A KFP executor's CPU and memory settings, as Kubernetes ResourceRequirements name them.
+RESOURCES = {"requests": {"cpu": "resourceCpuRequest", "memory": "resourceMemoryRequest"},
+             "limits": {"cpu": "resourceCpuLimit", "memory": "resourceMemoryLimit"}}
 # KFP's run placeholders, as component defaults hold them, and the Argo variables that mean the same.
 RUN_PLACEHOLDERS = {"{{$.pipeline_job_uuid}}": "{{workflow.uid}}", "{{$.pipeline_job_name}}": "{{workflow.name}}"}
+# The kfp-kubernetes settings this target translates (kdflow.pipelines.platform sets no others for Argo).
+KUBERNETES_SETTINGS = {"nodeSelector", "tolerations", "secretAsEnv", "fieldPathAsEnv"}
 
 CHANNEL = re.compile(r"inputs\.parameter_values\['pipelinechannel--([^']+)'\]")
 STRING_LITERAL = re.compile(r"'[^']*'")
@@ -73,12 +81,14 @@ def workflow_template(pipeline=distillation_pipeline) -> dict:
     """The pipeline as an Argo WorkflowTemplate named like the pipeline."""
     spec = json_format.MessageToDict(pipeline.pipeline_spec)
     name = spec["pipelineInfo"]["name"]
+    platform = json_format.MessageToDict(pipeline.platform_spec)
+    kubernetes = platform.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {})
     return {
         "apiVersion": API_VERSION,
         "kind": "WorkflowTemplate",
         "metadata": {"name": name, "annotations": {
             "workflows.argoproj.io/description": pipeline.description or name}},
-        "spec": WorkflowBuilder(spec, list(pipeline.component_spec.inputs)).workflow_spec(),
+        "spec": WorkflowBuilder(spec, list(pipeline.component_spec.inputs), kubernetes).workflow_spec(),
     }
 
 
@@ -143,9 +153,10 @@ class Step:
 class WorkflowBuilder:
     """Translates a compiled KFP pipeline (its IR, as a dict) into an Argo WorkflowSpec."""
 
-    def __init__(self, spec: dict, parameter_order: list[str]):
+    def __init__(self, spec: dict, parameter_order: list[str], kubernetes: dict):
         self.spec = spec
         self.parameter_order = parameter_order  # the pipeline function's; the IR's maps have no order
+        self.kubernetes = kubernetes  # the kfp-kubernetes settings of each executor, by executor label
         self.steps: dict[str, Step] = {}
         self.groups: dict[str, Dag] = {}
         self.collect(Dag(spec["root"]), [], [])
@@ -248,6 +259,10 @@ class WorkflowBuilder:
         for name in written:
             arguments += [flag(name), f"{OUTPUTS_DIR}/{name}"]
         executor = self.spec["deploymentSpec"]["executors"][step.component["executorLabel"]]["container"]
+        kubernetes = self.kubernetes.get(step.component["executorLabel"], {})
+        untranslated = sorted(set(kubernetes) - KUBERNETES_SETTINGS)
+        if untranslated:  # rather than a template that silently drops them
+            raise ValueError(f"the Argo target cannot translate the Kubernetes settings {untranslated} of {step.name}")
         template = {
             "name": step.name,
             "inputs": {"parameters": [{"name": name} for name in input_parameters]},
@@ -271,9 +286,21 @@ class WorkflowBuilder:
             template["outputs"]["artifacts"] = output_artifacts
         if output_parameters:
             template["outputs"]["parameters"] = output_parameters
-        accelerator = executor.get("resources", {}).get("accelerator")
-        if accelerator:
-            template["container"]["resources"] = {"limits": {accelerator["resourceType"]: accelerator["resourceCount"]}}
+        environment = executor.get("env", []) + [
+            {"name": variable["envVar"], "valueFrom": {"secretKeyRef": {"name": secret["secretName"],
+                                                                        "key": variable["secretKey"]}}}
+            for secret in kubernetes.get("secretAsEnv", []) for variable in secret["keyToEnv"]] + [
+            {"name": field["name"], "valueFrom": {"fieldRef": {"fieldPath": field["fieldPath"]}}}
+            for field in kubernetes.get("fieldPathAsEnv", [])]
+        if environment:
+            template["container"]["env"] = environment
+        resources = resource_requirements(executor.get("resources", {}))
+        if resources:
+            template["container"]["resources"] = resources
+        if "nodeSelector" in kubernetes:
+            template["nodeSelector"] = kubernetes["nodeSelector"]["labels"]
+        if "tolerations" in kubernetes:
+            template["tolerations"] = kubernetes["tolerations"]
         retry = step.task.get("retryPolicy")
         if retry:
             # KFP retries a task whatever ended it; a preempted node is an Argo error, not a failure. Argo writes
@@ -376,6 +403,16 @@ class WorkflowBuilder:
         python = getattr(self.component_module(component), self.step_folder(component)).component_spec
         order = [*python.inputs, *(python.outputs or {})]
         return sorted(names, key=order.index)
+
+
+def resource_requirements(resources: dict) -> dict:
+    """A KFP executor's resources as the container's Kubernetes ResourceRequirements; empty when it sets none."""
+    requirements = {kind: {name: resources[setting] for name, setting in settings.items() if setting in resources}
+                    for kind, settings in RESOURCES.items()}
+    accelerator = resources.get("accelerator")
+    if accelerator:
+        requirements["limits"][accelerator["resourceType"]] = accelerator["resourceCount"]
+    return {kind: quantities for kind, quantities in requirements.items() if quantities}
 
 
 def artifact_key(task: str, artifact: str) -> str:

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import kfp.local
@@ -19,6 +20,7 @@ from kfp.local import docker_task_handler
 from kdflow.components.common.errors import KdflowFailure, KdflowInputError
 from kdflow.components.common.images import image_name
 from kdflow.components.common.step import read_error
+from kdflow.components.common.training import RUN_NAME_ENV
 
 from ..distillation import build_pipeline
 from ..platform import Platform
@@ -28,7 +30,7 @@ from .run_folder import ANSI_ESCAPE
 LOCAL_PATH_PARAMETERS = ("source", "teacher", "student", "tokenizer")
 OUTPUT_PATH_PARAMETERS = ("publish_uri", "checkpoint_uri")
 # Settings of the host passed into every container.
-FORWARDED_ENVIRONMENT = ("HF_HUB_OFFLINE", "HF_TOKEN")
+FORWARDED_ENVIRONMENT = ("HF_HUB_OFFLINE", "HF_TOKEN", RUN_NAME_ENV)
 
 
 def run_locally(parameters: dict, pipeline_root: Path, runner: str = "subprocess",
@@ -39,6 +41,8 @@ def run_locally(parameters: dict, pipeline_root: Path, runner: str = "subprocess
     the KdflowInputError it was; any other failure raises KdflowFailure.
     """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # One name for the run's trainings in the experiment tracker (the cluster's is its workflow's name).
+    os.environ.setdefault(RUN_NAME_ENV, f"kdflow-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}")
     if runner == "docker":
         platform, task_runner = platform_and_runner(parameters, platform)
     else:

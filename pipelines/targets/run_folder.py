@@ -10,12 +10,16 @@ import fcntl
 import json
 import os
 import re
+import threading
 import time
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
+from tqdm import tqdm
+
+from kdflow.components.common import progress
 from kdflow.components.common.errors import KdflowInputError
 
 LOCK_FILE = ".kdflow-run.lock"
@@ -52,12 +56,14 @@ def held(output: Path):
 
 
 class StepLogs:
-    """kfp.local's output, split into one log file per step, with a plain line on `show` as each step starts and
-    ends; `verbose` shows everything as it comes instead."""
+    """kfp.local's output, split into one log file per step, with the steps shown on `show` as they run (a line
+    as each starts and ends; on a terminal a live line with its elapsed time and progress bar instead); `verbose`
+    shows everything as it comes."""
 
     def __init__(self, folder: Path, show: TextIO, verbose: bool):
         folder.mkdir(parents=True, exist_ok=True)
         self.folder, self.show, self.verbose = folder, show, verbose
+        self.view = None if verbose else (TerminalView if show.isatty() else PlainView)(show)
         self.run_log = open(folder / "run.log", "w")
         self.step_log: TextIO | None = None
         self.step, self.started, self.failed_log = "", 0.0, None
@@ -77,19 +83,25 @@ class StepLogs:
         if started:
             self.step, self.started = started[1], time.monotonic()
             self.step_log = open(self.folder / f"{self.step}.log", "w")
-            self.say(f"{self.step}: running")
+            if self.view:
+                self.view.started(self.step)
         self.run_log.write(line)
         if self.step_log:
             self.step_log.write(line)
+        report = progress.parse(line)
+        if report and self.view:
+            self.view.progress(self.step, report)
         finished = TASK_FINISHED.search(line)
         if finished and self.step_log:
             self.step_log.close()
             took = f"{time.monotonic() - self.started:.0f} s"
             if finished[2] == "SUCCESS":
-                self.say(f"{self.step}: done in {took}")
+                outcome = f"{self.step}: done in {took}"
             else:
                 self.failed_log = self.step_log.name
-                self.say(f"{self.step}: FAILED after {took}; its log: {self.failed_log}")
+                outcome = f"{self.step}: FAILED after {took}; its log: {self.failed_log}"
+            if self.view:
+                self.view.finished(outcome)
             self.step_log, self.step = None, ""
 
     @contextmanager
@@ -100,10 +112,6 @@ class StepLogs:
                 yield self
         finally:
             self.close()
-
-    def say(self, line: str) -> None:
-        if not self.verbose:
-            print(line, file=self.show, flush=True)
 
     encoding = "utf-8"  # what a stream offers that libraries read
 
@@ -119,6 +127,77 @@ class StepLogs:
         if self.pending:
             self.take(self.pending + "\n")
             self.pending = ""
+        if self.view:
+            self.view.close()
         for log in (self.step_log, self.run_log):
             if log:
                 log.close()
+
+
+class PlainView:
+    """The steps as plain lines, for a pipe or a CI log: one as each step starts, one as it ends."""
+
+    def __init__(self, show: TextIO):
+        self.show = show
+
+    def started(self, step: str) -> None:
+        print(f"{step}: running", file=self.show, flush=True)
+
+    def progress(self, step: str, report: dict) -> None:
+        """Plain lines leave progress to the step's log."""
+
+    def finished(self, outcome: str) -> None:
+        print(outcome, file=self.show, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class TerminalView(PlainView):
+    """The running step as one live line (tqdm): its elapsed time, then a progress bar while it trains or scores
+    (done of total, loss, samples/s, time left); replaced by its outcome line when it ends."""
+
+    TICK_S = 0.5  # how often the elapsed time is redrawn between the steps' own progress reports
+
+    def __init__(self, show: TextIO):
+        super().__init__(show)
+        self.bar, self.phase = None, None
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        threading.Thread(target=self.tick, daemon=True).start()
+
+    def started(self, step: str) -> None:
+        self.open_bar(lambda: tqdm(desc=step, bar_format="{desc}: running {elapsed}", file=self.show, leave=False))
+
+    def progress(self, step: str, report: dict) -> None:
+        phase = (report["what"], report["total"])
+        if phase != self.phase:
+            self.open_bar(lambda: tqdm(desc=f"{step} {report['what']}", total=report["total"],
+                                       unit=f" {report['unit']}", file=self.show, leave=False, dynamic_ncols=True),
+                          phase)
+        with self.lock:
+            figures = {name: report[name] for name in ("loss", "samples_per_s") if report.get(name) is not None}
+            self.bar.set_postfix(figures, refresh=False)
+            self.bar.update(report["done"] - self.bar.n)
+
+    def finished(self, outcome: str) -> None:
+        self.open_bar(None)
+        super().finished(outcome)
+
+    def open_bar(self, make, phase=None) -> None:
+        """Replaces the live line by the bar `make` makes (none when it is None): the old one goes first, so the
+        new one takes its place on the terminal."""
+        with self.lock:
+            if self.bar is not None:
+                self.bar.close()
+            self.bar, self.phase = make() if make else None, phase
+
+    def tick(self) -> None:
+        while not self.stopped.wait(self.TICK_S):
+            with self.lock:
+                if self.bar is not None:
+                    self.bar.refresh()
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.open_bar(None)
