@@ -332,6 +332,9 @@ def run_in_folder(output: Path, parameters: dict, args, platform: Platform) -> i
               f"in {output / 'pipeline_root'} and their logs in {logs.folder}; a new run starts from the first step.",
               file=sys.stderr)
         return 130
+    for step in local.step_names(platform):
+        if step not in logs.seen:
+            print(f"{step}: skipped (its condition was false)")
     summary = summary_of_run(outputs, parameters, args.preset, time.monotonic() - started)
     if parameters["publish_uri"]:
         summary["publish"] = publish_decision(parameters)

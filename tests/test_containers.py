@@ -71,7 +71,8 @@ def test_the_image_has_no_benchmarks():
     import docker
 
     with pytest.raises(docker.errors.ContainerError) as failed:
-        docker.from_env().containers.run(RUNTIME_IMAGE, ["kdflow", "bench", "train", "--teacher", "t", "--data", "d"],
-                                         remove=True)
+        # Folders that exist in the image, so that the options pass their checks and the missing module shows.
+        docker.from_env().containers.run(RUNTIME_IMAGE, ["kdflow", "bench", "train", "--teacher", "/tmp", "--data",
+                                                         "/tmp"], remove=True)
     assert failed.value.exit_status == 2
     assert b"the benchmarks are not installed in this image" in failed.value.stderr

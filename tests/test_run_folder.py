@@ -109,6 +109,7 @@ def test_on_a_terminal_each_step_is_a_live_line_with_a_progress_bar(tmp_path):
     steps = ["data-prep", "teacher-train", "teacher-eval", "distill", "student-eval", "onnx-export"]
     for step in steps:
         assert f"{step}: done in " in "\n".join(lines), (step, lines)
+    assert "teacher-check: skipped (its condition was false)" in lines  # the smoke preset trains its teacher
     assert any(line.startswith("student ") for line in lines) and f"logs: {output / 'logs'}" in shown
     assert len(lines) <= 40, lines
     assert "Traceback" not in shown and "Executing task" not in shown

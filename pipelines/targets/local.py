@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import kfp.local
+from google.protobuf import json_format
 from kfp.local import docker_task_handler
 
 from kdflow.components.common.errors import KdflowFailure, KdflowInputError
@@ -57,6 +58,18 @@ def run_locally(parameters: dict, pipeline_root: Path, runner: str = "subprocess
             if reason:
                 raise KdflowInputError(reason) from None
         raise KdflowFailure(f"the pipeline failed ({ANSI_ESCAPE.sub('', str(failure))})") from None
+
+
+def step_names(platform: Platform) -> list[str]:
+    """The names kfp.local gives the pipeline's steps as it runs them, those in conditions included."""
+    spec = json_format.MessageToDict(build_pipeline(platform).pipeline_spec)
+
+    def steps(component: dict):
+        for name, task in component["dag"]["tasks"].items():
+            inner = spec["components"][task["componentRef"]["name"]]
+            yield from steps(inner) if "dag" in inner else [name]
+
+    return list(steps(spec["root"]))
 
 
 def with_absolute_local_paths(parameters: dict) -> dict:

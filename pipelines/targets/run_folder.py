@@ -67,6 +67,7 @@ class StepLogs:
         self.run_log = open(folder / "run.log", "w")
         self.step_log: TextIO | None = None
         self.step, self.started, self.failed_log = "", 0.0, None
+        self.seen: list[str] = []  # the steps that ran, in order
         self.pending = ""
 
     def write(self, text: str) -> int:
@@ -82,6 +83,7 @@ class StepLogs:
         started = TASK_STARTED.search(line)
         if started:
             self.step, self.started = started[1], time.monotonic()
+            self.seen.append(self.step)
             self.step_log = open(self.folder / f"{self.step}.log", "w")
             if self.view:
                 self.view.started(self.step)
