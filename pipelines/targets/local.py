@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import kfp.local
@@ -21,7 +20,7 @@ from kfp.local import docker_task_handler
 from kdflow.components.common.errors import KdflowFailure, KdflowInputError
 from kdflow.components.common.images import image_name
 from kdflow.components.common.step import read_error
-from kdflow.components.common.training import RUN_NAME_ENV
+from kdflow.components.common.training import RUN_NAME_ENV, run_name
 
 from ..distillation import build_pipeline
 from ..platform import Platform
@@ -43,7 +42,7 @@ def run_locally(parameters: dict, pipeline_root: Path, runner: str = "subprocess
     """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # One name for the run's trainings in the experiment tracker (the cluster's is its workflow's name).
-    os.environ.setdefault(RUN_NAME_ENV, f"kdflow-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}")
+    os.environ[RUN_NAME_ENV] = run_name()
     if runner == "docker":
         platform, task_runner = platform_and_runner(parameters, platform)
     else:
