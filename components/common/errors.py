@@ -10,3 +10,8 @@ class KdflowInputError(ValueError):
 
 class KdflowFailure(RuntimeError):
     """Something kdflow ran (a pipeline step, an image build) failed; the message says where its log is."""
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's message as one line of a sentence: its first line, or its type when it has none."""
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -12,7 +12,7 @@ A model specification is one string:
 import json
 from pathlib import Path
 
-from .errors import KdflowInputError
+from .errors import KdflowInputError, first_line
 from .storage import local_copy
 
 CONFIG_PREFIX = "config:"
@@ -244,10 +244,6 @@ def check_same_vocabulary(tokenizer, other, role: str) -> None:
             f"The {role}'s vocabulary differs from the tokenizer the data was prepared with, so cached teacher "
             "logits cannot be used: set distill_mode=online, or use models that share one tokenizer."
         )
-
-
-def first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def check_teacher_fits_data(spec: str, data, config) -> None:

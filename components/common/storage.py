@@ -23,7 +23,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import KdflowInputError
+from .errors import KdflowInputError, first_line
 
 GCS_SCHEME, S3_SCHEME = "gs://", "s3://"
 # The password of [scheme://]user:password@host: from the user's colon to the last '@', so that one holding '/'
@@ -176,9 +176,8 @@ def check_writable(uri: str, parameter: str) -> None:
     except KdflowInputError as error:  # refused credentials and missing buckets, named as such
         raise KdflowInputError(f"{parameter}={masked_uri(uri)!r}: {error}") from None
     except Exception as error:  # OSError locally; in object storage what is left after the retries
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise KdflowInputError(f"{parameter}={masked_uri(uri)!r} cannot be written ({reason}): give a folder, or a "
-                               "gs:// or s3:// prefix, this job may write to.") from None
+        raise KdflowInputError(f"{parameter}={masked_uri(uri)!r} cannot be written ({first_line(error)}): give a "
+                               "folder, or a gs:// or s3:// prefix, this job may write to.") from None
 
 
 def move_into(source: Path, destination: Path, last: str | None = None) -> None:

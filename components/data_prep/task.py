@@ -30,7 +30,7 @@ import numpy as np
 
 from kdflow.components.common import models, step, storage
 from kdflow.components.common.data import LABEL, LENGTH, SPLITS, TEXT, save_prepared
-from kdflow.components.common.errors import KdflowInputError
+from kdflow.components.common.errors import KdflowInputError, first_line
 from kdflow.components.common.settings import record
 
 from . import synthetic
@@ -193,7 +193,7 @@ def load_files(source: str, builder: str, split: str, files: list[str], cache_di
         if "corresponds to no data" in str(error):  # how `datasets` says the files hold no rows
             raise empty_split_error(source, split) from None
         # `datasets` wraps the reader's own error (e.g. pandas' "Expected 2 fields in line 3, saw 3") in a generic one.
-        reason = models.first_line(error.__cause__ or error)
+        reason = first_line(error.__cause__ or error)
         raise KdflowInputError(
             f"The {split} files of source={source!r} could not be read ({reason}): fix or replace them."
         ) from None
@@ -211,7 +211,7 @@ def load_hub(source: str) -> dict:
     except (OSError, ValueError) as error:
         raise KdflowInputError(
             f"source={source!r} is not 'synthetic', an existing folder or a dataset the hub gave "
-            f"({models.first_line(error)}): fix the name or path."
+            f"({first_line(error)}): fix the name or path."
         ) from None
     missing = [name for name in SOURCE_SPLITS if name not in loaded]
     if missing:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from kdflow.components.common import step, storage
 from kdflow.components.common.data import load_prepared
-from kdflow.components.common.errors import KdflowInputError
+from kdflow.components.common.errors import KdflowInputError, first_line
 from kdflow.components.common.inference import evaluate_on_test
 from kdflow.components.common.results import RunSummary, read_run_summary, score_rows, training_settings
 
@@ -135,7 +135,7 @@ def read_champion(model_uri: str, data, rows: dict) -> dict | None:
     except Exception as error:  # any reason the model cannot run on these rows is reported, not raised
         return {**figures, "comparable": False,
                 "scored": f"not comparable: it was scored on other test rows, and scoring it on this run's failed "
-                          f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"}
+                          f"({type(error).__name__}: {first_line(error)})"}
     return {**figures, "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"], "comparable": True,
             "scored": f"here, on this run's test rows (it recorded accuracy {figures['accuracy']:.4f} on its own)"}
 
