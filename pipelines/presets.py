@@ -158,7 +158,7 @@ def step_settings(pipeline, parameters: dict):
 
     def tasks(component: dict, inputs: dict):
         """`inputs`: the component's input name -> (its value, the pipeline parameter it comes from)."""
-        for task in component["dag"]["tasks"].values():
+        for task in in_run_order(component["dag"]["tasks"]):
             values = {}
             for name, source in task.get("inputs", {}).get("parameters", {}).items():
                 if "componentInputParameter" in source:
@@ -178,3 +178,15 @@ def step_settings(pipeline, parameters: dict):
                        {name: parameter for name, (_, parameter) in values.items()})
 
     yield from tasks(spec["root"], {name: (value, name) for name, value in parameters.items()})
+
+
+def in_run_order(tasks: dict) -> list[dict]:
+    """The DAG's tasks, each after the tasks it depends on, ties by name: the spec's task map has no fixed order,
+    and the first refusal a user sees must not depend on it (CI once met publish's check before distill's)."""
+    ordered, done = [], set()
+    while len(ordered) < len(tasks):
+        ready = sorted(name for name, task in tasks.items()
+                       if name not in done and done.issuperset(task.get("dependentTasks", [])))
+        ordered.append(tasks[ready[0]])
+        done.add(ready[0])
+    return ordered

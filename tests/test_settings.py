@@ -178,3 +178,17 @@ def test_every_task_of_a_preset_is_checked_before_the_run_with_the_values_the_pi
 
     with pytest.raises(KdflowInputError, match="batch_size=30 does not split evenly across 4 processes"):
         presets.resolve("smoke", {"batch_size": "30"}, platform=Platform(processes=4))
+
+
+def test_tasks_are_checked_in_run_order_whatever_order_the_spec_map_holds():
+    """The compiled spec's task map has no fixed order (it changed with PYTHONHASHSEED), so the first refusal a user
+    sees depended on it until the tasks were put in run order."""
+    tasks = json_format.MessageToDict(distillation_pipeline.pipeline_spec)["root"]["dag"]["tasks"]
+    names = list(tasks)
+    orders = [[task["taskInfo"]["name"] for task in presets.in_run_order(dict(sorted(tasks.items(), key=key)))]
+              for key in (lambda item: item[0], lambda item: item[0][::-1], lambda item: -names.index(item[0]))]
+    assert orders[0] == orders[1] == orders[2]
+    position = {name: index for index, name in enumerate(orders[0])}
+    for name, task in tasks.items():
+        assert all(position[before] < position[task["taskInfo"]["name"]] for before in task.get("dependentTasks", []))
+    assert orders[0][0] == "data-prep"
