@@ -10,6 +10,7 @@
     kdflow images build                                    # the container images the steps run in
     kdflow bench train --teacher DIR --data DIR            # kdflow's distill step against the recipe, side by side
     kdflow bench infer --teacher DIR --student DIR --data DIR   # serving speed: teacher, student, its ONNX files
+    kdflow bench quality --data DIR                        # each loss addition against the honest baselines
 
 Every parser is here, and every command is a function of this module that calls the pipeline's modules: presets,
 targets (kfp, argo, local, images), cluster and bench. Library code raises KdflowInputError (exit status 2) or
@@ -165,6 +166,20 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--max-length", type=whole_number(1), default=512)
     infer.add_argument("--repeats", type=whole_number(1), default=3, help="passes; figures are medians (default 3)")
     infer.set_defaults(command=bench_infer_command)
+    quality = benches.add_parser("quality", help="the baselines and each distillation configuration, over seeds")
+    quality.add_argument("--data", type=existing_folder, required=True,
+                         help="a folder with train, test and unsup parquet files (text, label), such as the IMDb splits")
+    quality.add_argument("--output", type=folder_to_write, default="bench/quality",
+                         help="working folder; bench_quality.json and .md go here (a cut-off bench resumes from them)")
+    quality.add_argument("--rows", type=whole_number(1), default=2000, help="labeled training rows (default 2000)")
+    quality.add_argument("--eval-rows", type=whole_number(1), default=5000, help="test rows every model is scored on")
+    quality.add_argument("--seeds", type=whole_number(1), default=3, help="trainings of each configuration (default 3)")
+    quality.add_argument("--unlabeled-rows", type=whole_number(1), default=4000,
+                         help="unlabeled rows the teacher labels for the configurations that use them (default 4000)")
+    quality.add_argument("--preset", default="minilm", help="the preset whose parameters the bench runs (default minilm)")
+    quality.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                         help="change a pipeline parameter of the preset (max_length, ...)")
+    quality.set_defaults(command=bench_quality_command)
     return parser
 
 
@@ -501,6 +516,15 @@ def bench_infer_command(args) -> int:
 
     infer.bench_infer(teacher=args.teacher, student=args.student, data=args.data, output=args.output, rows=args.rows,
                       batch_1_rows=args.batch_1_rows, max_length=args.max_length, repeats=args.repeats)
+    return 0
+
+
+def bench_quality_command(args) -> int:
+    quality = bench_module("quality")
+
+    quality.bench_quality(data=args.data, output=args.output, rows=args.rows, eval_rows=args.eval_rows,
+                          seeds=args.seeds, unlabeled_rows=args.unlabeled_rows, preset=args.preset,
+                          overrides=presets.parse_overrides(args.overrides))
     return 0
 
 

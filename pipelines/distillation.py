@@ -2,7 +2,7 @@
 
     data_prep -> teacher_train (or teacher_check) -> teacher_eval -> distill -> student_eval ─┬─> report
                                                                                  -> onnx_export ──┴─> publish
-                                    (baseline: compare_baseline set; publish: gate passed, publish_uri set)
+      (baselines: compare_baseline set, the pretrained one also pretrained_teacher; publish: gate passed, publish_uri set)
 
 Compiled with `--teacher-shards N` (N > 1), the teacher's logits on the training data come from N teacher_shard
 tasks side by side (dsl.ParallelFor) merged in row order by merge_logits, and teacher_eval only evaluates; with
@@ -35,6 +35,9 @@ from .platform import Platform
 PIPELINE_NAME = "kdflow-distillation"
 # The parameter every step depends on: a new value reads the source again and takes no step from the cache.
 DATA_VERSION = "data_version"
+# The baselines learn from the labels alone: no intermediate-layer term.
+NO_INTERMEDIATE_TERMS = dict(hidden_cosine_weight=0.0, hidden_mse_weight=0.0, embedding_mse_weight=0.0,
+                             attention_kl_weight=0.0)
 DESCRIPTION = "Distills a fine-tuned text classifier into a smaller student, evaluates both and exports the student to ONNX."
 
 Outputs = NamedTuple(
@@ -87,17 +90,26 @@ def build_pipeline(platform: Platform = Platform()) -> GraphComponent:
         max_train_samples: int = 0,
         max_eval_samples: int = 0,
         validation_fraction: float = 0.1,
+        unlabeled_source: str = "",
+        max_unlabeled_samples: int = 0,
         teacher: str = "",
         train_teacher: bool = False,
         teacher_epochs: float = 2.0,
         teacher_batch_size: int = 16,
         teacher_learning_rate: float = 5e-5,
+        pretrained_teacher: str = "",
         student: str = "distilbert-base-uncased",
         student_layers: int = 0,
         student_attention_dropout: float = 0.0,
         distill_mode: str = "cached",
         temperature: float = 2.0,
         alpha: float = 0.5,
+        hidden_cosine_weight: float = 0.0,
+        hidden_mse_weight: float = 0.0,
+        embedding_mse_weight: float = 0.0,
+        attention_kl_weight: float = 0.0,
+        layer_map: str = "",
+        hidden_projection: bool = True,
         epochs: float = 2.0,
         batch_size: int = 8,
         learning_rate: float = 5e-5,
@@ -123,7 +135,8 @@ def build_pipeline(platform: Platform = Platform()) -> GraphComponent:
             source=source, text_column=text_column, label_column=label_column, num_labels=num_labels,
             tokenizer=tokenizer, teacher=teacher, max_length=max_length, truncation_side=truncation_side,
             max_train_samples=max_train_samples, max_eval_samples=max_eval_samples,
-            validation_fraction=validation_fraction, seed=seed, data_version=data_version,
+            validation_fraction=validation_fraction, unlabeled_source=unlabeled_source,
+            max_unlabeled_samples=max_unlabeled_samples, seed=seed, data_version=data_version,
         ))
         data = prepared.outputs["data"]
         # One experiment per model; each training logs under the run's name, which the platform gives the GPU steps
@@ -150,12 +163,16 @@ def build_pipeline(platform: Platform = Platform()) -> GraphComponent:
         training = dict(
             data=data, teacher_logits=teacher_logits, teacher=teacher_uri, processes=platform.processes,
             student_spec=student, student_layers=student_layers, student_attention_dropout=student_attention_dropout,
-            distill_mode=distill_mode, temperature=temperature,
-            epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+            distill_mode=distill_mode, temperature=temperature, layer_map=layer_map,
+            hidden_projection=hidden_projection, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
             gradient_accumulation_steps=gradient_accumulation_steps, precision=precision, seed=seed,
             checkpoint_steps=checkpoint_steps, checkpoint_uri=checkpoint_uri, **tracking,
         )
-        distilled = platform.on_gpu(distill(alpha=alpha, tracked_as="student", **training), platform.processes)
+        distilled = platform.on_gpu(distill(
+            alpha=alpha, hidden_cosine_weight=hidden_cosine_weight, hidden_mse_weight=hidden_mse_weight,
+            embedding_mse_weight=embedding_mse_weight, attention_kl_weight=attention_kl_weight, layers_from="",
+            tracked_as="student", **training,
+        ), platform.processes)
 
         evaluated_student = platform.on_cpu(student_eval(
             data=data, student=distilled.outputs["student"],
@@ -171,19 +188,29 @@ def build_pipeline(platform: Platform = Platform()) -> GraphComponent:
             student_metrics=evaluated_student.outputs["student_metrics"], student=distilled.outputs["student"],
             onnx_model=exported.outputs["onnx_model"],
         )
-        # The same student, data and budget on the hard labels alone (alpha 1): what the teacher adds.
-        with dsl.If(compare_baseline == True):  # noqa: E712
-            baseline = platform.on_gpu(distill(alpha=1.0, tracked_as="baseline", **training),
-                                       platform.processes).set_display_name("baseline")
-            evaluated_baseline = platform.on_cpu(student_eval(
-                data=data, student=baseline.outputs["student"],
+        def hard_label_baseline(name: str, layers_from):
+            """The student's architecture, data and budget on the labels alone (alpha 1, no intermediate term), made
+            from the layers of `layers_from` (empty: the fine-tuned teacher's): what the teacher adds. Its test
+            metrics."""
+            trained = platform.on_gpu(distill(alpha=1.0, **NO_INTERMEDIATE_TERMS, layers_from=layers_from,
+                                              tracked_as=name.replace("-", "_"), **training),
+                                      platform.processes).set_display_name(name)
+            return platform.on_cpu(student_eval(
+                data=data, student=trained.outputs["student"],
                 teacher_metrics=evaluated_teacher.outputs["teacher_metrics"], min_retention=min_retention,
                 min_accuracy_margin=min_accuracy_margin,
-            )).set_display_name("baseline-eval")
-            reported_with_baseline = platform.on_cpu(report(
-                baseline_metrics=evaluated_baseline.outputs["student_metrics"], **scores))
-        with dsl.Else():
+            )).set_display_name(f"{name}-eval").outputs["student_metrics"]
+
+        with dsl.If(compare_baseline == False):  # noqa: E712 (a KFP condition, not a Python comparison)
             reported = platform.on_cpu(report(**scores))
+        with dsl.Elif(pretrained_teacher == ""):
+            reported_with_baseline = platform.on_cpu(report(
+                baseline_metrics=hard_label_baseline("baseline", ""), **scores))
+        with dsl.Else():  # both baselines: from the fine-tuned teacher's layers and from the pretrained checkpoint's
+            reported_with_baselines = platform.on_cpu(report(
+                baseline_metrics=hard_label_baseline("baseline", ""),
+                pretrained_baseline_metrics=hard_label_baseline("pretrained-baseline", pretrained_teacher),
+                **scores))
 
         # The parameter's condition outside, the task output's inside: kfp.local resolves only this nesting.
         with dsl.If(publish_uri != ""):
@@ -205,9 +232,11 @@ def build_pipeline(platform: Platform = Platform()) -> GraphComponent:
             student_metrics=evaluated_student.outputs["student_metrics"],
             onnx_model=exported.outputs["onnx_model"],
             onnx_metrics=exported.outputs["onnx_metrics"],
-            summary=dsl.OneOf(reported_with_baseline.outputs["summary"], reported.outputs["summary"]),
-            quality_report_uri=dsl.OneOf(reported_with_baseline.outputs["quality_report_uri"],
-                                         reported.outputs["quality_report_uri"]),
+            summary=dsl.OneOf(reported.outputs["summary"], reported_with_baseline.outputs["summary"],
+                              reported_with_baselines.outputs["summary"]),
+            quality_report_uri=dsl.OneOf(reported.outputs["quality_report_uri"],
+                                         reported_with_baseline.outputs["quality_report_uri"],
+                                         reported_with_baselines.outputs["quality_report_uri"]),
         )
 
     return distillation_pipeline

@@ -51,7 +51,7 @@ def settings_for():
     from kdflow.pipelines.presets import pipeline_parameters
 
     defaults = pipeline_parameters()
-    defaults.update(experiment=defaults["model_name"], tracked_as="student")
+    defaults.update(experiment=defaults["model_name"], tracked_as="student", layers_from="")
     return lambda task, **values: from_arguments(task.Settings, {**defaults, **values})
 
 

@@ -56,6 +56,12 @@ def source_folder(tmp_path, train, test, extension="parquet"):
     return str(folder)
 
 
+def labels_only(tmp_path):
+    """An unlabeled source that holds labels and no texts."""
+    reviews(BALANCED)[["label"]].to_parquet(tmp_path / "labels.parquet")
+    return tmp_path / "labels.parquet"
+
+
 def teacher_without_weights(tmp_path, tokenizer_dir):
     from transformers import BertConfig
 
@@ -132,6 +138,18 @@ CASES = {
                                       "gradient_accumulation_steps=0 must be above 0"),
     "unknown precision": (setting("precision=fp8"), "precision='fp8' is not one of auto, fp32, bf16, fp16"),
     "compare_baseline not a bool": (setting("compare_baseline=2"), "compare_baseline=2 is not a valid bool"),
+    "negative intermediate weight": (run("--set", "distill_mode=online", "--set", "hidden_cosine_weight=-1"),
+                                     "hidden_cosine_weight=-1.0 is negative: give 0 (off) or a positive weight"),
+    "intermediate term in cached mode": (setting("attention_kl_weight=0.5"),
+                                         "attention_kl_weight=0.5 needs the teacher's hidden states, which "
+                                         "distill_mode=cached does not keep: set distill_mode=online"),
+    "layer_map that does not read": (setting("layer_map=1-2"), "layer_map='1-2' is not STUDENT:TEACHER pairs"),
+    "layer_map naming layer 0": (setting("layer_map=0:1"), "layer_map='0:1' names layer 0"),
+    "hidden_projection not a bool": (setting("hidden_projection=maybe"), "hidden_projection=maybe is not a valid bool"),
+    "pretrained_teacher for a checkpoint student": (
+        run("--set", "compare_baseline=true", "--set", "student=config:tiny-distilbert"),
+        "pretrained_teacher='config:tiny-bert' applies to student=from_teacher only"),
+    "max_unlabeled_samples -1": (setting("max_unlabeled_samples=-1"), "max_unlabeled_samples=-1"),
     "min_retention above 1": (setting("min_retention=2"), "min_retention=2.0 must lie in [0, 1]"),
     "min_retention below 0": (setting("min_retention=-0.1"), "min_retention=-0.1 must lie in [0, 1]"),
     "accuracy margin of 1": (setting("min_accuracy_margin=1"), "min_accuracy_margin=1.0 must lie in [0, 1)"),
@@ -273,6 +291,11 @@ CASES = {
         lambda t, k: [*run()(t, k), "--data", source_folder(t, reviews(BALANCED).to_csv(index=False).encode(),
                                                             "text,label\ncafé,1\n".encode("latin-1"), "csv")],
         "test.csv line 2 of source='{tmp}/data' is not valid UTF-8 (byte 0xe9 at position 4)"),
+    "unlabeled_source that does not exist": (setting("unlabeled_source=/nonexistent/unsup.parquet"),
+                                             "unlabeled_source='/nonexistent/unsup.parquet'"),
+    "unlabeled_source with labels only": (
+        lambda t, k: setting(f"unlabeled_source={labels_only(t)}")(t, k),
+        "unlabeled_source='{tmp}/labels.parquet' has the label column"),
     # The teacher, checked by teacher_check before any model is evaluated or trained.
     "teacher folder without weights": (
         lambda t, k: [*run()(t, k), "--set", f"teacher={teacher_without_weights(t, k)}", "--set", "train_teacher=false",

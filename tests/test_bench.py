@@ -177,3 +177,74 @@ def test_gpu_check_script_calls_commands_that_exist(monkeypatch, tmp_path):
             monkeypatch.setattr(module, "run", lambda settings, files: calls.append(settings) or (module.Result and module.Result()))
             module.main(command[3:])
             assert calls[0].max_length == 512 if "data_prep" in command[2] else calls[0].epochs == 1.0
+
+
+@pytest.fixture(scope="module")
+def quality_data(tmp_path_factory):
+    """Synthetic reviews as a dataset folder with train, test and unsup files."""
+    import pandas as pd
+
+    from kdflow.components.data_prep import synthetic
+
+    folder = tmp_path_factory.mktemp("quality-data")
+    for split, rows, seed in (("train", 400, 1), ("test", 120, 2)):
+        pd.DataFrame(synthetic.generate(rows, seed)).to_parquet(folder / f"{split}.parquet")
+    pd.DataFrame({"text": synthetic.generate(300, 3)["text"]}).to_parquet(folder / "unsup.parquet")
+    return folder
+
+
+@pytest.mark.slow
+def test_bench_quality_trains_every_configuration_per_seed_and_resumes(tmp_path, quality_data, capsys):
+    from kdflow.pipelines.bench.quality import CONFIGURATIONS
+
+    command = ["bench", "quality", "--data", str(quality_data), "--output", str(tmp_path / "bench"), "--preset",
+               "smoke", "--rows", "200", "--eval-rows", "100", "--seeds", "2", "--unlabeled-rows", "150",
+               "--set", "epochs=1", "--set", "teacher_epochs=2"]
+    assert cli.main(command) == 0
+    result = json.loads((tmp_path / "bench" / "bench_quality.json").read_text())
+    trainings = result["trainings"]
+    assert sorted((t["configuration"], t["seed"]) for t in trainings) == sorted(
+        (configuration.name, seed) for configuration in CONFIGURATIONS for seed in (42, 43))
+    for training in trainings:
+        unlabeled = next(c for c in CONFIGURATIONS if c.name == training["configuration"]).unlabeled
+        assert training["labeled_rows"] == 200 and training["unlabeled_rows"] == (150 if unlabeled else 0)
+        assert 0 <= training["accuracy"] <= 1
+    for row in result["table"]:
+        accuracies = [t["accuracy"] for t in trainings if t["configuration"] == row["configuration"]]
+        assert row["accuracy_mean"] == pytest.approx(sum(accuracies) / 2)
+        assert row["retention"] == pytest.approx(row["accuracy_mean"] / result["teacher"]["accuracy"])
+    table = (tmp_path / "bench" / "bench_quality.md").read_text()
+    assert all(configuration.name in table for configuration in CONFIGURATIONS)
+    printed = capsys.readouterr().out
+    assert printed.count("kdflow bench quality: [") == 12
+    # Started again with fewer seeds, it trains nothing (every training it needs is on record) and tables the first.
+    command[command.index("--seeds") + 1] = "1"
+    assert cli.main(command) == 0
+    assert "training" not in capsys.readouterr().out
+    again = json.loads((tmp_path / "bench" / "bench_quality.json").read_text())
+    assert again["trainings"] == trainings and {row["seeds"] for row in again["table"]} == {1}
+
+
+@pytest.mark.parametrize("arguments, sentence", [
+    (["--seeds", "0"], "argument --seeds: 0 must be at least 1"),
+    (["--set", "max_lenght=64"], "--set max_lenght=... names no pipeline parameter: did you mean max_length?"),
+])
+def test_bench_quality_refuses_bad_input_in_one_sentence(tmp_path, capsys, quality_data, arguments, sentence):
+    try:
+        status = cli.main(["bench", "quality", "--data", str(quality_data), "--output", str(tmp_path / "b"),
+                           *arguments])
+    except SystemExit as exit_:
+        status = exit_.code
+    assert status == 2 and sentence in capsys.readouterr().err
+    assert not (tmp_path / "b" / "bench_quality.json").exists()
+
+
+def test_bench_quality_needs_unlabeled_texts_beside_the_data(tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for split in ("train", "test"):
+        shutil.copy(__file__, folder / f"{split}.parquet")  # only their names are looked at before any work
+    assert cli.main(["bench", "quality", "--data", str(folder), "--output", str(tmp_path / "b")]) == 2
+    assert "has no unsup.* or unlabeled.* file" in capsys.readouterr().err

@@ -52,6 +52,19 @@ def test_the_baseline_is_the_same_student_trained_without_the_teacher(smoke_summ
 
 
 @pytest.mark.slow
+def test_the_pretrained_baseline_is_the_same_student_made_from_the_checkpoint_before_fine_tuning(smoke_output,
+                                                                                                 smoke_summary):
+    """The smoke teacher is trained from a random initialisation (pretrained_teacher=config:tiny-bert), so the
+    pretrained baseline is the student's architecture from random layers, trained on the labels."""
+    pretrained, student = smoke_summary["pretrained_baseline"], smoke_summary["student"]
+    assert pretrained["parameters"] == student["parameters"] and pretrained["rows"] == student["rows"]
+    assert pretrained["retention"] == pytest.approx(pretrained["accuracy"] / smoke_summary["teacher"]["accuracy"])
+    assert smoke_summary["training_rows"]["unlabeled"] == 0
+    report = (smoke_output / "quality_report.html").read_text()
+    assert "pretrained checkpoint" in report and "fine-tuned teacher" in report
+
+
+@pytest.mark.slow
 def test_the_quality_report_compares_every_model(smoke_output, smoke_summary):
     report = (smoke_output / "quality_report.html").read_text()
     assert report == Path(smoke_summary["artifacts"]["quality_report"]).read_text()
@@ -61,7 +74,7 @@ def test_the_quality_report_compares_every_model(smoke_output, smoke_summary):
         assert f"{smoke_summary['onnx'][f'{kind}_accuracy']:.4f}" in report
     assert f"{smoke_summary['teacher']['parameters']:,}" in report
     assert "data:image/png;base64," in report
-    assert report.count("true \\ predicted") == 6  # one confusion matrix per model
+    assert report.count("true \\ predicted") == 7  # one confusion matrix per model, both baselines included
     for model in ("teacher", "student"):
         figures = smoke_summary[model]
         assert figures["parameters"] > 0 and figures["size_mb"] > 0
@@ -103,3 +116,29 @@ def test_a_teacher_that_guesses_fails_the_gate_and_nothing_is_published(tmp_path
     assert [path.name for path in champion.parent.iterdir()] == ["latest.json"]
     assert f"gate: {reasons[0]}" in capsys.readouterr().out
     assert "<p class=failed>Gate failed: The teacher&#x27;s accuracy 0.5000" in (output / "quality_report.html").read_text()
+
+
+@pytest.mark.slow
+def test_a_smoke_run_with_unlabeled_data_and_intermediate_terms_passes_its_gate(tmp_path):
+    """Online distillation with every intermediate term, on labeled and teacher-labeled synthetic reviews, through the
+    whole pipeline: the summary and the data report count the unlabeled rows, the exported student has no projection."""
+    import pandas as pd
+
+    from kdflow.components.data_prep import synthetic
+
+    # Reviews of another seed than the run's: data_prep drops the few that repeat a labeled text.
+    pd.DataFrame({"text": synthetic.generate(800, seed=7)["text"]}).to_parquet(tmp_path / "unsup.parquet")
+    settings = ["unlabeled_source=" + str(tmp_path / "unsup.parquet"), "max_unlabeled_samples=600",
+                "distill_mode=online", "hidden_cosine_weight=0.5", "hidden_mse_weight=0.5",
+                "embedding_mse_weight=0.5", "attention_kl_weight=0.5"]
+    output = tmp_path / "run"
+    assert main(["run", "--preset", "smoke", *(word for pair in settings for word in ("--set", pair)),
+                 "--output", str(output)]) == 0
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["gate"]["passed"] and summary["student"]["accuracy"] >= 0.90
+    assert summary["training_rows"]["unlabeled"] == 600
+    assert summary["onnx"]["max_abs_diff"] <= 1e-4
+    log = json.loads((Path(summary["artifacts"]["student"]) / "training_log.json").read_text())
+    assert {"hidden_cosine_loss", "hidden_mse_loss", "embedding_mse_loss", "attention_kl_loss"} <= set(
+        next(entry for entry in log if "loss" in entry))
+    assert "600" in Path(summary["artifacts"]["data_report"]).read_text()

@@ -7,7 +7,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from kdflow.components.common import step
-from kdflow.components.common.data import load_prepared
+from kdflow.components.common.data import SPLITS, UNLABELED, UNLABELED_SPLIT, load_prepared
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.settings import as_arguments
 from kdflow.components.data_prep import synthetic, task
@@ -17,7 +17,8 @@ COLUMNS = ["text", "label", "input_ids", "attention_mask", "length"]
 # The pipeline's defaults of the step's settings (pipelines/distillation.py), which the tests change one at a time.
 PIPELINE_DEFAULTS = dict(text_column="text", label_column="label", num_labels=2, tokenizer="", teacher="",
                          max_length=512, truncation_side="right", max_train_samples=0, max_eval_samples=0,
-                         validation_fraction=0.1, seed=42, data_version="")
+                         validation_fraction=0.1, unlabeled_source="", max_unlabeled_samples=0, seed=42,
+                         data_version="")
 
 
 def settings(**parameters) -> Settings:
@@ -183,7 +184,7 @@ def test_command_line_writes_data_and_report(tmp_path, tokenizer_dir):
                "--text-column", "text", "--label-column", "label", "--num-labels", "2",
                "--tokenizer", str(tokenizer_dir), "--teacher", "", "--max-length", "32", "--truncation-side", "right",
                "--max-train-samples", "40", "--max-eval-samples", "20", "--validation-fraction", "0.1",
-               "--seed", "42", "--data-version", ""])
+               "--unlabeled-source", "", "--max-unlabeled-samples", "0", "--seed", "42", "--data-version", ""])
     data = load_prepared(str(tmp_path / "out"))
     assert data.info["rows"] == {"train": 40, "validation": 4, "test": 20}
     assert data.max_length == 32
@@ -421,3 +422,146 @@ def test_report_escapes_what_the_user_and_the_data_named(tmp_path, tokenizer_dir
     assert "(text from re\\|view, label from sentiment)" in report
     assert "- Data version: v1 ## Injected \\| \\<b\\>x\\</b\\>" in report
     assert "| split | rows | neg\\|ative | pos # itive |" in report
+
+
+def write_unlabeled(path, rows: dict) -> str:
+    """`rows` in the file `path`, its format from its extension."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dataset = datasets.Dataset.from_dict(rows)
+    {".parquet": dataset.to_parquet, ".csv": dataset.to_csv, ".jsonl": dataset.to_json}[path.suffix](str(path))
+    return str(path)
+
+
+def unlabeled_rows(count: int, train: dict, test: dict) -> dict:
+    """`count` new reviews, then 2 empty texts, 2 test texts and 1 training text (in other whitespace), under the
+    labeled source's text column, with a label column data_prep ignores."""
+    texts = synthetic.generate(count, 9, exclude=set(train["review"]) | set(test["review"]))["text"]
+    texts += ["", "  \n", test["review"][0], f" {test['review'][1]}  ", train["review"][5].replace(" ", "\t")]
+    return {"review": texts, "sentiment": [-1] * len(texts)}
+
+
+@pytest.fixture()
+def labeled_source(tmp_path):
+    """A labeled source (reviews in `review`, labels in `sentiment`) and its rows."""
+    train, test = reviews(120, 0), reviews(40, 1)
+    return write_source(tmp_path / "source", train=train, test=test), train, test
+
+
+@pytest.mark.parametrize("extension", ["parquet", "jsonl", "csv"])
+def test_unlabeled_texts_become_a_split_that_concatenates_with_train(tmp_path, tokenizer_dir, labeled_source,
+                                                                      extension):
+    source, train, test = labeled_source
+    write_unlabeled(tmp_path / "extra" / f"unsup.{extension}", unlabeled_rows(50, train, test))
+    (tmp_path / "extra" / "notes.parquet").write_text("not read: not named unsup.* or unlabeled.*")
+    data, report = prepare_reviews(tmp_path, source, tokenizer_dir, unlabeled_source=str(tmp_path / "extra"))
+    unlabeled = data.splits[UNLABELED_SPLIT]
+    assert data.has_unlabeled and list(data.splits) == ["train", "validation", "test", UNLABELED_SPLIT]
+    assert unlabeled.column_names == COLUMNS and set(unlabeled["label"]) == {UNLABELED}
+    assert unlabeled.features == data.splits["train"].features
+    for row in unlabeled.select(range(5)):
+        assert row["input_ids"] == data.tokenizer(row["text"], truncation=True, max_length=512)["input_ids"]
+        assert len(row["input_ids"]) == row["length"] == sum(row["attention_mask"])
+    labeled = {text for name in SPLITS for text in data.splits[name]["text"]}
+    assert len(unlabeled) == 50 and not set(unlabeled["text"]) & labeled
+    assert data.info["unlabeled_source_rows"] == 55
+    assert data.info["unlabeled_dropped"] == {"empty": 2, "in_test": 2, "in_train_or_validation": 1}
+    assert data.info["rows"][UNLABELED_SPLIT] == 50 and UNLABELED_SPLIT not in data.info["label_counts"]
+    assert data.info["token_lengths"][UNLABELED_SPLIT]["max"] > 0
+    assert (f"- Unlabeled texts, labeled by the teacher only (label -100): 50 kept of the 55 rows of "
+            f"{task.markdown_text(tmp_path / 'extra')}; dropped 2 empty, 2 repeating a test text and 1 repeating a "
+            "train or validation text") in report
+    assert "| unlabeled | 50 | – | – |" in report
+    # What distill does with them: one training set, labeled rows first.
+    mixed = datasets.concatenate_datasets([data.splits["train"], unlabeled])
+    assert mixed["label"][:len(data.splits["train"])] == data.splits["train"]["label"]
+    assert mixed["label"][len(data.splits["train"]):] == [UNLABELED] * 50
+
+
+def test_a_single_unlabeled_file_is_sampled_with_the_seed(tmp_path, tokenizer_dir, labeled_source):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source, train, test = labeled_source
+    rows = unlabeled_rows(60, train, test)
+    # Large strings, as pandas 3 writes them: cast to train's features on the way.
+    path = tmp_path / "reviews-without-labels.parquet"
+    pq.write_table(pa.table({"review": pa.array(rows["review"], pa.large_string())}), path)
+    data, _ = prepare_reviews(tmp_path, source, tokenizer_dir, unlabeled_source=str(path), max_unlabeled_samples=20)
+    again, _ = prepare_reviews(tmp_path, source, tokenizer_dir, name="again", unlabeled_source=str(path),
+                               max_unlabeled_samples=20)
+    other, _ = prepare_reviews(tmp_path, source, tokenizer_dir, name="other", unlabeled_source=str(path),
+                               max_unlabeled_samples=20, seed=7)
+    texts = data.splits[UNLABELED_SPLIT]["text"]
+    assert len(texts) == 20 and set(texts) < set(rows["review"][:60])
+    assert texts == again.splits[UNLABELED_SPLIT]["text"] != other.splits[UNLABELED_SPLIT]["text"]
+    assert texts != rows["review"][:20]  # sampled, not the first rows
+    assert data.info["unlabeled_source_rows"] == 65 and data.info["max_unlabeled_samples"] == 20
+    assert data.splits[UNLABELED_SPLIT].features == data.splits["train"].features
+
+
+def test_unlabeled_texts_leave_the_wordpiece_vocabulary_alone(tmp_path, labeled_source):
+    source, train, test = labeled_source
+    texts = synthetic.generate(20, 9, exclude=set(train["review"]) | set(test["review"]))["text"]
+    # A word only the unlabeled texts hold.
+    unlabeled = write_unlabeled(tmp_path / "unlabeled.jsonl", {"review": [f"{text} zyzzyva" for text in texts]})
+    data, _ = prepare(tmp_path, source=source, text_column="review", label_column="sentiment", tokenizer="wordpiece",
+                      teacher="config:tiny-bert", max_length=128, unlabeled_source=unlabeled)
+    without, _ = prepare(tmp_path, "without", source=source, text_column="review", label_column="sentiment",
+                         tokenizer="wordpiece", teacher="config:tiny-bert", max_length=128)
+    assert data.tokenizer.get_vocab() == without.tokenizer.get_vocab()
+    assert "zyzzyva" not in data.tokenizer.get_vocab() and len(data.splits[UNLABELED_SPLIT]) == 20
+
+
+def test_an_unlabeled_file_in_a_bucket_is_read(tmp_path, tokenizer_dir, labeled_source, bucket_uri):
+    from kdflow.components.common import storage
+
+    source, train, test = labeled_source
+    write_unlabeled(tmp_path / "extra" / "unsup.parquet", unlabeled_rows(30, train, test))
+    storage.upload_folder(str(tmp_path / "extra"), f"{bucket_uri}/extra")
+    for name, unlabeled_source in (("file", f"{bucket_uri}/extra/unsup.parquet"), ("folder", f"{bucket_uri}/extra")):
+        data, _ = prepare_reviews(tmp_path, source, tokenizer_dir, name=name, unlabeled_source=unlabeled_source)
+        assert len(data.splits[UNLABELED_SPLIT]) == 30 and data.info["unlabeled_source"] == unlabeled_source
+
+
+@pytest.mark.parametrize("name, content, given, named", [
+    (None, None, "missing", "unlabeled_source='{unlabeled}' does not exist: give a folder holding unsup.parquet (or "
+     ".jsonl, .csv), such a file, or a gs:// or s3:// URI of either."),
+    ("train.parquet", lambda rows: rows, "folder", "unlabeled_source='{unlabeled}' holds no unsup.* or unlabeled.* "
+     "files: put unsup.parquet (or .jsonl, .csv) in it, or give the file itself."),
+    ("unsup.parquet", lambda rows: {"body": rows["review"]}, "folder", "unlabeled_source='{unlabeled}' has no "
+     "text_column='review' (it has body): name its text column as the labeled data's."),
+    ("unsup.csv", lambda rows: {"sentiment": [0, 1] * 5}, "folder", "unlabeled_source='{unlabeled}' holds labels "
+     "('sentiment') but no texts (it has sentiment): give its texts in a column named text_column='review'."),
+    ("unsup.jsonl", lambda rows: {"review": rows["review"][-5:]}, "folder", "Every text of "
+     "unlabeled_source='{unlabeled}' (5 rows) is empty or repeats a text of train, validation or test: give other "
+     "texts, or leave unlabeled_source empty."),
+    ("unsup.parquet", lambda rows: {"review": [1, 2, 3]}, "file", "text_column='review' of "
+     "unlabeled_source='{unlabeled}' holds int64 values, not text: give its texts in that column."),
+    ("unsup.jsonl", lambda rows: b"", "file", "unlabeled_source='{unlabeled}' holds no rows: give files with texts, or "
+     "leave unlabeled_source empty."),
+    ("unsup.jsonl", lambda rows: b'{"review": "caf\xff"}\n', "folder", "unsup.jsonl line 1 of "
+     "unlabeled_source='{unlabeled}' is not valid UTF-8 (byte 0xff at position 16): save the file as UTF-8."),
+    ("unsup.txt", lambda rows: b"a text\n", "file", "unlabeled_source='{unlabeled}' is not a parquet, jsonl or csv "
+     "file: give one, or a folder holding unsup.parquet (or .jsonl, .csv)."),
+])
+def test_bad_unlabeled_sources_are_refused_before_anything_is_written(tmp_path, tokenizer_dir, labeled_source, name,
+                                                                      content, given, named):
+    source, train, test = labeled_source
+    folder = tmp_path / "extra"
+    folder.mkdir()
+    if name:
+        written = content(unlabeled_rows(10, train, test))
+        if isinstance(written, bytes):
+            (folder / name).write_bytes(written)
+        else:
+            write_unlabeled(folder / name, written)
+    unlabeled = str({"missing": folder / "missing", "folder": folder, "file": folder / str(name)}[given])
+    with pytest.raises(KdflowInputError) as refused:
+        prepare_reviews(tmp_path, source, tokenizer_dir, unlabeled_source=unlabeled)
+    assert str(refused.value) == named.format(unlabeled=unlabeled)
+    assert not (tmp_path / "data").exists() and not (tmp_path / "data.md").exists()
+
+
+def test_max_unlabeled_samples_must_be_a_row_count():
+    with pytest.raises(KdflowInputError, match="max_unlabeled_samples=-1 must be a row count, or 0 for all rows."):
+        settings(source="synthetic", tokenizer="wordpiece", max_unlabeled_samples=-1)

@@ -254,3 +254,118 @@ def test_the_same_seed_gives_the_same_student_and_another_seed_another(tmp_path,
     assert other["eval_loss"] != first["eval_loss"]
     assert not all(torch.equal(weights[name], other_weights[name]) for name in weights)
     assert json.loads((tmp_path / "first" / "distillation.json").read_text())["seed"] == 3
+
+
+# Intermediate-layer terms and unlabeled transfer data in the distill step.
+
+def prepared_with_unlabeled(prepared_data_dir, folder, rows=24):
+    """A copy of the prepared data with an unlabeled split: test rows with their labels taken away."""
+    import datasets
+
+    from kdflow.components.common.data import UNLABELED, UNLABELED_SPLIT, save_prepared
+
+    data = load_prepared(str(prepared_data_dir))
+    unlabeled = data.splits["test"].select(range(rows)).map(lambda row: {"label": UNLABELED})
+    unlabeled = unlabeled.cast(data.splits["train"].features)
+    save_prepared(str(folder), datasets.DatasetDict({**data.splits, UNLABELED_SPLIT: unlabeled}), data.tokenizer,
+                  data.info)
+    return folder
+
+
+def narrow_student_config(folder, tokenizer_dir):
+    """config:PATH of a DistilBERT narrower than the tiny teacher (16 wide against 32), with fewer heads."""
+    folder.mkdir()
+    config = DistilBertConfig(vocab_size=len(AutoTokenizer.from_pretrained(str(tokenizer_dir))), dim=16, n_layers=2,
+                              n_heads=1, hidden_dim=32, max_position_embeddings=128)
+    (folder / "config.json").write_text(config.to_json_string())
+    return f"config:{folder / 'config.json'}"
+
+
+@pytest.mark.parametrize("mode", ["cached", "online"])
+def test_unlabeled_rows_train_the_student_and_are_left_out_of_a_hard_label_training(
+        tmp_path, prepared_data_dir, tokenizer_dir, settings_for, mode):
+    data = prepared_with_unlabeled(prepared_data_dir, tmp_path / "data")
+    teacher_dir = save_teacher(tmp_path / "teacher", tokenizer_dir)
+    logits_dir = logits_for(settings_for, teacher_dir, data, tmp_path / "logits")
+    labeled = len(load_prepared(str(data)).splits["train"])
+    common = dict(distill_mode=mode, epochs=1, batch_size=16)
+    distilled = run_distill(settings_for, data, teacher_dir, "from_teacher", tmp_path / "student", logits_dir, **common)
+    baseline = run_distill(settings_for, data, teacher_dir, "from_teacher", tmp_path / "baseline", logits_dir,
+                           alpha=1.0, tracked_as="baseline", **common)
+    assert (distilled["labeled_rows"], distilled["unlabeled_rows"]) == (labeled, 24)
+    assert (baseline["labeled_rows"], baseline["unlabeled_rows"]) == (labeled, 0)
+    assert json.loads((tmp_path / "student" / "distillation.json").read_text())["rows"] == {
+        "labeled": labeled, "unlabeled": 24}
+    # One epoch over labeled and unlabeled rows takes more steps than one over the labeled rows.
+    steps = [json.loads((tmp_path / name / "training_log.json").read_text())[-1]["step"]
+             for name in ("student", "baseline")]
+    assert steps[0] > steps[1]
+
+
+def test_intermediate_terms_train_a_narrower_student_through_projections_that_are_not_exported(
+        tmp_path, prepared_data_dir, tokenizer_dir, settings_for):
+    from safetensors.torch import load_file
+
+    teacher_dir = save_teacher(tmp_path / "teacher", tokenizer_dir)
+    student = narrow_student_config(tmp_path / "narrow", tokenizer_dir)
+    run_distill(settings_for, prepared_data_dir, teacher_dir, student, tmp_path / "student", distill_mode="online",
+                epochs=1, batch_size=16, hidden_cosine_weight=1.0, hidden_mse_weight=1.0, embedding_mse_weight=1.0,
+                attention_kl_weight=1.0, layer_map="1:2,2:4")
+    log = json.loads((tmp_path / "student" / "training_log.json").read_text())
+    logged = next(entry for entry in log if "loss" in entry)
+    assert {"hard_loss", "soft_loss", "hidden_cosine_loss", "hidden_mse_loss", "embedding_mse_loss",
+            "attention_kl_loss"} <= set(logged)
+    curves = (tmp_path / "student-curves.html").read_text()
+    assert "attention_kl_loss" in curves
+    weights = load_file(str(tmp_path / "student" / "model.safetensors"))
+    assert not [name for name in weights if "matcher" in name or "projection" in name]
+    # The saved student loads as a plain DistilBERT with nothing missing or left over.
+    _, info = DistilBertForSequenceClassification.from_pretrained(str(tmp_path / "student"), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+
+
+@pytest.mark.parametrize("settings, needle", [
+    (dict(layer_map="1:2,3:4"), "names student layer 3, but the student has 2 layers: use layers 1 to 2"),
+    (dict(layer_map="1:9"), "names teacher layer 9, but the teacher has 4 layers"),
+    (dict(hidden_projection=False), "only a projection can match: set hidden_projection=true"),
+])
+def test_intermediate_terms_the_models_cannot_meet_are_refused_before_training(
+        tmp_path, prepared_data_dir, tokenizer_dir, settings_for, settings, needle):
+    teacher_dir = save_teacher(tmp_path / "teacher", tokenizer_dir)
+    student = narrow_student_config(tmp_path / "narrow", tokenizer_dir)
+    with pytest.raises(KdflowInputError, match=needle):
+        run_distill(settings_for, prepared_data_dir, teacher_dir, student, tmp_path / "student", distill_mode="online",
+                    hidden_mse_weight=1.0, **settings)
+    assert not (tmp_path / "student").exists()
+
+
+@pytest.mark.parametrize("settings, needle", [
+    (dict(hidden_mse_weight=1.0), "hidden_mse_weight=1.0 needs the teacher's hidden states, which distill_mode=cached "
+                                  "does not keep: set distill_mode=online"),
+    (dict(attention_kl_weight=-0.5, distill_mode="online"), "attention_kl_weight=-0.5 is negative"),
+    (dict(layers_from="config:tiny-bert", student_spec="config:tiny-distilbert"),
+     "layers_from='config:tiny-bert' applies to student=from_teacher only"),
+])
+def test_intermediate_settings_that_cannot_work_are_refused_on_construction(settings_for, settings, needle):
+    with pytest.raises(KdflowInputError, match=needle):
+        settings_for(task, teacher="t", processes=1, **{"student_spec": "from_teacher", **settings})
+
+
+def test_a_from_teacher_student_made_from_other_layers_takes_them_and_a_new_head(
+        tmp_path, prepared_data_dir, tokenizer_dir, settings_for):
+    """The pretrained baseline: a from_teacher student made from `layers_from`'s layers, not the teacher's."""
+    from safetensors.torch import load_file
+
+    teacher_dir = save_teacher(tmp_path / "teacher", tokenizer_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    pretrained = tiny_bert(len(tokenizer), seed=7)
+    pretrained.save_pretrained(str(tmp_path / "pretrained"))
+    tokenizer.save_pretrained(str(tmp_path / "pretrained"))
+    logits_dir = logits_for(settings_for, teacher_dir, prepared_data_dir, tmp_path / "logits")
+    run_distill(settings_for, prepared_data_dir, teacher_dir, "from_teacher", tmp_path / "student", logits_dir,
+                alpha=1.0, epochs=1, learning_rate=1e-12, layers_from=str(tmp_path / "pretrained"), student_layers=2)
+    weights = load_file(str(tmp_path / "student" / "model.safetensors"))
+    word_embeddings = weights["distilbert.embeddings.word_embeddings.weight"]
+    assert torch.allclose(word_embeddings, pretrained.bert.embeddings.word_embeddings.weight, atol=1e-6)
+    teacher = BertForSequenceClassification.from_pretrained(teacher_dir)
+    assert not torch.allclose(word_embeddings, teacher.bert.embeddings.word_embeddings.weight, atol=1e-3)

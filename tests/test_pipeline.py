@@ -17,7 +17,7 @@ GPU_TASKS = ("teacher-train", "teacher-eval", "distill")
 
 
 def runs_on_gpu(executor_name: str) -> bool:
-    """exec-distill and exec-distill-2 (the baseline) run the same component."""
+    """exec-distill and exec-distill-2 to -4 (the baselines) run the same component."""
     return re.fullmatch(rf"exec-({'|'.join(GPU_TASKS)})(-\d+)?", executor_name) is not None
 
 
@@ -118,7 +118,8 @@ def test_gcp_key_secret_is_mounted_in_every_task_by_name_only(tmp_path):
     committed = list(yaml.safe_load_all(COMMITTED_YAML.read_text()))[1]["platforms"]["kubernetes"]
     assert {name: list(settings) for name, settings in committed["deploymentSpec"]["executors"].items()} == {
         name: ["fieldPathAsEnv"]
-        for name in ("exec-distill", "exec-distill-2", "exec-teacher-eval", "exec-teacher-train")}
+        for name in ("exec-distill", "exec-distill-2", "exec-distill-3", "exec-distill-4", "exec-teacher-eval",
+                     "exec-teacher-train")}
 
 
 def gpu_counts(spec: dict) -> dict[str, str]:
@@ -130,7 +131,8 @@ def gpu_counts(spec: dict) -> dict[str, str]:
 def test_nproc_at_compile_time_requests_that_many_gpus_for_distill(tmp_path):
     spec = next(yaml.safe_load_all(compile_to(tmp_path / "p.yaml", "--nproc", "4")))
     gpus = gpu_counts(spec)
-    assert gpus["exec-distill"] == gpus["exec-distill-2"] == "4"  # the distilled student and the baseline
+    # the distilled student and the baselines
+    assert gpus["exec-distill"] == gpus["exec-distill-2"] == gpus["exec-distill-3"] == gpus["exec-distill-4"] == "4"
     assert gpus["exec-teacher-eval"] == gpus["exec-teacher-train"] == "1"
     # ... and tells the step to start that many processes.
     root = spec["root"]["dag"]["tasks"]

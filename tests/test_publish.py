@@ -6,6 +6,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from test_results import run_summary
 
 from kdflow.components.common import storage
 from kdflow.components.common.errors import KdflowInputError
@@ -44,7 +45,8 @@ def model_folders(tmp_path):
     (student / "model.safetensors").write_bytes(uuid.uuid4().bytes * 65536)
     (student / "config.json").write_text("{}")
     (student / "distillation.json").write_text(json.dumps({"teacher": "config:tiny-bert", "temperature": 2.0, "seed": 7,
-                                                           "data": {"source": "synthetic", "rows": {"train": 10}}}))
+                                                           "data": {"source": "synthetic", "rows": {"train": 10}},
+                                                           "rows": {"labeled": 10, "unlabeled": 30}}))
     (onnx / "model.onnx").write_bytes(uuid.uuid4().bytes * 131072)
     (onnx / "model.int8.onnx").write_bytes(uuid.uuid4().bytes * 32768)
     (onnx / "tokenizer.json").write_text("{}")
@@ -90,11 +92,24 @@ def test_first_version_is_published_complete_and_promoted(tmp_path, model_folder
     card = open(f"{download}/README.md").read()
     assert "| student | 0.9000 |" in card and "temperature" in card and "Seed: 7 " in card
     assert "| student onnx int8 qdq (openvino) | 0.9000 | 0.9000 |" in card
+    assert "Training rows: 10 labeled and 30 unlabeled" in card and "| rows |" not in card
     published = json.loads(open(f"{download}/summary.json").read())
     assert published["publish"]["promoted"] and published["schema_version"] == 1
     summary = RunSummary.from_dict(published)  # the type reads it back, the decision left aside
     assert summary.student.accuracy == 0.90 and summary.seed == 7 and summary.onnx.max_abs_diff == 1e-7
+    assert (summary.training_rows.labeled, summary.training_rows.unlabeled) == (10, 30)
     assert "promoted" in (tmp_path / "v1.md").read_text()
+
+
+def test_the_model_card_gives_both_baselines_and_the_rows_the_student_learned_from(tmp_path):
+    (tmp_path / "distillation.json").write_text(json.dumps({"teacher": "config:tiny-bert", "seed": 7}))
+    card = task.model_card("sentiment", run_summary(), str(tmp_path))
+    assert "| baseline, fine-tuned teacher's layers (labels only) | 0.8800 |" in card
+    assert "| baseline, pretrained checkpoint's layers (labels only) | 0.8500 |" in card
+    assert "Training rows: 1000 labeled and 5000 unlabeled" in card
+    # A student of an older kdflow did not record its rows: the card says so.
+    older = task.model_card("sentiment", run_summary(with_baselines=False), str(tmp_path))
+    assert "Training rows: not recorded" in older and "baseline" not in older
 
 
 def test_a_worse_challenger_is_not_promoted_and_latest_stays(tmp_path, model_folders, destination, prepared_data_dir):

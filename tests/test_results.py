@@ -2,13 +2,14 @@
 through its JSON, keeps the keys kdflow wrote before them, and a summary of another schema is refused."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.results import (
     EXPORT_KINDS, SCHEMA_VERSION, Baseline, Evaluation, ExportScores, Gate, OnnxReport, RunSummary, Scores,
-    score_rows,
+    TrainingRows, score_rows,
 )
 
 
@@ -27,21 +28,27 @@ def onnx_report() -> OnnxReport:
         rows=100, calibration_rows=64, threads=8, opset_version=17)
 
 
-def run_summary(with_baseline: bool = True) -> RunSummary:
+def student_evaluation(accuracy: float) -> Evaluation:
+    return Evaluation(scores(accuracy), ["negative", "positive"],
+                      Gate.judge(scores(accuracy), scores(0.93), 0.97, 0.05))
+
+
+def run_summary(with_baselines: bool = True) -> RunSummary:
+    """A run with both baselines and the student's training rows, or (without) as a summary of an older kdflow."""
     return RunSummary.of(
-        teacher=Evaluation(scores(0.93, 110_000_000), ["negative", "positive"]),
-        student=Evaluation(scores(0.91), ["negative", "positive"], Gate.judge(scores(0.91), scores(0.93), 0.97, 0.05)),
+        teacher=Evaluation(scores(0.93, 110_000_000), ["negative", "positive"]), student=student_evaluation(0.91),
         onnx=onnx_report(), seed=42,
-        baseline=Evaluation(scores(0.88), ["negative", "positive"], Gate.judge(scores(0.88), scores(0.93), 0.97, 0.05))
-        if with_baseline else None)
+        baseline=student_evaluation(0.88) if with_baselines else None,
+        pretrained_baseline=student_evaluation(0.85) if with_baselines else None,
+        training_rows=TrainingRows(labeled=1000, unlabeled=5000) if with_baselines else None)
 
 
 @pytest.mark.parametrize("record", [
     scores(0.9), Gate.judge(scores(0.9), scores(0.95), 0.97, 0.05),
     Evaluation(scores(0.93), ["negative", "positive"]),
     Evaluation(scores(0.91), ["negative", "positive"], Gate.judge(scores(0.91), scores(0.93), 0.97, 0.05)),
-    onnx_report(), run_summary(), run_summary(with_baseline=False),
-], ids=["scores", "gate", "teacher evaluation", "student evaluation", "onnx report", "summary", "no baseline"])
+    onnx_report(), run_summary(), run_summary(with_baselines=False),
+], ids=["scores", "gate", "teacher evaluation", "student evaluation", "onnx report", "summary", "no baselines"])
 def test_each_type_round_trips_through_its_json(record):
     assert type(record).from_json(record.to_json()) == record
     assert type(record).from_json(record.to_json(indent=None)) == record
@@ -121,15 +128,25 @@ def test_an_older_onnx_report_without_macro_f1_or_the_qdq_file_still_reads():
 def test_the_summary_has_todays_layout_and_its_schema_version():
     values = json.loads(run_summary().to_json())
     assert values["schema_version"] == SCHEMA_VERSION
-    assert list(values) == ["schema_version", "teacher", "student", "retention", "gate", "onnx", "seed", "baseline"]
+    assert list(values) == ["schema_version", "teacher", "student", "retention", "gate", "onnx", "seed", "baseline",
+                            "pretrained_baseline", "training_rows"]
     assert list(values["teacher"]) == ["accuracy", "macro_f1", "confusion_matrix", "rows", "parameters", "size_mb",
                                        "latency_ms"]
     assert values["retention"] == pytest.approx(0.91 / 0.93)
     assert values["gate"] == {"passed": True, "min_retention": 0.97,  # 0.91 / 0.93 = 0.978
                               "majority_rate": 0.52, "min_accuracy_margin": 0.05, "reasons": []}
     assert values["baseline"]["retention"] == pytest.approx(0.88 / 0.93)
+    assert values["pretrained_baseline"] == {**scores(0.85).to_dict(), "retention": pytest.approx(0.85 / 0.93)}
+    assert values["training_rows"] == {"labeled": 1000, "unlabeled": 5000}
     assert values["onnx"] == onnx_report().to_dict()
-    assert "baseline" not in run_summary(with_baseline=False).to_dict()
+    assert not {"baseline", "pretrained_baseline", "training_rows"} & set(run_summary(with_baselines=False).to_dict())
+
+
+def test_a_summary_written_before_the_pretrained_baseline_and_training_rows_still_reads():
+    """The keys were added without a new schema_version: their absence reads as not trained, not recorded."""
+    values = run_summary().to_dict()
+    del values["pretrained_baseline"], values["training_rows"]
+    assert RunSummary.from_dict(values) == replace(run_summary(), pretrained_baseline=None, training_rows=None)
 
 
 def test_a_summary_keeps_other_keys_out_of_the_type():
@@ -161,5 +178,7 @@ def test_score_rows_list_every_model():
         ("student onnx fp32", exports["fp32"].accuracy, exports["fp32"].macro_f1),
         ("student onnx int8", exports["int8"].accuracy, exports["int8"].macro_f1),
         ("student onnx int8 qdq (openvino)", exports["int8_qdq"].accuracy, exports["int8_qdq"].macro_f1),
-        ("baseline (no teacher)", 0.88, scores(0.88).macro_f1)]
+        ("baseline, fine-tuned teacher's layers (labels only)", 0.88, scores(0.88).macro_f1),
+        ("baseline, pretrained checkpoint's layers (labels only)", 0.85, scores(0.85).macro_f1)]
     assert summary.baseline == Baseline(scores(0.88), 0.88 / 0.93)
+    assert summary.pretrained_baseline == Baseline(scores(0.85), 0.85 / 0.93)

@@ -43,7 +43,8 @@ def test_a_second_run_into_the_folder_is_refused_and_ctrl_c_ends_the_first_in_on
     assert first.returncode == 130, err
     assert out.splitlines()[0] == "data-prep: running", out
     assert err.strip().splitlines() == [err.strip().splitlines()[-1]], err  # one line, no traceback
-    assert err.startswith("kdflow: interrupted in data-prep after "), err
+    # data_prep takes seconds: on a busy machine it may be done before the signal lands.
+    assert re.match(r"kdflow: interrupted in (data-prep|teacher-train) after ", err), err
     assert f"outputs stay in {output / 'pipeline_root'} and their logs in {output / 'logs'}" in err
     assert not (output / "summary.json").exists()
     # The lock went with the process: the folder is free for the next run.

@@ -24,6 +24,9 @@ GKE_SPOT_A100 = (
     "--cpu-step-requests", "cpu=500m,memory=2Gi", "--cpu-step-limits", "cpu=2,memory=8Gi",
 )
 # What every GPU step has, with or without options: the run's name from its pod's label (experiment tracking).
+# The pipeline's step tasks: the 9 of a run without baselines, the report in the two other branches of
+# compare_baseline and pretrained_teacher, and 3 baseline trainings with their evaluations.
+STEP_TASKS = 9 + 2 + 3 * 2
 RUN_NAME = {"fieldPathAsEnv": [{"fieldPath": "metadata.labels['workflows.argoproj.io/workflow']",
                                 "name": "KDFLOW_RUN_NAME"}]}
 GPU_PLACEMENT = {
@@ -65,7 +68,9 @@ def test_the_gke_spot_a100_example_places_every_kfp_task(tmp_path):
             {kind: {name: value for name, value in values.items() if name != "nvidia.com/gpu"}
              for kind, values in expected.items()}, name
         assert ("accelerator" in resources) == on_gpu, name
-    assert sum(map(runs_on_gpu, executors)) == 4  # teacher_train, teacher_eval, distill and the baseline's distill
+    # teacher_train, teacher_eval, distill, and the baselines' distills (baseline b in both branches of
+    # pretrained_teacher, the pretrained baseline a in one)
+    assert sum(map(runs_on_gpu, executors)) == 6
 
 
 def test_a_pipeline_compiled_with_scheduling_loads_back_with_its_platform_spec(tmp_path):
@@ -83,7 +88,7 @@ def test_the_gke_spot_a100_example_places_every_argo_step(tmp_path):
     assert not errors, "\n".join(errors)
     spec = template["spec"]
     steps = [step for step in spec["templates"] if step["name"] != spec["entrypoint"]]
-    assert len(steps) == 12
+    assert len(steps) == STEP_TASKS
     for step in steps:
         on_gpu = runs_on_gpu(f"exec-{step['name']}")
         placement = GPU_PLACEMENT if on_gpu else CPU_PLACEMENT
@@ -103,7 +108,7 @@ def test_s3_credentials_come_from_the_secret_by_name_in_every_task(tmp_path, tar
         pipeline, platform = yaml.safe_load_all(text)
         executors = pipeline["deploymentSpec"]["executors"]
         kubernetes = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-        assert len(executors) == 12
+        assert len(executors) == STEP_TASKS
         for name, executor in executors.items():
             assert executor["container"]["env"] == [{"name": "AWS_ENDPOINT_URL",
                                                      "value": "http://minio.minio.svc:9000"}], name
@@ -123,15 +128,15 @@ def test_s3_credentials_come_from_the_secret_by_name_in_every_task(tmp_path, tar
                 {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "kdflow-s3",
                                                                                  "key": "AWS_SECRET_ACCESS_KEY"}}},
             ], step["name"]
-        assert len(steps) == 12
+        assert len(steps) == STEP_TASKS
 
 
 def test_another_gpu_type_label_selects_the_gpu_on_the_gpu_steps_only(tmp_path):
     _, platform = yaml.safe_load_all(compiled(tmp_path, "--gpu-type", "NVIDIA-A100-SXM4-40GB",
                                               "--gpu-type-label", "nvidia.com/gpu.product"))
     kubernetes = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert set(kubernetes) == {"exec-teacher-train", "exec-teacher-eval", "exec-distill",
-                                             "exec-distill-2"}
+    assert set(kubernetes) == {"exec-teacher-train", "exec-teacher-eval", "exec-distill", "exec-distill-2",
+                               "exec-distill-3", "exec-distill-4"}
     assert kubernetes["exec-distill"] == {"nodeSelector": {"labels": {"nvidia.com/gpu.product":
                                                                       "NVIDIA-A100-SXM4-40GB"}}, **RUN_NAME}
 

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
 
 from kdflow.components.common import inference
-from kdflow.components.common.data import load_prepared
+from kdflow.components.common.data import UNLABELED, UNLABELED_SPLIT, load_prepared, save_prepared
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.results import Evaluation, Gate
 from kdflow.components.merge_logits import task as merge_logits
@@ -171,6 +171,47 @@ def test_logits_of_three_shards_merged_equal_the_single_tasks_row_for_row(tmp_pa
     merged = datasets.load_from_disk(str(tmp_path / "merged"))
     for split in ("train", "validation"):  # 96 and 32 rows: the validation shards differ in size (10, 11, 11)
         assert len(merged[split]) == len(single[split])
+        np.testing.assert_allclose(np.array(merged[split]["teacher_logits"]), np.array(single[split]["teacher_logits"]),
+                                   atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def data_with_unlabeled(tmp_path_factory, prepared_data_dir):
+    """The prepared data with an unlabeled split of 50 rows, as data_prep adds it."""
+    from conftest import make_rows
+
+    data = load_prepared(str(prepared_data_dir))
+    texts = make_rows(50, 3)["text"]
+    unlabeled = datasets.Dataset.from_dict({"text": texts, "label": [UNLABELED] * len(texts)}).map(
+        lambda batch: data.tokenizer(batch["text"], truncation=True, max_length=data.max_length,
+                                     return_token_type_ids=False), batched=True,
+    ).map(lambda row: {"length": len(row["input_ids"])})
+    folder = tmp_path_factory.mktemp("with-unlabeled")
+    save_prepared(str(folder), datasets.DatasetDict({**data.splits, UNLABELED_SPLIT: unlabeled}), data.tokenizer,
+                  data.info)
+    return folder
+
+
+def test_teacher_logits_of_the_unlabeled_split_line_up_with_its_rows_sharded_or_not(tmp_path, monkeypatch,
+                                                                                     data_with_unlabeled, teacher_dir):
+    monkeypatch.setattr(teacher_eval, "INFERENCE_BATCH_SIZE", 7)  # several batches
+    single = datasets.load_from_disk(evaluate_teacher(tmp_path, data_with_unlabeled, teacher_dir).teacher_logits)
+    data = load_prepared(str(data_with_unlabeled))
+    assert list(single) == list(inference.logit_splits(data)) == ["train", "validation", UNLABELED_SPLIT]
+    unlabeled = data.splits[UNLABELED_SPLIT]
+    assert len(single[UNLABELED_SPLIT]) == len(unlabeled) == 50
+    model = BertForSequenceClassification.from_pretrained(teacher_dir).eval()
+    for row in (0, 5, len(unlabeled) - 1):
+        with torch.no_grad():
+            expected = model(input_ids=torch.tensor([unlabeled[row]["input_ids"]])).logits[0].numpy()
+        np.testing.assert_allclose(single[UNLABELED_SPLIT][row]["teacher_logits"], expected, atol=1e-5)
+    shard_dirs = [str(tmp_path / f"shard-{index}") for index in range(3)]
+    for index, folder in enumerate(shard_dirs):
+        shard_logits(data_with_unlabeled, teacher_dir, index, 3, folder)
+    merge_logits.main(["--shards", *shard_dirs[::-1], "--teacher-logits", str(tmp_path / "merged")])
+    merged = datasets.load_from_disk(str(tmp_path / "merged"))
+    assert list(merged) == list(single)
+    for split in single:
         np.testing.assert_allclose(np.array(merged[split]["teacher_logits"]), np.array(single[split]["teacher_logits"]),
                                    atol=1e-5)
 

@@ -2,11 +2,14 @@
 
 Layout of the folder (a KFP `Dataset` artifact):
 
-    splits/          datasets.DatasetDict with train, validation and test; columns
-                     text, label, input_ids, attention_mask, length (no padding)
+    splits/          datasets.DatasetDict with train, validation and test, and unlabeled when data_prep was given
+                     unlabeled_source; columns text, label (int64; UNLABELED in every unlabeled row), input_ids,
+                     attention_mask, length (no padding), with the same features in every split, so that
+                     `datasets.concatenate_datasets([train, unlabeled])` takes them as they are
     tokenizer/       the tokenizer that produced input_ids
     data_info.json   every data_prep setting (num_labels, source, max_length...), label names, rows, label
-                     counts and token lengths per split, empty texts dropped and texts repeating train
+                     counts (labeled splits) and token lengths per split, empty texts dropped and texts repeating
+                     train; with an unlabeled split, the rows read from its source and those dropped
 """
 
 import json
@@ -19,7 +22,11 @@ TEXT = "text"
 LABEL = "label"
 LENGTH = "length"
 MODEL_INPUTS = ["input_ids", "attention_mask"]
-SPLITS = ("train", "validation", "test")
+SPLITS = ("train", "validation", "test")  # the labeled splits, always there
+UNLABELED_SPLIT = "unlabeled"  # optional: texts the teacher labels for the student (transfer data)
+# The label of an unlabeled row: PyTorch's and Hugging Face's ignore index, so a cross-entropy over a batch that mixes
+# labeled and unlabeled rows skips the unlabeled ones by default.
+UNLABELED = -100
 
 
 @dataclass
@@ -35,6 +42,10 @@ class PreparedData:
     @property
     def max_length(self) -> int:
         return int(self.info["max_length"])
+
+    @property
+    def has_unlabeled(self) -> bool:
+        return UNLABELED_SPLIT in self.splits
 
 
 def save_prepared(path: str, splits, tokenizer, info: dict) -> None:

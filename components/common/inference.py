@@ -7,16 +7,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import LENGTH, MODEL_INPUTS, split_for_tokenizer
+from .data import LENGTH, MODEL_INPUTS, UNLABELED_SPLIT, split_for_tokenizer
 from .progress import Progress
 
 # Rows per batch when a step runs a model over a split (teacher_eval, teacher_shard, the evaluations). Not a pipeline
 # parameter: batches are grouped by length, and their size changes speed and memory, not the logits (beyond rounding).
 INFERENCE_BATCH_SIZE = 64
 
-# Splits whose logits the distill step reads: train to learn from, validation for its evaluation loss.
-LOGIT_SPLITS = ("train", "validation")
 SHARD_INFO = "shard.json"  # which shard a teacher_shard step's logits folder holds, read by merge_logits
+
+
+def logit_splits(data) -> tuple[str, ...]:
+    """The splits whose teacher logits the distill step reads: train to learn from, validation for its evaluation
+    loss, and unlabeled, when the data has it, to learn from the teacher alone."""
+    return ("train", "validation", *([UNLABELED_SPLIT] if data.has_unlabeled else []))
 
 
 def torch_runner(model, precision: str = "fp32"):
@@ -93,7 +97,7 @@ def evaluate_on_test(model, tokenizer, data, batch_size: int = INFERENCE_BATCH_S
 
 
 def teacher_logits(model, data, batch_size: int = INFERENCE_BATCH_SIZE, rows=None, precision: str = "auto"):
-    """The model's logits on LOGIT_SPLITS, one float column `teacher_logits` per split, in row order.
+    """The model's logits on `logit_splits(data)`, one float column `teacher_logits` per split, in row order.
 
     `rows` maps a split's length to the rows to take (a shard); all of them by default. The model runs in
     `precision`: in bf16 the logits differ from fp32 by under 1e-2, far below what the softened targets resolve,
@@ -107,7 +111,7 @@ def teacher_logits(model, data, batch_size: int = INFERENCE_BATCH_SIZE, rows=Non
         return datasets.Dataset.from_dict({"teacher_logits": predict_logits(model, split, data.tokenizer, batch_size,
                                                                                precision)})
 
-    return datasets.DatasetDict({name: split_logits(data.splits[name]) for name in LOGIT_SPLITS})
+    return datasets.DatasetDict({name: split_logits(data.splits[name]) for name in logit_splits(data)})
 
 
 LATENCY_BATCH_SIZES = (1, 32)

@@ -68,7 +68,7 @@ def load_config(spec: str, *, num_labels: int | None = None, vocab_size: int | N
         name = spec[len(CONFIG_PREFIX):]
         if name in TINY_CONFIGS:
             values = dict(TINY_CONFIGS[name])
-            return AutoConfig.for_model(values.pop("model_type"), **values, **overrides)
+            return AutoConfig.for_model(values.pop("model_type"), **{**values, **overrides})
         path = Path(local_copy(name))
         path = path / "config.json" if path.is_dir() else path
         if not path.exists():
@@ -77,7 +77,7 @@ def load_config(spec: str, *, num_labels: int | None = None, vocab_size: int | N
                 " or config:PATH to a config.json."
             )
         values = json.loads(path.read_text())
-        return AutoConfig.for_model(values.pop("model_type"), **values, **overrides)
+        return AutoConfig.for_model(values.pop("model_type"), **{**values, **overrides})
     return AutoConfig.from_pretrained(checkpoint_path(spec), **overrides)
 
 

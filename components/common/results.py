@@ -19,7 +19,8 @@ from .errors import KdflowInputError
 from .training import PROVENANCE, Tracking
 
 # The layout of RunSummary's JSON. A summary written before the field existed has this layout, so it reads as 1.
-# Keys added with a default for older files (the gate's reasons) keep the version; a changed key bumps it.
+# Keys added with a default for older files (the gate's reasons, the pretrained baseline, the training rows) keep the
+# version, since every reader tolerates their absence and ignores keys it does not know; a changed key bumps it.
 SCHEMA_VERSION = 1
 ONNX_REPORT = "onnx_report.json"  # the OnnxReport, in onnx_export's output folder
 
@@ -260,23 +261,72 @@ def difference_key(kind_name: str) -> str:
 
 @dataclass(frozen=True)
 class Baseline:
-    """The same student trained on the hard labels alone: its scores and its retention of the teacher's accuracy."""
+    """The same student trained on the hard labels alone: its scores and its retention of the teacher's accuracy.
+    JSON: the scores' keys and `retention`."""
 
     scores: Scores
     retention: float
+
+    @classmethod
+    def of(cls, evaluation: Evaluation) -> "Baseline":
+        """The baseline as student_eval scored it, with a gate."""
+        return cls(evaluation.scores, evaluation.gate.retention)
+
+    def to_dict(self) -> dict:
+        return {**self.scores.to_dict(), "retention": self.retention}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Baseline":
+        return cls(Scores.from_dict(values), values["retention"])
+
+
+@dataclass(frozen=True)
+class BaselineKind:
+    """A hard-label baseline the pipeline may train beside the distilled student: where its layers come from."""
+
+    name: str  # its key in RunSummary's JSON
+    title: str  # in the quality report
+    label: str  # in score tables (`kdflow run`, the model card)
+
+
+# What compare_baseline trains: the student made from the fine-tuned teacher's layers (so it inherits what the teacher
+# learned) and, when pretrained_teacher is set, from the pretrained checkpoint's: what one would train instead of
+# distilling.
+BASELINE_KINDS = (
+    BaselineKind("baseline", "baseline from the fine-tuned teacher's layers, hard labels only",
+                 "baseline, fine-tuned teacher's layers (labels only)"),
+    BaselineKind("pretrained_baseline", "baseline from the pretrained checkpoint's layers, hard labels only",
+                 "baseline, pretrained checkpoint's layers (labels only)"),
+)
+
+
+@dataclass(frozen=True)
+class TrainingRows:
+    """The training rows a student learned from: labeled ones, and unlabeled transfer rows that teach through the
+    teacher's logits alone. JSON: {"labeled", "unlabeled"}, as distill records them under `rows` in its PROVENANCE."""
+
+    labeled: int
+    unlabeled: int
+
+    def to_dict(self) -> dict:
+        return {"labeled": self.labeled, "unlabeled": self.unlabeled}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainingRows":
+        return cls(labeled=values["labeled"], unlabeled=values["unlabeled"])
 
 
 @dataclass(frozen=True)
 class RunSummary(JsonRecord):
     """A run in one record: the teacher's and student's scores, the gate, the ONNX report, the seed the student was
-    trained with, when it was trained, the hard-label baseline and, when it was logged, where the student's training
-    went (its experiment tracking).
+    trained with, the hard-label baselines that were trained (BASELINE_KINDS), the training rows the student learned
+    from and, when it was logged, where the student's training went (its experiment tracking).
 
     JSON: {"schema_version", "teacher": Scores, "student": Scores, "retention", "gate": {"passed",
-    "min_retention", "majority_rate", "min_accuracy_margin", "reasons"}, "onnx": OnnxReport, "seed", "baseline":
-    {Scores..., "retention"} (when trained), "tracking": common.training.Tracking (when logged)}; a reader keeps
-    any other keys (the command line's settings, a publish decision) out of the type and refuses another
-    schema_version.
+    "min_retention", "majority_rate", "min_accuracy_margin", "reasons"}, "onnx": OnnxReport, "seed", "baseline" and
+    "pretrained_baseline": Baseline (each when trained), "training_rows": TrainingRows (when the student recorded
+    them), "tracking": common.training.Tracking (when logged)}; a reader keeps any other keys (the command line's
+    settings, a publish decision) out of the type and refuses another schema_version.
     """
 
     teacher: Scores
@@ -284,20 +334,29 @@ class RunSummary(JsonRecord):
     gate: Gate
     onnx: OnnxReport
     seed: int | None  # with the same data and settings, the same seed gives the same student
-    baseline: Baseline | None = None
+    baseline: Baseline | None = None  # from the fine-tuned teacher's layers
+    pretrained_baseline: Baseline | None = None  # from the pretrained checkpoint's layers
+    training_rows: TrainingRows | None = None  # None for a student of a kdflow that did not record them
     tracking: Tracking | None = None
 
     @property
     def retention(self) -> float:
         return self.gate.retention
 
+    def baselines(self) -> list[tuple[BaselineKind, Baseline]]:
+        """The baselines that were trained, in BASELINE_KINDS' order."""
+        return [(kind, baseline) for kind, baseline in zip(BASELINE_KINDS, (self.baseline, self.pretrained_baseline))
+                if baseline]
+
     @classmethod
     def of(cls, *, teacher: Evaluation, student: Evaluation, onnx: OnnxReport, seed: int | None,
-           baseline: Evaluation | None = None, tracking: Tracking | None = None) -> "RunSummary":
-        """The summary of the steps' results; `student` (and `baseline`) as student_eval wrote them, with a gate."""
+           baseline: Evaluation | None = None, pretrained_baseline: Evaluation | None = None,
+           training_rows: TrainingRows | None = None, tracking: Tracking | None = None) -> "RunSummary":
+        """The summary of the steps' results; `student` and the baselines as student_eval wrote them (with a gate)."""
         return cls(teacher=teacher.scores, student=student.scores, gate=student.gate, onnx=onnx, seed=seed,
-                   baseline=Baseline(baseline.scores, baseline.gate.retention) if baseline else None,
-                   tracking=tracking)
+                   baseline=Baseline.of(baseline) if baseline else None,
+                   pretrained_baseline=Baseline.of(pretrained_baseline) if pretrained_baseline else None,
+                   training_rows=training_rows, tracking=tracking)
 
     def to_dict(self) -> dict:
         values = {
@@ -311,8 +370,10 @@ class RunSummary(JsonRecord):
             "onnx": self.onnx.to_dict(),
             "seed": self.seed,
         }
-        if self.baseline:
-            values["baseline"] = {**self.baseline.scores.to_dict(), "retention": self.baseline.retention}
+        for kind, baseline in self.baselines():
+            values[kind.name] = baseline.to_dict()
+        if self.training_rows:
+            values["training_rows"] = self.training_rows.to_dict()
         if self.tracking:
             values["tracking"] = self.tracking.to_dict()
         return values
@@ -325,25 +386,32 @@ class RunSummary(JsonRecord):
                 f"This run summary has schema_version {version} and this kdflow reads schema_version "
                 f"{SCHEMA_VERSION}: read it with the kdflow release that wrote it.")
         teacher = Scores.from_dict(values["teacher"])
-        baseline = values.get("baseline")
+        baseline, pretrained_baseline = values.get("baseline"), values.get("pretrained_baseline")
         return cls(
             teacher=teacher, student=Scores.from_dict(values["student"]),
             gate=Gate.from_dict({**values["gate"], "teacher_accuracy": teacher.accuracy,
                                  "retention": values["retention"]}),
             onnx=OnnxReport.from_dict(values["onnx"]), seed=values.get("seed"),
-            baseline=Baseline(Scores.from_dict(baseline), baseline["retention"]) if baseline else None,
+            baseline=Baseline.from_dict(baseline) if baseline else None,
+            pretrained_baseline=Baseline.from_dict(pretrained_baseline) if pretrained_baseline else None,
+            training_rows=TrainingRows.from_dict(values["training_rows"]) if "training_rows" in values else None,
             tracking=Tracking.from_dict(values["tracking"]) if "tracking" in values else None,
         )
 
 
 def read_run_summary(*, teacher_metrics: str, student_metrics: str, onnx_model: str, student: str,
-                     baseline_metrics: str = "") -> RunSummary:
+                     baseline_metrics: str = "", pretrained_baseline_metrics: str = "") -> RunSummary:
     """The summary of a run from its artifacts: the metrics files of teacher_eval and student_eval (the student's
-    and, when given, the baseline's), onnx_export's folder and the student's folder (for its seed and tracking)."""
+    and, when given, the baselines'), onnx_export's folder and the student's folder (for its seed, training rows and
+    tracking)."""
+    provenance = training_settings(student)
     return RunSummary.of(
         teacher=Evaluation.read(teacher_metrics), student=Evaluation.read(student_metrics),
-        onnx=OnnxReport.read_folder(onnx_model), seed=training_settings(student).get("seed"),
-        baseline=Evaluation.read(baseline_metrics) if baseline_metrics else None, tracking=Tracking.read(student),
+        onnx=OnnxReport.read_folder(onnx_model), seed=provenance.get("seed"),
+        baseline=Evaluation.read(baseline_metrics) if baseline_metrics else None,
+        pretrained_baseline=Evaluation.read(pretrained_baseline_metrics) if pretrained_baseline_metrics else None,
+        training_rows=TrainingRows.from_dict(provenance["rows"]) if "rows" in provenance else None,
+        tracking=Tracking.read(student),
     )
 
 
@@ -354,11 +422,10 @@ def training_settings(student_dir: str) -> dict:
 
 
 def score_rows(summary: RunSummary) -> list[tuple[str, float, float | None]]:
-    """(model, accuracy, macro F1 or None) for the teacher, the student, its ONNX exports, and the baseline."""
+    """(model, accuracy, macro F1 or None) for the teacher, the student, its ONNX exports, and the baselines."""
     rows = [("teacher", summary.teacher.accuracy, summary.teacher.macro_f1),
             ("student", summary.student.accuracy, summary.student.macro_f1)]
     rows += [(f"student {EXPORTS[name].label}", export.accuracy, export.macro_f1)
              for name, export in summary.onnx.exports.items()]
-    if summary.baseline:
-        rows.append(("baseline (no teacher)", summary.baseline.scores.accuracy, summary.baseline.scores.macro_f1))
+    rows += [(kind.label, baseline.scores.accuracy, baseline.scores.macro_f1) for kind, baseline in summary.baselines()]
     return rows

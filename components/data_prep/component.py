@@ -22,10 +22,13 @@ def data_prep(
     max_train_samples: int,
     max_eval_samples: int,
     validation_fraction: float,
+    unlabeled_source: str,
+    max_unlabeled_samples: int,
     seed: int,
     data_version: str,
 ):
-    """Loads, checks and tokenizes a labelled text dataset into train, validation and test splits.
+    """Loads, checks and tokenizes a labelled text dataset into train, validation and test splits, and unlabeled
+    texts, when given, into an unlabeled split.
 
     Bad data (a missing column, labels outside 0..num_labels-1, an empty split, a single class) stops the
     step before any tokenizing, with one sentence naming the parameter to fix.

@@ -30,6 +30,11 @@ class Settings(CheckedSettings):
     max_eval_samples: int = setting("Rows of validation and of test to keep; 0 keeps all.")
     validation_fraction: float = setting("Share of the source's train split held out for validation, stratified by "
                                          "label.")
+    unlabeled_source: str = setting("Empty, or a folder or gs:// or s3:// URI holding unsup.* or unlabeled.* files "
+                                    "(parquet, jsonl, csv), or one such file: unlabeled texts in text_column, kept as "
+                                    "the unlabeled split (label -100) for the teacher to label.")
+    max_unlabeled_samples: int = setting("Rows of the unlabeled source to keep, sampled with seed once empty texts and "
+                                         "texts of the labeled splits are dropped; 0 keeps all.")
     seed: int = setting("Seed of the validation split, the row sampling and the synthetic data.")
     data_version: str = setting("Label of the data read, e.g. a recurring run's scheduled time; a new value makes "
                                 "the step read the source again instead of reusing a cached result.")
@@ -47,6 +52,7 @@ class Settings(CheckedSettings):
             )
         check_row_count("max_train_samples", self.max_train_samples)
         check_row_count("max_eval_samples", self.max_eval_samples)
+        check_row_count("max_unlabeled_samples", self.max_unlabeled_samples)
         if not 0 < self.validation_fraction < 1:
             raise KdflowInputError(
                 f"validation_fraction={self.validation_fraction} must lie in (0, 1): 0.1 keeps a tenth of train for "
@@ -66,8 +72,8 @@ class Settings(CheckedSettings):
 
 @dataclass(frozen=True)
 class Files:
-    data: str = artifact("Tokenized train, validation and test splits (no padding), their tokenizer, and "
-                         "data_info.json; must be a new or empty folder.", output=True)
+    data: str = artifact("Tokenized train, validation and test splits, and unlabeled with unlabeled_source (no "
+                         "padding), their tokenizer, and data_info.json; must be a new or empty folder.", output=True)
     report: str = artifact("Rows and label balance per split, token-length percentiles and the share of truncated "
                            "rows, as Markdown.", output=True)
 

@@ -6,7 +6,7 @@ their defaults are the pipeline's parameters):
     python -m kdflow.components.data_prep.task --data DATA_DIR --report report.md --source synthetic \
         --text-column text --label-column label --num-labels 2 --tokenizer wordpiece --teacher "" \
         --max-length 512 --truncation-side right --max-train-samples 0 --max-eval-samples 0 \
-        --validation-fraction 0.1 --seed 42 --data-version ""
+        --validation-fraction 0.1 --unlabeled-source "" --max-unlabeled-samples 0 --seed 42 --data-version ""
 
 The source is `synthetic` (generated movie reviews, see synthetic.py), a folder or gs:// or s3:// URI holding train
 and test files (parquet, jsonl or csv, UTF-8; each split in its own format, e.g. train.parquet and test.csv),
@@ -15,6 +15,12 @@ dropped before validation is carved out. Rows are tokenized without padding (bat
 are made) and carry their token count in a `length` column for length-grouped batching. The output folder
 is the layout `kdflow.components.common.data` reads; a Markdown report describes what came out, including
 the empty texts dropped and the validation and test texts that repeat a training text.
+
+With `unlabeled_source` (a folder or URI holding unsup.* or unlabeled.* files, or one file, in the same formats) its
+texts become an `unlabeled` split for the teacher to label, every label UNLABELED (-100): empty texts and texts of
+train, validation or test are dropped (a test text would leak the test split into training), the rest are sampled
+to `max_unlabeled_samples` with `seed` and tokenized like the labeled splits. A WordPiece tokenizer is still trained
+on train alone.
 """
 
 import json
@@ -29,7 +35,7 @@ import datasets
 import numpy as np
 
 from kdflow.components.common import models, step, storage
-from kdflow.components.common.data import LABEL, LENGTH, SPLITS, TEXT, save_prepared
+from kdflow.components.common.data import LABEL, LENGTH, SPLITS, TEXT, UNLABELED, UNLABELED_SPLIT, save_prepared
 from kdflow.components.common.errors import KdflowInputError, first_line
 from kdflow.components.common.settings import record
 
@@ -41,6 +47,7 @@ WORDPIECE = "wordpiece"
 # File extension -> the `datasets` builder that reads it.
 FILE_BUILDERS = {"parquet": "parquet", "jsonl": "json", "json": "json", "csv": "csv"}
 SOURCE_SPLITS = ("train", "test")
+UNLABELED_NAMES = ("unsup", "unlabeled")  # the files of an unlabeled folder: IMDb's name, or the plain one
 SYNTHETIC_ROWS = {"train": 4000, "test": 1000}  # before row limits
 PERCENTILES = (50, 90, 99)
 # Tokens of a WordPiece vocabulary trained on the texts (tokenizer=wordpiece): a fixed size, not a pipeline parameter.
@@ -76,6 +83,9 @@ def run(settings: Settings, files: Files) -> dict:
                             settings.seed)
         check_classes(splits["train"], label_names)
         repeats = check_repeats(splits, settings.source)
+        unlabeled_figures = {}
+        if settings.unlabeled_source:
+            splits[UNLABELED_SPLIT], unlabeled_figures = unlabeled_split(settings, splits, Path(scratch, "cache"))
         if text_tokenizer is None:
             text_tokenizer = train_wordpiece(splits["train"][TEXT], WORDPIECE_VOCAB_SIZE, max_length)
         # Saved with the tokenizer, so a step that tokenizes again (online distillation) cuts the same side.
@@ -84,9 +94,14 @@ def run(settings: Settings, files: Files) -> dict:
         splits = {name: encode(split, text_tokenizer, max_length) for name, split in splits.items()}
         # Every setting, then what the data gave: a setting added to data_prep is recorded without an edit here.
         info = {**record(settings), "label_names": label_names, "vocab_size": len(text_tokenizer),
-                "empty_texts_dropped": empty_texts, "also_in_train": repeats,
+                "empty_texts_dropped": empty_texts, "also_in_train": repeats, **unlabeled_figures,
                 **split_figures(splits, settings.num_labels, max_length)}
         prepared = datasets.DatasetDict({name: split.remove_columns(FULL_LENGTH) for name, split in splits.items()})
+        # The same features in every split, the label a plain int64 (a ClassLabel refuses UNLABELED), so that distill
+        # concatenates train and unlabeled as they are.
+        features = prepared["train"].features.copy()
+        features[LABEL] = datasets.Value("int64")
+        prepared = prepared.cast(features)
         save_prepared(str(Path(scratch, "prepared")), prepared, text_tokenizer, info)
         storage.move_into(Path(scratch, "prepared"), Path(files.data), last=INFO_FILE)
     Path(files.report).parent.mkdir(parents=True, exist_ok=True)
@@ -152,26 +167,28 @@ def load_folder(source: str, cache_dir: Path) -> dict:
     for builder, files in found.values():
         for path in files:
             if builder != "parquet":
-                check_text_file(Path(path), Path(path).relative_to(folder).as_posix(), source)
-    return {split: load_files(source, builder, split, files, cache_dir) for split, (builder, files) in found.items()}
+                check_text_file(Path(path), Path(path).relative_to(folder).as_posix(), "source", source)
+    return {split: load_files("source", source, builder, split, files, cache_dir)
+            for split, (builder, files) in found.items()}
 
 
-def check_text_file(path: Path, name: str, source: str) -> None:
+def check_text_file(path: Path, name: str, parameter: str, source: str) -> None:
     """Refuses bytes that are not UTF-8 and (in .jsonl) a line that is not a JSON object, naming the file and line:
-    `datasets` reports both without either ("An error occurred while generating the dataset")."""
+    `datasets` reports both without either ("An error occurred while generating the dataset"). `parameter` is the
+    setting that gave `source`."""
     with open(path, "rb") as lines:
         for number, line in enumerate(lines, start=1):
             try:
                 text = line.decode("utf-8-sig" if number == 1 else "utf-8")  # a byte-order mark first is read fine
             except UnicodeDecodeError as error:
                 raise KdflowInputError(
-                    f"{name} line {number} of source={source!r} is not valid UTF-8 (byte 0x{line[error.start]:02x} "
-                    f"at position {error.start + 1}): save the file as UTF-8."
+                    f"{name} line {number} of {parameter}={source!r} is not valid UTF-8 "
+                    f"(byte 0x{line[error.start]:02x} at position {error.start + 1}): save the file as UTF-8."
                 ) from None
             problem = json_object_problem(text) if path.suffix == ".jsonl" and text.strip() else None
             if problem:
                 raise KdflowInputError(
-                    f"{name} line {number} of source={source!r} is not a JSON object ({problem}): write one JSON "
+                    f"{name} line {number} of {parameter}={source!r} is not a JSON object ({problem}): write one JSON "
                     "object per line."
                 )
 
@@ -185,17 +202,21 @@ def json_object_problem(line: str) -> str | None:
     return None if isinstance(value, dict) else f"it starts with {line.strip()[0]!r}"
 
 
-def load_files(source: str, builder: str, split: str, files: list[str], cache_dir: Path):
+def load_files(parameter: str, source: str, builder: str, split: str, files: list[str], cache_dir: Path):
+    """The rows of `files` as one split, none when they hold none (the caller says what is missing); `parameter` is
+    the setting that gave `source`."""
     try:
         # One split at a time: train and test files need not have the same columns.
         return datasets.load_dataset(builder, data_files={split: files}, split=split, cache_dir=str(cache_dir))
+    except StopIteration:  # how `datasets` says .jsonl files hold no rows
+        return datasets.Dataset.from_dict({})
     except (datasets.exceptions.DatasetGenerationError, ValueError) as error:
-        if "corresponds to no data" in str(error):  # how `datasets` says the files hold no rows
-            raise empty_split_error(source, split) from None
+        if "corresponds to no data" in str(error):  # how it says other files hold no rows
+            return datasets.Dataset.from_dict({})
         # `datasets` wraps the reader's own error (e.g. pandas' "Expected 2 fields in line 3, saw 3") in a generic one.
         reason = first_line(error.__cause__ or error)
         raise KdflowInputError(
-            f"The {split} files of source={source!r} could not be read ({reason}): fix or replace them."
+            f"The {split} files of {parameter}={source!r} could not be read ({reason}): fix or replace them."
         ) from None
 
 
@@ -371,6 +392,98 @@ def check_repeats(splits: dict, source: str) -> dict[str, int]:
     return repeats
 
 
+def unlabeled_split(settings: Settings, labeled: dict, cache_dir: Path) -> tuple:
+    """The texts of `settings.unlabeled_source` as a split of `text` and `label` (UNLABELED), without empty texts and
+    texts of the labeled splits, sampled to max_unlabeled_samples; and the rows read and dropped, for data_info."""
+    source = settings.unlabeled_source
+    split = load_unlabeled(source, settings.text_column, settings.label_column, cache_dir)
+    test_texts = {comparable(text) for text in labeled["test"][TEXT]}
+    training_texts = {comparable(text) for name in ("train", "validation") for text in labeled[name][TEXT]}
+    kept, dropped = [], {"empty": 0, "in_test": 0, "in_train_or_validation": 0}
+    for row, text in enumerate(split[TEXT]):
+        text = comparable(text or "")  # a null text is as empty as ""
+        if not text:
+            dropped["empty"] += 1
+        elif text in test_texts:
+            dropped["in_test"] += 1
+        elif text in training_texts:
+            dropped["in_train_or_validation"] += 1
+        else:
+            kept.append(row)
+    if not kept:
+        raise KdflowInputError(
+            f"Every text of unlabeled_source={source!r} ({len(split)} rows) is empty or repeats a text of train, "
+            "validation or test: give other texts, or leave unlabeled_source empty."
+        )
+    # Shuffled before the limit: sources are often sorted (by topic, by date).
+    sample = first_rows(split.select(kept).shuffle(seed=settings.seed), settings.max_unlabeled_samples)
+    sample = sample.add_column(LABEL, [UNLABELED] * len(sample), feature=datasets.Value("int64"))
+    return sample, {"unlabeled_source_rows": len(split), "unlabeled_dropped": dropped}
+
+
+def load_unlabeled(source: str, text_column: str, label_column: str, cache_dir: Path):
+    """The unlabeled source's texts, checked, as a split with the one column `text`."""
+    builder, files, folder = find_unlabeled_files(source)
+    for path in files:
+        if builder != "parquet":
+            check_text_file(Path(path), Path(path).relative_to(folder).as_posix(), "unlabeled_source", source)
+    split = load_files("unlabeled_source", source, builder, UNLABELED_SPLIT, files, cache_dir)
+    columns = ", ".join(split.column_names)
+    if len(split) == 0:
+        raise KdflowInputError(
+            f"unlabeled_source={source!r} holds no rows: give files with texts, or leave unlabeled_source empty."
+        )
+    if text_column not in split.column_names and label_column in split.column_names:
+        raise KdflowInputError(
+            f"unlabeled_source={source!r} holds labels ({label_column!r}) but no texts (it has {columns}): give its "
+            f"texts in a column named text_column={text_column!r}."
+        )
+    if text_column not in split.column_names:
+        raise KdflowInputError(
+            f"unlabeled_source={source!r} has no text_column={text_column!r} (it has {columns}): name its text "
+            "column as the labeled data's."
+        )
+    text_type = getattr(split.features[text_column], "dtype", type(split.features[text_column]).__name__)
+    if text_type not in ("string", "large_string"):
+        raise KdflowInputError(
+            f"text_column={text_column!r} of unlabeled_source={source!r} holds {text_type} values, not text: give "
+            "its texts in that column."
+        )
+    split = split.select_columns([text_column])
+    return split.rename_column(text_column, TEXT) if text_column != TEXT else split
+
+
+def find_unlabeled_files(source: str) -> tuple[str, list[str], Path]:
+    """The builder and files of an unlabeled source, and the local folder they are in: a file itself, or a folder's
+    unsup.* or unlabeled.* files (not those of its subfolders) of the first format that has any."""
+    if not storage.is_remote(source) and not Path(source).exists():
+        raise KdflowInputError(
+            f"unlabeled_source={source!r} does not exist: give a folder holding unsup.parquet (or .jsonl, .csv), "
+            "such a file, or a gs:// or s3:// URI of either."
+        )
+    try:
+        local = Path(storage.local_copy(source))  # a remote file comes as that file, a prefix as a folder
+    except KdflowInputError as error:  # nothing under the prefix, a missing bucket, refused credentials
+        raise KdflowInputError(f"unlabeled_source={source!r}: {error}") from None
+    if local.is_file():
+        builder = FILE_BUILDERS.get(local.suffix.lstrip("."))
+        if builder is None:
+            raise KdflowInputError(
+                f"unlabeled_source={source!r} is not a parquet, jsonl or csv file: give one, or a folder holding "
+                "unsup.parquet (or .jsonl, .csv)."
+            )
+        return builder, [str(local)], local.parent
+    for extension, builder in FILE_BUILDERS.items():
+        files = sorted(str(path) for name in UNLABELED_NAMES
+                       for pattern in (f"{name}.{extension}", f"{name}-*.{extension}") for path in local.glob(pattern))
+        if files:
+            return builder, files, local
+    raise KdflowInputError(
+        f"unlabeled_source={source!r} holds no unsup.* or unlabeled.* files: put unsup.parquet (or .jsonl, .csv) in "
+        "it, or give the file itself."
+    )
+
+
 def train_wordpiece(texts: list[str], vocab_size: int, max_length: int):
     """A lower-casing BERT WordPiece tokenizer trained on `texts`, as a transformers tokenizer; the same texts give the
     same vocabulary."""
@@ -419,10 +532,10 @@ def encode(split, tokenizer, max_length: int):
 
 
 def split_figures(splits: dict, num_labels: int, max_length: int) -> dict:
-    """Rows, rows per label and token-length figures of each split."""
+    """Rows and token-length figures of each split, and rows per label of each labeled one."""
     return {
         "rows": {name: len(split) for name, split in splits.items()},
-        "label_counts": {name: label_counts(split, num_labels) for name, split in splits.items()},
+        "label_counts": {name: label_counts(splits[name], num_labels) for name in SPLITS},
         "token_lengths": {name: length_figures(split, max_length) for name, split in splits.items()},
     }
 
@@ -449,6 +562,7 @@ def report_markdown(info: dict) -> str:
         tokenizer_text = f"the teacher's, {markdown_text(info['teacher'])}"
     names = [markdown_text(name) for name in info["label_names"]]
     empty, repeats, rows = info["empty_texts_dropped"], info["also_in_train"], info["rows"]
+    shown = [split for split in (*SPLITS, UNLABELED_SPLIT) if split in rows]
     lines = [
         "# Prepared data",
         "",
@@ -462,14 +576,16 @@ def report_markdown(info: dict) -> str:
         f"- Texts that repeat a training text (whitespace ignored): {repeats['validation']:,} of "
         f"{rows['validation']:,} in validation, {repeats['test']:,} of {rows['test']:,} in test "
         f"({repeats['test'] / rows['test']:.1%}; above {MAX_TEST_REPEAT_SHARE:.0%} is refused)",
+        *([unlabeled_line(info)] if UNLABELED_SPLIT in rows else []),
         "",
         "## Rows and label balance",
         "",
         "| split | rows | " + " | ".join(names) + " |",
         "|---|---:|" + "---:|" * len(names),
     ]
-    for split in SPLITS:
-        shares = " | ".join(f"{count:,} ({count / rows[split]:.1%})" for count in info["label_counts"][split])
+    for split in shown:
+        counts = info["label_counts"].get(split, [None] * len(names))  # unlabeled rows have no label to count
+        shares = " | ".join("–" if count is None else f"{count:,} ({count / rows[split]:.1%})" for count in counts)
         lines.append(f"| {split} | {rows[split]:,} | {shares} |")
     lines += [
         "",
@@ -478,11 +594,19 @@ def report_markdown(info: dict) -> str:
         "| split | " + " | ".join(f"p{p}" for p in PERCENTILES) + f" | max | truncated at {info['max_length']} |",
         "|---|" + "---:|" * (len(PERCENTILES) + 2),
     ]
-    for split in SPLITS:
+    for split in shown:
         figures = info["token_lengths"][split]
         percentiles = " | ".join(str(figures[f"p{p}"]) for p in PERCENTILES)
         lines.append(f"| {split} | {percentiles} | {figures['max']} | {figures['truncated_share']:.1%} |")
     return "\n".join(lines) + "\n"
+
+
+def unlabeled_line(info: dict) -> str:
+    dropped = info["unlabeled_dropped"]
+    return (f"- Unlabeled texts, labeled by the teacher only (label {UNLABELED}): {info['rows'][UNLABELED_SPLIT]:,} "
+            f"kept of the {info['unlabeled_source_rows']:,} rows of {markdown_text(info['unlabeled_source'])}; "
+            f"dropped {dropped['empty']:,} empty, {dropped['in_test']:,} repeating a test text and "
+            f"{dropped['in_train_or_validation']:,} repeating a train or validation text (whitespace ignored)")
 
 
 def markdown_text(value) -> str:

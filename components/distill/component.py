@@ -16,10 +16,17 @@ def distill(
     teacher: str,
     student_spec: str,
     student_layers: int,
+    layers_from: str,
     student_attention_dropout: float,
     distill_mode: str,
     temperature: float,
     alpha: float,
+    hidden_cosine_weight: float,
+    hidden_mse_weight: float,
+    embedding_mse_weight: float,
+    attention_kl_weight: float,
+    layer_map: str,
+    hidden_projection: bool,
     epochs: float,
     batch_size: int,
     learning_rate: float,
@@ -36,7 +43,8 @@ def distill(
 ):
     """Distills the teacher into a smaller student with the recipe's loss.
 
-    loss = alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(softmax(teacher/T) || softmax(student/T)).
+    loss = alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(softmax(teacher/T) || softmax(student/T)),
+    plus the weighted intermediate-layer terms (hidden states, embeddings, attention maps) in online mode.
     """
     from kdflow.components.common import checkpoints
     from kdflow.components.common.component import run_step

@@ -6,14 +6,44 @@ Light (standard library only), so that the command line checks a run's settings 
 from dataclasses import dataclass
 
 from kdflow.components.common.errors import KdflowInputError
-from kdflow.components.common.models import check_spec
+from kdflow.components.common.models import FROM_TEACHER, check_spec
 from kdflow.components.common.settings import CheckedSettings, artifact, check_choice, check_positive, setting
 from kdflow.components.common.training import (
     TRACKING_HELP, TRAINING_HELP, check_tracking_settings, check_training_settings,
 )
 
 MODES = ("cached", "online")
-TRAININGS = ("student", "baseline")  # what a distill task trains, as experiment tracking names it
+# What a distill task trains, as experiment tracking names it: the student, and the hard-label baselines made from
+# the fine-tuned teacher's layers and from its pretrained checkpoint's.
+TRAININGS = ("student", "baseline", "pretrained_baseline")
+# Each term's weight setting, and the loss it logs (beside hard_loss and soft_loss, and drawn in the loss curves).
+TERMS = {
+    "hidden_cosine_weight": "hidden_cosine_loss",
+    "hidden_mse_weight": "hidden_mse_loss",
+    "embedding_mse_weight": "embedding_mse_loss",
+    "attention_kl_weight": "attention_kl_loss",
+}
+
+
+def parse_layer_map(text: str) -> dict[int, int]:
+    """`1:2,2:4` as {1: 2, 2: 4}; empty: {} (the default map). One sentence for anything else."""
+    if not text.strip():
+        return {}
+    layer_map = {}
+    for pair in text.split(","):
+        student, separator, teacher = pair.strip().partition(":")
+        if not (separator and student.strip().isdigit() and teacher.strip().isdigit()):
+            raise KdflowInputError(f"layer_map={text!r} is not STUDENT:TEACHER pairs of layer numbers: write e.g. "
+                                   "layer_map=1:2,2:4,3:6 (layers counted from 1; empty: the default map).")
+        student_layer, teacher_layer = int(student), int(teacher)
+        if student_layer < 1 or teacher_layer < 1:
+            raise KdflowInputError(f"layer_map={text!r} names layer 0: layers count from 1 (the embeddings are "
+                                   "matched by embedding_mse_weight).")
+        if student_layer in layer_map:
+            raise KdflowInputError(f"layer_map={text!r} maps student layer {student_layer} twice: give each student "
+                                   "layer one teacher layer.")
+        layer_map[student_layer] = teacher_layer
+    return layer_map
 
 
 @dataclass(frozen=True)
@@ -23,6 +53,8 @@ class Settings(CheckedSettings):
     student_spec: str = setting("The student: from_teacher (a DistilBERT from the BERT teacher's layers), "
                                 "config:NAME|PATH (random init) or a checkpoint URI.")
     student_layers: int = setting("Layers of a from_teacher student; 0 takes half the teacher's.")
+    layers_from: str = setting("Checkpoint whose layers a from_teacher student is made from; empty: the teacher. The "
+                               "pipeline's pretrained baseline gives the teacher's checkpoint before fine-tuning.")
     student_attention_dropout: float = setting(
         "Attention dropout of a from_teacher student: 0 keeps PyTorch's fused attention kernel (about 2x faster "
         "training), 0.1 is DistilBERT's.")
@@ -30,6 +62,19 @@ class Settings(CheckedSettings):
                                 "step; needed when tokenizers differ).")
     temperature: float = setting("Softmax temperature T of the soft term, above 0.")
     alpha: float = setting("Weight of the hard-label cross-entropy, in [0, 1]; the soft term gets 1 - alpha.")
+    hidden_cosine_weight: float = setting("Weight of DistilBERT's cosine loss between matched student and teacher "
+                                          "hidden states; 0 (off) or above; online mode only.")
+    hidden_mse_weight: float = setting("Weight of TinyBERT's mean squared error between matched hidden states "
+                                       "(through a learned projection when the widths differ); online mode only.")
+    embedding_mse_weight: float = setting("Weight of TinyBERT's mean squared error between the embedding outputs; "
+                                          "online mode only.")
+    attention_kl_weight: float = setting("Weight of the KL divergence between matched layers' self-attention "
+                                         "distributions, per head (MiniLM, TinyBERT); online mode only.")
+    layer_map: str = setting("Student layer to teacher layer pairs of the intermediate terms, e.g. 1:2,2:4,3:6 "
+                             "(layers from 1); empty: the layers a from_teacher student was made from, else uniform.")
+    hidden_projection: bool = setting("Learn a linear projection from the student's hidden width to the teacher's "
+                                      "when they differ (trained with the student, never exported); false refuses "
+                                      "such a pair.")
     epochs: float = setting(TRAINING_HELP["epochs"])
     batch_size: int = setting("Training batch of an optimizer step (before accumulation), split evenly across the "
                               "processes.")
@@ -45,12 +90,13 @@ class Settings(CheckedSettings):
     report_to: str = setting(TRACKING_HELP["report_to"])
     tracking_uri: str = setting(TRACKING_HELP["tracking_uri"])
     experiment: str = setting(TRACKING_HELP["experiment"])
-    tracked_as: str = setting("This training's name in the pipeline run's tracking: student, or baseline for the "
-                              "hard-label comparison.")
+    tracked_as: str = setting("This training's name in the pipeline run's tracking: student, or baseline or "
+                              "pretrained_baseline for the hard-label comparisons.")
 
     def check(self):
         check_loss(self.temperature, self.alpha)
         check_choice("distill_mode", self.distill_mode, MODES)
+        check_intermediate(self)
         if self.student_layers < 0:
             raise KdflowInputError(f"student_layers={self.student_layers} must be a number of layers, or 0 for half "
                                    "the teacher's.")
@@ -73,6 +119,22 @@ def check_loss(temperature: float, alpha: float) -> None:
     if not 0 <= alpha <= 1:
         raise KdflowInputError(f"alpha={alpha} must lie in [0, 1] (the weight of the hard-label loss): the recipe "
                                "uses 0.5.")
+
+
+def check_intermediate(settings: "Settings") -> None:
+    """The intermediate terms' settings: weights of 0 or more, a layer map that reads, and the teacher's hidden
+    states at hand (online mode: cached mode stores the teacher's logits only)."""
+    for name in TERMS:
+        if getattr(settings, name) < 0:
+            raise KdflowInputError(f"{name}={getattr(settings, name)} is negative: give 0 (off) or a positive weight.")
+    parse_layer_map(settings.layer_map)
+    asked = [name for name in TERMS if getattr(settings, name) > 0]
+    if asked and settings.distill_mode != "online":
+        raise KdflowInputError(f"{asked[0]}={getattr(settings, asked[0])} needs the teacher's hidden states, which "
+                               f"distill_mode={settings.distill_mode} does not keep: set distill_mode=online.")
+    if settings.layers_from and settings.student_spec != FROM_TEACHER:
+        raise KdflowInputError(f"layers_from={settings.layers_from!r} applies to student=from_teacher only: leave it "
+                               "empty for this student.")
 
 
 def check_processes(batch_size: int, processes: int) -> None:

@@ -23,14 +23,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from kdflow.components.common import checkpoints, models, step, storage
-from kdflow.components.common.data import MODEL_INPUTS, load_prepared, retokenize
+from kdflow.components.common.data import MODEL_INPUTS, UNLABELED_SPLIT, load_prepared, retokenize
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.settings import as_arguments, record
 from kdflow.components.common.training import (
     PROVENANCE, TRACKING_HELP, TRAINING_LOG, curves_html, tracked, trainer_settings,
 )
 
-from .settings import Files, Result, Settings, check_processes  # noqa: F401 (Result: the step's interface)
+from .intermediate import MATCHER, WIDTH_BOUND, IntermediateMatcher, check_layer_map, default_layer_map
+from .settings import (  # noqa: F401 (Result: the step's interface)
+    TERMS, Files, Result, Settings, check_processes, parse_layer_map,
+)
 from .trainer import (
     TEACHER_INPUT_PREFIX, TEACHER_LOGITS, DistillationArguments, DistillationCollator, DistillationTrainer,
 )
@@ -72,23 +75,32 @@ def train(settings: Settings, files: Files) -> dict:
         teacher_model = None
         if settings.distill_mode == "online" or settings.student_spec == models.FROM_TEACHER:
             teacher_model = models.load_classifier(settings.teacher, data.num_labels, fine_tuned=True)
-        student_model, student_tokenizer = build_student(settings.student_spec, data, teacher_model,
-                                                         settings.student_layers, settings.student_attention_dropout)
+        student_model, student_tokenizer = build_student(settings, data, teacher_model)
         models.check_max_length(student_model.config, data.max_length, "student")
 
         train_split, validation = data.splits["train"], data.splits["validation"]
+        # Unlabeled rows teach through the teacher only: a hard-label training (alpha 1, no intermediate term)
+        # leaves them out.
+        unlabeled = data.splits.get(UNLABELED_SPLIT) if teacher_has_say(settings) else None
         same_vocabulary = student_tokenizer.get_vocab() == data.tokenizer.get_vocab()
         if settings.distill_mode == "cached":
             models.check_same_vocabulary(data.tokenizer, student_tokenizer, "student")
             logits = datasets.load_from_disk(files.teacher_logits)
             train_split = attach_teacher_logits(train_split, logits["train"])
             validation = attach_teacher_logits(validation, logits["validation"])
+            if unlabeled is not None:
+                unlabeled = attach_teacher_logits(unlabeled, logits[UNLABELED_SPLIT])
             teacher_model = None  # only needed to initialise the student
-        elif not same_vocabulary:
+        if unlabeled is not None:
+            train_split = datasets.concatenate_datasets([train_split, unlabeled])
+        if not same_vocabulary:  # online mode (cached mode refused it above)
             train_split, validation = (retokenize_for_student(split, student_tokenizer, data.max_length)
                                        for split in (train_split, validation))
+        if any(getattr(settings, name) > 0 for name in TERMS):
+            attach_matcher(settings, student_model, teacher_model, same_vocabulary)
 
-        provenance = {**record(settings, *NOT_IDENTITY), "data": data.info}
+        rows = {"labeled": len(data.splits["train"]), "unlabeled": len(unlabeled) if unlabeled is not None else 0}
+        provenance = {**record(settings, *NOT_IDENTITY), "data": data.info, "rows": rows}
         checkpoint_dir = checkpoints.location(settings.checkpoint_uri or checkpoints.default_uri(files.student),
                                               "distill", provenance) if settings.checkpoint_steps else ""
         args = DistillationArguments(
@@ -109,9 +121,11 @@ def train(settings: Settings, files: Files) -> dict:
             processing_class=student_tokenizer, teacher=teacher_model,
         )
         result = checkpoints.train(trainer, checkpoint_dir)
-        figures = {**result.metrics, **trainer.evaluate()}
+        figures = {**result.metrics, **trainer.evaluate(), **{f"{name}_rows": count for name, count in rows.items()}}
         if not trainer.is_world_process_zero():
             return figures
+        if hasattr(student_model, MATCHER):
+            delattr(student_model, MATCHER)  # its projections were for training only: never exported
         trainer.save_model(scratch + "/student")
         Path(scratch, "student", TRAINING_LOG).write_text(json.dumps(trainer.state.log_history, indent=1))
         # Where the student came from, for its model card.
@@ -126,17 +140,54 @@ def train(settings: Settings, files: Files) -> dict:
     return figures
 
 
-def build_student(student: str, data, teacher_model, student_layers: int, attention_dropout: float):
+def build_student(settings: Settings, data, teacher_model):
     """The student model and its tokenizer: a checkpoint's own, else the one the data was prepared with.
 
-    `attention_dropout` is for a from_teacher student; the others keep their configuration's.
+    A from_teacher student is made from `teacher_model`'s layers, or from those of `layers_from` (a checkpoint of
+    the same architecture with a new head: the pretrained baseline). `student_attention_dropout` is for a
+    from_teacher student; the others keep their configuration's.
     """
-    if student == models.FROM_TEACHER:
-        return models.student_from_teacher(teacher_model, student_layers, attention_dropout), data.tokenizer
-    if models.is_config_spec(student):
-        return (models.load_classifier(student, data.num_labels, vocab_size=len(data.tokenizer), role="student"),
+    spec = settings.student_spec
+    if spec == models.FROM_TEACHER:
+        source = (models.load_classifier(settings.layers_from, data.num_labels, role="layers_from")
+                  if settings.layers_from else teacher_model)
+        return (models.student_from_teacher(source, settings.student_layers, settings.student_attention_dropout),
                 data.tokenizer)
-    return models.load_classifier(student, data.num_labels, role="student"), models.load_tokenizer(student)
+    if models.is_config_spec(spec):
+        return (models.load_classifier(spec, data.num_labels, vocab_size=len(data.tokenizer), role="student"),
+                data.tokenizer)
+    return models.load_classifier(spec, data.num_labels, role="student"), models.load_tokenizer(spec)
+
+
+def teacher_has_say(settings: Settings) -> bool:
+    return settings.alpha < 1 or any(getattr(settings, name) > 0 for name in TERMS)
+
+
+def attach_matcher(settings: Settings, student_model, teacher_model, same_vocabulary: bool) -> None:
+    """Gives the student the intermediate terms to learn from (see intermediate.MATCHER), after the checks that
+    need both models: tokens that line up, a layer map within both, widths that match or may be projected."""
+    asked = next(name for name in TERMS if getattr(settings, name) > 0)
+    if not same_vocabulary:
+        raise KdflowInputError(f"{asked}={getattr(settings, asked)} compares the two models token by token, but the "
+                               "student's tokenizer differs from the teacher's: use a student with the teacher's "
+                               "tokenizer (e.g. from_teacher), or set the intermediate weights to 0.")
+    student_config, teacher_config = student_model.config, teacher_model.config
+    student_layers, teacher_layers = student_config.num_hidden_layers, teacher_config.num_hidden_layers
+    made_from = ([index + 1 for index in models.teacher_layer_indices(teacher_config, student_layers)]
+                 if settings.student_spec == models.FROM_TEACHER else None)
+    layer_map = parse_layer_map(settings.layer_map) or default_layer_map(student_layers, teacher_layers, made_from)
+    check_layer_map(layer_map, student_layers, teacher_layers, settings.layer_map)
+    weights = {name: getattr(settings, name) for name in TERMS}
+    student_width, teacher_width = student_config.hidden_size, teacher_config.hidden_size
+    projected = [name for name in WIDTH_BOUND if weights[name] > 0]
+    if student_width != teacher_width and projected and not settings.hidden_projection:
+        raise KdflowInputError(f"{projected[0]}={weights[projected[0]]} compares hidden states of width "
+                               f"{student_width} (student) and {teacher_width} (teacher), which only a projection "
+                               "can match: set hidden_projection=true, or set the weight to 0.")
+    if weights["attention_kl_weight"] > 0:  # attention maps are returned by the eager kernel only
+        student_model.set_attn_implementation("eager")
+        teacher_model.set_attn_implementation("eager")
+    student_model.add_module(MATCHER, IntermediateMatcher(weights, layer_map, student_width, teacher_width))
 
 
 def attach_teacher_logits(split, logits):

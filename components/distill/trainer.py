@@ -4,11 +4,13 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import TrainingArguments
+from transformers.modeling_outputs import SequenceClassifierOutput
 
 from kdflow.components.common.settings import help_of
 from kdflow.components.common.trainer import GuardedTrainer
 from kdflow.components.common.training import pad_batch
 
+from .intermediate import MATCHER
 from .losses import distillation_loss
 from .settings import Settings, check_loss
 
@@ -56,8 +58,9 @@ class DistillationTrainer(GuardedTrainer):
 
     The teacher's logits come with the batch (cached, computed once by teacher_eval) or, in online mode,
     from `teacher`, run in eval mode without gradients. The student is the `model` argument, so DDP
-    wrapping works. The hard and soft terms are logged beside the total; a non-finite loss stops training
-    (GuardedTrainer).
+    wrapping works. A student carrying an intermediate.IntermediateMatcher (attribute MATCHER) also learns from
+    the teacher's hidden states and attention maps, which only online mode has. Each term is logged beside the
+    total; a non-finite loss stops training (GuardedTrainer).
     """
 
     # The loss is a per-batch mean: Trainer must divide it by the accumulation steps (FACTS: otherwise
@@ -69,25 +72,36 @@ class DistillationTrainer(GuardedTrainer):
         self.teacher = teacher
         if teacher is not None:
             self.teacher.to(self.args.device).eval().requires_grad_(False)
-        self._loss_terms = {"hard_loss": [], "soft_loss": []}
+        self._loss_terms = {}  # each loss term's values since the last log, by its logged name
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
         teacher_logits = inputs.pop(TEACHER_LOGITS, None)
         teacher_inputs = {name[len(TEACHER_INPUT_PREFIX):]: inputs.pop(name) for name in TEACHER_INPUTS if name in inputs}
-        outputs = model(**inputs)
+        matcher = getattr(self.accelerator.unwrap_model(model), MATCHER, None)
+        internals = dict(output_hidden_states=True, output_attentions=matcher.needs_attentions) if matcher else {}
+        outputs = model(**inputs, **internals)
         if teacher_logits is None:
             with torch.no_grad():
-                teacher_logits = self.teacher(**(teacher_inputs or inputs)).logits
+                teacher_outputs = self.teacher(**(teacher_inputs or inputs), **internals)
+            teacher_logits = teacher_outputs.logits
         loss = distillation_loss(outputs.logits, teacher_logits, labels, self.args.temperature, self.args.alpha)
+        total, terms = loss.total, {"hard_loss": loss.hard, "soft_loss": loss.soft}
+        if matcher:
+            intermediate = matcher(outputs, teacher_outputs, inputs["attention_mask"])
+            total = total + matcher.weighted(intermediate)
+            terms.update(intermediate)
         if model.training:
-            self._loss_terms["hard_loss"].append(loss.hard.detach())
-            self._loss_terms["soft_loss"].append(loss.soft.detach())
-        return (loss.total, outputs) if return_outputs else loss.total
+            for name, value in terms.items():
+                self._loss_terms.setdefault(name, []).append(value.detach())
+        # Only the logits go on to evaluation, which would otherwise gather every layer's hidden states.
+        return (total, SequenceClassifierOutput(logits=outputs.logits)) if return_outputs else total
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._loss_terms["hard_loss"]:
+        if "loss" in logs and self._loss_terms:
             for name, values in self._loss_terms.items():
+                if not values:
+                    continue
                 # Every process logs at the same step: the mean over all of them, as Trainer does for `loss`.
                 mean = self.accelerator.reduce(torch.stack(values).mean(), reduction="mean")
                 logs[name] = round(mean.item(), 6)

@@ -13,7 +13,8 @@ Settings = None
 @dataclass(frozen=True)
 class Files:
     shards: list[str] = artifact("The logits of every shard, collected from the teacher_shard steps, in any order.")
-    teacher_logits: str = artifact("The teacher's logits on the train and validation splits, one row per data row, "
+    teacher_logits: str = artifact("The teacher's logits on the train and validation splits, and unlabeled when "
+                                   "the data has it, one row per data row, "
                                    "in order.", output=True)
 
 

@@ -9,13 +9,14 @@ from pathlib import Path
 
 from kdflow.components.common import step
 from kdflow.components.common.errors import KdflowInputError
-from kdflow.components.common.inference import LOGIT_SPLITS, SHARD_INFO
+from kdflow.components.common.inference import SHARD_INFO
 
 from .settings import Files, Result, Settings  # noqa: F401 (Result, Settings: the step's interface)
 
 
 def run(settings: Settings, files: Files) -> None:
-    """Concatenates the shards' logits in shard order (the order shards arrive in is not the shard order)."""
+    """Concatenates the shards' logits in shard order (the order shards arrive in is not the shard order), split by
+    split: every shard holds the same splits (inference.logit_splits of the data)."""
     import datasets
 
     indexed = {json.loads(Path(folder, SHARD_INFO).read_text())["shard"]: folder for folder in files.shards}
@@ -24,7 +25,7 @@ def run(settings: Settings, files: Files) -> None:
                                "each: rerun the teacher_shard steps of this run.")
     shards = [datasets.load_from_disk(indexed[index]) for index in range(len(indexed))]
     merged = datasets.DatasetDict({
-        name: datasets.concatenate_datasets([shard[name] for shard in shards]) for name in LOGIT_SPLITS
+        name: datasets.concatenate_datasets([shard[name] for shard in shards]) for name in shards[0]
     })
     merged.save_to_disk(files.teacher_logits)
 

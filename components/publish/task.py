@@ -37,7 +37,9 @@ from kdflow.components.common import step, storage
 from kdflow.components.common.data import load_prepared
 from kdflow.components.common.errors import KdflowInputError, first_line
 from kdflow.components.common.inference import evaluate_on_test
-from kdflow.components.common.results import RunSummary, read_run_summary, score_rows, training_settings
+from kdflow.components.common.results import (
+    RunSummary, TrainingRows, read_run_summary, score_rows, training_settings,
+)
 
 from .settings import Files, Result, Settings, check_name
 
@@ -167,6 +169,7 @@ def model_card(model_name: str, summary: RunSummary, student_dir: str) -> str:
     provenance = training_settings(student_dir)
     data = provenance.pop("data", {})
     seed = provenance.pop("seed", "?")
+    provenance.pop("rows", None)  # the summary's training_rows
     table = "\n".join(f"| {name} | {accuracy:.4f} | {'' if f1 is None else f'{f1:.4f}'} |"
                       for name, accuracy, f1 in score_rows(summary))
     settings = "\n".join(f"| {key} | {value} |" for key, value in provenance.items())
@@ -194,10 +197,19 @@ labels {data.get('label_names', '?')}.
 
 Seed: {seed} (the same seed, data and settings give the same student).
 
+{training_rows_line(summary.training_rows)}
+
 | setting | value |
 |---|---|
 {settings}
 """
+
+
+def training_rows_line(rows: TrainingRows | None) -> str:
+    if rows is None:
+        return "Training rows: not recorded (a student of an older kdflow)."
+    return (f"Training rows: {rows.labeled} labeled and {rows.unlabeled} unlabeled (those learn from the teacher's "
+            "logits alone).")
 
 
 def decision_markdown(decision: dict) -> str:

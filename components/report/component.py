@@ -17,6 +17,7 @@ def report(
     onnx_model: Input[Model],
     quality_report: Output[HTML],
     baseline_metrics: Input[Metrics] = None,
+    pretrained_baseline_metrics: Input[Metrics] = None,
 ) -> NamedTuple("ReportOutputs", summary=str, quality_report_uri=str):
     """Summarises the run and writes the quality report."""
     from kdflow.components.common.component import run_step

@@ -21,8 +21,11 @@ class Files:
     quality_report: str = artifact("Accuracy, macro F1, parameters, size and latency of every model, the "
                                    "distillation losses, the confusion matrices and where the trainings were logged "
                                    "(report_to), as a self-contained HTML page.", output=True)
-    baseline_metrics: str = artifact("The hard-label baseline's test metrics from student_eval; absent when it was "
-                                     "not trained.", optional=True)
+    baseline_metrics: str = artifact("The test metrics from student_eval of the hard-label baseline made from the "
+                                     "fine-tuned teacher's layers; absent when it was not trained.", optional=True)
+    pretrained_baseline_metrics: str = artifact("The test metrics from student_eval of the hard-label baseline made "
+                                                "from the teacher's pretrained checkpoint; absent when it was not "
+                                                "trained.", optional=True)
 
 
 @dataclass(frozen=True)

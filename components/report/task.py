@@ -1,11 +1,12 @@
-"""The report step: the run's summary and a quality report comparing teacher, student, its ONNX exports and,
-when it was trained, the hard-label baseline.
+"""The report step: the run's summary and a quality report comparing teacher, student, its ONNX exports and the
+hard-label baselines that were trained.
 
 Run as a KFP component (component.py) or directly:
 
     python -m kdflow.components.report.task --teacher-metrics teacher.json --student-metrics student.json \
         --student STUDENT_DIR --onnx-model ONNX_DIR --quality-report report.html \
-        [--baseline-metrics baseline.json] [--summary summary.json]
+        [--baseline-metrics baseline.json] [--pretrained-baseline-metrics pretrained_baseline.json] \
+        [--summary summary.json]
 """
 
 import html
@@ -27,7 +28,8 @@ def run(settings: None, files: Files) -> Result:
     """Writes the quality report; returns the run's summary (a RunSummary) as JSON."""
     summary = read_run_summary(teacher_metrics=files.teacher_metrics, student_metrics=files.student_metrics,
                                onnx_model=files.onnx_model, student=files.student,
-                               baseline_metrics=files.baseline_metrics)
+                               baseline_metrics=files.baseline_metrics,
+                               pretrained_baseline_metrics=files.pretrained_baseline_metrics)
     label_names = Evaluation.read(files.student_metrics).label_names
     log_history = json.loads(Path(files.student, TRAINING_LOG).read_text())
     Path(files.quality_report).parent.mkdir(parents=True, exist_ok=True)
@@ -39,8 +41,7 @@ def model_rows(summary: RunSummary) -> list[tuple[str, Scores]]:
     """One row per model: its name and scores, size and latency; the ONNX exports have the student's parameters."""
     student = summary.student
     rows = [("teacher (PyTorch)", summary.teacher), ("student, distilled (PyTorch)", student)]
-    if summary.baseline:
-        rows.append(("student, hard labels only (PyTorch)", summary.baseline.scores))
+    rows += [(f"{kind.title} (PyTorch)", baseline.scores) for kind, baseline in summary.baselines()]
     for name, export in summary.onnx.exports.items():
         rows.append((f"student, {EXPORTS[name].title}", Scores(
             accuracy=export.accuracy, macro_f1=export.macro_f1, confusion_matrix=export.confusion_matrix,
@@ -86,9 +87,12 @@ def report_html(summary: RunSummary, label_names: list[str], log_history: list[d
         f"Scores on {summary.student.rows} test rows; latency is the median of timed batches of test rows on "
         f"{onnx.threads} CPU threads (the teacher's on the device it was evaluated on).",
     ]
-    if summary.baseline:
-        gain = summary.student.accuracy - summary.baseline.scores.accuracy
-        findings.append(f"Distillation against the same student trained on hard labels only: {gain:+.4f} accuracy.")
+    if summary.training_rows:
+        findings.append(f"The student trained on {summary.training_rows.labeled} labeled rows and "
+                        f"{summary.training_rows.unlabeled} unlabeled ones (those learn from the teacher's logits "
+                        "alone).")
+    findings += [f"Distillation against the {kind.title}: {summary.student.accuracy - baseline.scores.accuracy:+.4f} "
+                 "accuracy." for kind, baseline in summary.baselines()]
     matrices = "".join(f"<div class='matrix'><h3>{html.escape(model)}</h3>"
                        f"{confusion_table(scores.confusion_matrix, label_names)}</div>" for model, scores in rows)
     return (
@@ -121,7 +125,7 @@ def tracking_html(tracking: Tracking | None) -> str:
             run = f"<a href='{html.escape(address)}'>{run}</a>"
         where = (f"MLflow at {uri}, experiment {html.escape(tracking.experiment)} (id {tracking.experiment_id}): "
                  f"the student's run {run} (id {tracking.run_id}); each training of this pipeline run (teacher, "
-                 f"student, baseline) carries the tag kdflow.pipeline_run={html.escape(tracking.run_name)}.")
+                 f"student, baselines) carries the tag kdflow.pipeline_run={html.escape(tracking.run_name)}.")
     else:
         where = (f"TensorBoard: the student's event files are in {html.escape(tracking.log_dir)}; <code>tensorboard "
                  f"--logdir {uri}</code> shows every training of every run.")

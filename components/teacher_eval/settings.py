@@ -24,7 +24,8 @@ class Settings(CheckedSettings):
 @dataclass(frozen=True)
 class Files:
     data: str = artifact("Tokenized splits from data_prep.")
-    teacher_logits: str = artifact("The teacher's logits on the train and validation splits, one row per data row, "
+    teacher_logits: str = artifact("The teacher's logits on the train and validation splits, and unlabeled when "
+                                   "the data has it, one row per data row, "
                                    "in order (without cache_logits: a note).", output=True)
     teacher_metrics: str = artifact("The teacher's test accuracy, macro F1, confusion matrix, size and latency, as "
                                     "JSON (kdflow.components.common.results.Evaluation).", output=True)

@@ -25,7 +25,7 @@ NOT_HERE = "README.txt"  # what the logits folder holds when teacher_shard steps
 
 def run(settings: Settings, files: Files) -> None:
     """Evaluates the teacher on the test split (teacher_metrics, teacher_confusion) and stores its logits on
-    the splits distill reads (inference.LOGIT_SPLITS), row-aligned, in teacher_logits.
+    the splits distill reads (inference.logit_splits), row-aligned, in teacher_logits.
 
     Both run in `precision` (`auto`: bf16 where the GPU or CPU has bf16 kernels); its latency is measured in fp32,
     as the student's is, so that the two compare.

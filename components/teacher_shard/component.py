@@ -16,7 +16,8 @@ def teacher_shard(
     shards: int,
     precision: str,
 ):
-    """Computes the teacher's logits on one shard of the train and validation splits (batches grouped by length)."""
+    """Computes the teacher's logits on one shard of the train and validation splits, and of unlabeled when the data
+    has it (batches grouped by length)."""
     from kdflow.components.common.component import run_step
     from kdflow.components.teacher_shard import task
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from kdflow.components.common import models, step
 from kdflow.components.common.data import load_prepared
 from kdflow.components.common.errors import KdflowInputError
-from kdflow.components.common.inference import INFERENCE_BATCH_SIZE, LOGIT_SPLITS, SHARD_INFO, teacher_logits
+from kdflow.components.common.inference import INFERENCE_BATCH_SIZE, SHARD_INFO, logit_splits, teacher_logits
 
 from .settings import Files, Result, Settings  # noqa: F401 (Result: the step's interface)
 
@@ -26,11 +26,11 @@ def shard_rows(rows: int, shard: int, shards: int) -> range:
 
 
 def run(settings: Settings, files: Files) -> None:
-    """Stores the teacher's logits on shard `shard` of each split in LOGIT_SPLITS, in row order, in
+    """Stores the teacher's logits on shard `shard` of each split of `logit_splits`, in row order, in
     `files.teacher_logits`, with the shard's index (SHARD_INFO)."""
     shard, shards = settings.shard, settings.shards
     data = load_prepared(files.data)
-    smallest = min(len(data.splits[name]) for name in LOGIT_SPLITS)
+    smallest = min(len(data.splits[name]) for name in logit_splits(data))
     if shards > smallest:
         raise KdflowInputError(f"teacher_shards={shards} is more than the {smallest} rows of a split: use fewer.")
     model = models.load_classifier(settings.teacher, data.num_labels, fine_tuned=True)

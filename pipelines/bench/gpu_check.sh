@@ -23,7 +23,8 @@ if [ -z "$teacher" ]; then
     # Every setting is given: a step's command line has no defaults (they are the pipeline's parameters).
     python -m kdflow.components.data_prep.task --source "$data" --text-column text --label-column label \
         --num-labels 2 --tokenizer "" --teacher sentence-transformers/all-MiniLM-L6-v2 --max-length 512 \
-        --truncation-side right --max-train-samples 0 --max-eval-samples 0 --validation-fraction 0.02 --seed 42 \
+        --truncation-side right --max-train-samples 0 --max-eval-samples 0 --validation-fraction 0.02 \
+        --unlabeled-source "" --max-unlabeled-samples 0 --seed 42 \
         --data-version "" --data "$output/teacher-data" --report "$output/teacher-data.md"
     python -m kdflow.components.teacher_train.task --data "$output/teacher-data" \
         --teacher sentence-transformers/all-MiniLM-L6-v2 --epochs 1 --batch-size 32 --learning-rate 1e-4 \

@@ -121,7 +121,7 @@ def kdflow_distill_settings(common: dict, overrides: dict) -> DistillSettings:
 
     return from_arguments(DistillSettings, {
         **pipeline_parameters(), "student_spec": "from_teacher", "processes": 1,
-        "experiment": "kdflow-bench", "tracked_as": "student",  # not logged: report_to is none
+        "experiment": "kdflow-bench", "tracked_as": "student", "layers_from": "",  # not logged: report_to is none
         **{name: common[name] for name in ("teacher", "student_layers", "epochs", "seed")}, **overrides,
     })
 
