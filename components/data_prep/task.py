@@ -259,7 +259,7 @@ def check_columns(raw: dict, source: str, text_column: str, label_column: str, n
                 f"label_column={label_column!r} is not a column of the {name} split (it has {columns}): "
                 "set label_column to the column that holds the labels."
             )
-        text_type = getattr(split.features[text_column], "dtype", type(split.features[text_column]).__name__)
+        text_type = column_type(split, text_column)
         if text_type not in ("string", "large_string"):
             raise KdflowInputError(
                 f"text_column={text_column!r} holds {text_type} values, not text: "
@@ -296,6 +296,11 @@ def check_labels(split, split_name: str, label_column: str, num_labels: int) -> 
                 f"label_column={label_column!r} holds {value} in the {split_name} split, outside [0, {num_labels}): "
                 "set num_labels to the number of classes, or fix the labels."
             )
+
+
+def column_type(split, column: str) -> str:
+    """The type of a column's values as `datasets` names it (string, int64...), or its feature's class name."""
+    return getattr(split.features[column], "dtype", type(split.features[column]).__name__)
 
 
 def is_integer(value) -> bool:
@@ -443,7 +448,7 @@ def load_unlabeled(source: str, text_column: str, label_column: str, cache_dir: 
             f"unlabeled_source={source!r} has no text_column={text_column!r} (it has {columns}): name its text "
             "column as the labeled data's."
         )
-    text_type = getattr(split.features[text_column], "dtype", type(split.features[text_column]).__name__)
+    text_type = column_type(split, text_column)
     if text_type not in ("string", "large_string"):
         raise KdflowInputError(
             f"text_column={text_column!r} of unlabeled_source={source!r} holds {text_type} values, not text: give "
