@@ -213,9 +213,11 @@ def summarize(result: dict) -> list[dict]:
                      "labeled_rows": runs[0]["labeled_rows"], "unlabeled_rows": runs[0]["unlabeled_rows"]})
     baselines = {row["configuration"]: row for row in rows if row["configuration"].startswith("baseline")}
     for row in rows:
+        # With one seed on either side there is no spread to measure a margin against: None.
         row["over_baselines"] = {
             name: {"margin": row["accuracy_mean"] - baseline["accuracy_mean"],
-                   "twice_pooled_std": 2 * ((row["accuracy_std"] ** 2 + baseline["accuracy_std"] ** 2) / 2) ** 0.5}
+                   "twice_pooled_std": 2 * ((row["accuracy_std"] ** 2 + baseline["accuracy_std"] ** 2) / 2) ** 0.5
+                   if min(row["seeds"], baseline["seeds"]) > 1 else None}
             for name, baseline in baselines.items() if name != row["configuration"]}
     return rows
 
@@ -223,17 +225,22 @@ def summarize(result: dict) -> list[dict]:
 def quality_table(result: dict) -> str:
     baselines = [row["configuration"] for row in result["table"] if row["configuration"].startswith("baseline")]
     short = {name: f"vs baseline {letter}" for letter, name in zip("ab", baselines)}
-    header = ["configuration", "accuracy (mean ± std)", "retention", *short.values(), "train (s)", "rows (labeled + "
-              "unlabeled)"]
-    lines = [f"Teacher: accuracy {result['teacher']['accuracy']:.4f}. Baseline a: {baselines[0] if baselines else '-'};"
-             f" baseline b: {baselines[1] if len(baselines) > 1 else '-'}. A margin counts when it clears twice the "
-             "pooled standard deviation (in brackets).", "",
+    header = ["configuration", "accuracy", "retention", *short.values(), "train (s)", "rows (labeled + unlabeled)"]
+    named = "; ".join(f"{letter}: {name}" for letter, name in zip("ab", baselines))
+    lines = [f"Teacher: accuracy {result['teacher']['accuracy']:.4f}. Baselines {named}. Accuracy is the mean ± "
+             "standard deviation over the seeds; a margin over a baseline counts when it clears twice their pooled "
+             "standard deviation (in brackets).", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in result["table"]:
-        margins = [f"{row['over_baselines'][name]['margin']:+.4f} ({row['over_baselines'][name]['twice_pooled_std']:.4f})"
-                   if name in row["over_baselines"] else "" for name in short]
+        seeds = f"{row['seeds']} seed{'s' if row['seeds'] > 1 else ''}"
+        accuracy = (f"{row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f} ({seeds})" if row["seeds"] > 1
+                    else f"{row['accuracy_mean']:.4f} ({seeds})")
+        margins = []
+        for name in short:
+            over = row["over_baselines"].get(name)
+            bar = "" if not over or over["twice_pooled_std"] is None else f" ({over['twice_pooled_std']:.4f})"
+            margins.append(f"{over['margin']:+.4f}{bar}" if over else "")
         lines.append("| " + " | ".join([
-            row["configuration"], f"{row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f} ({row['seeds']} seeds)",
-            f"{row['retention']:.3f}", *margins, f"{row['train_s_mean']:.0f}",
+            row["configuration"], accuracy, f"{row['retention']:.3f}", *margins, f"{row['train_s_mean']:.0f}",
             f"{row['labeled_rows']} + {row['unlabeled_rows']}"]) + " |")
     return "\n".join(lines) + "\n"
