@@ -295,7 +295,7 @@ CASES = {
                                              "unlabeled_source='/nonexistent/unsup.parquet'"),
     "unlabeled_source with labels only": (
         lambda t, k: setting(f"unlabeled_source={labels_only(t)}")(t, k),
-        "unlabeled_source='{tmp}/labels.parquet' has the label column"),
+        "unlabeled_source='{tmp}/labels.parquet' holds labels ('label') but no texts"),
     # The teacher, checked by teacher_check before any model is evaluated or trained.
     "teacher folder without weights": (
         lambda t, k: [*run()(t, k), "--set", f"teacher={teacher_without_weights(t, k)}", "--set", "train_teacher=false",
