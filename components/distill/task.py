@@ -149,8 +149,9 @@ def build_student(settings: Settings, data, teacher_model):
     """
     spec = settings.student_spec
     if spec == models.FROM_TEACHER:
-        source = (models.load_classifier(settings.layers_from, data.num_labels, role="layers_from")
-                  if settings.layers_from else teacher_model)
+        # A config: specification is built with the data's vocabulary, as the teacher it stands for was.
+        source = (models.load_classifier(settings.layers_from, data.num_labels, vocab_size=len(data.tokenizer),
+                                         role="layers_from") if settings.layers_from else teacher_model)
         return (models.student_from_teacher(source, settings.student_layers, settings.student_attention_dropout),
                 data.tokenizer)
     if models.is_config_spec(spec):
