@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--seeds", type=whole_number(1), default=3, help="trainings of each configuration (default 3)")
     quality.add_argument("--unlabeled-rows", type=whole_number(1), default=4000,
                          help="unlabeled rows the teacher labels for the configurations that use them (default 4000)")
+    quality.add_argument("--configurations", type=comma_separated, default=(), metavar="KEY,...",
+                         help="train only these (a, b, logits, intermediate, unlabeled, intermediate+unlabeled); "
+                              "default all")
     quality.add_argument("--preset", default="minilm", help="the preset whose parameters the bench runs (default minilm)")
     quality.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                          help="change a pipeline parameter of the preset (max_length, ...)")
@@ -270,6 +273,10 @@ def finite_number(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"{value} must be a finite number of 0 or more")
     return value
+
+
+def comma_separated(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def existing_folder(text: str) -> str:
@@ -523,7 +530,8 @@ def bench_quality_command(args) -> int:
     quality = bench_module("quality")
 
     quality.bench_quality(data=args.data, output=args.output, rows=args.rows, eval_rows=args.eval_rows,
-                          seeds=args.seeds, unlabeled_rows=args.unlabeled_rows, preset=args.preset,
+                          seeds=args.seeds, unlabeled_rows=args.unlabeled_rows, configurations=args.configurations,
+                          preset=args.preset,
                           overrides=presets.parse_overrides(args.overrides))
     return 0
 

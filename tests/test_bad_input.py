@@ -138,8 +138,9 @@ CASES = {
                                       "gradient_accumulation_steps=0 must be above 0"),
     "unknown precision": (setting("precision=fp8"), "precision='fp8' is not one of auto, fp32, bf16, fp16"),
     "compare_baseline not a bool": (setting("compare_baseline=2"), "compare_baseline=2 is not a valid bool"),
-    "negative intermediate weight": (run("--set", "distill_mode=online", "--set", "hidden_cosine_weight=-1"),
-                                     "hidden_cosine_weight=-1.0 is negative: give 0 (off) or a positive weight"),
+    **{f"negative {weight}": (run("--set", "distill_mode=online", "--set", f"{weight}=-1"),
+                              f"{weight}=-1.0 is negative: give 0 (off) or a positive weight")
+       for weight in ("hidden_cosine_weight", "hidden_mse_weight", "embedding_mse_weight", "attention_kl_weight")},
     "intermediate term in cached mode": (setting("attention_kl_weight=0.5"),
                                          "attention_kl_weight=0.5 needs the teacher's hidden states, which "
                                          "distill_mode=cached does not keep: set distill_mode=online"),
@@ -252,6 +253,14 @@ CASES = {
        for option, value, sentence in [
            ("--rows", "0", "0 must be at least 1"), ("--batch-1-rows", "0", "0 must be at least 1"), ("--max-length", "x", "'x' is not a whole number"),
            ("--repeats", "0", "0 must be at least 1")]},
+    "bench quality --data missing": (lambda t, k: ["bench", "quality", "--data", str(t / "no")],
+                                     "argument --data: '{tmp}/no' is not a folder"),
+    "bench quality --output a file": (lambda t, k: ["bench", "quality", "--data", k, "--output", a_file(t)],
+                                      "argument --output: '{tmp}/a-file' is a file"),
+    **{f"bench quality {option} 0": (
+        lambda t, k, option=option: ["bench", "quality", "--data", k, option, "0"],
+        f"argument {option}: 0 must be at least 1")
+       for option in ("--rows", "--eval-rows", "--seeds", "--unlabeled-rows")},
     # The data, checked by data_prep before tokenizing.
     "data folder that does not exist": (lambda t, k: [*run()(t, k), "--data", str(t / "missing")], "source='{tmp}/missing' is not"),
     "data in a missing bucket": (lambda t, k: [*run()(t, k), "--data", "gs://no-such-bucket/reviews"],

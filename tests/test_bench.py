@@ -217,17 +217,23 @@ def test_bench_quality_trains_every_configuration_per_seed_and_resumes(tmp_path,
     assert all(configuration.name in table for configuration in CONFIGURATIONS)
     printed = capsys.readouterr().out
     assert printed.count("kdflow bench quality: [") == 12
-    # Started again with fewer seeds, it trains nothing (every training it needs is on record) and tables the first.
+    # Started again with fewer seeds and one configuration, it trains nothing (every training it needs is on record)
+    # and tables every configuration on record for the first seed.
     command[command.index("--seeds") + 1] = "1"
-    assert cli.main(command) == 0
-    assert "training" not in capsys.readouterr().out
+    assert cli.main([*command, "--configurations", "logits"]) == 0
+    printed = capsys.readouterr().out
+    assert "training" not in printed and printed.count("kdflow bench quality: [1/1] logits (the recipe), seed 42") == 1
     again = json.loads((tmp_path / "bench" / "bench_quality.json").read_text())
     assert again["trainings"] == trainings and {row["seeds"] for row in again["table"]} == {1}
+    assert len(again["table"]) == len(CONFIGURATIONS)
 
 
 @pytest.mark.parametrize("arguments, sentence", [
     (["--seeds", "0"], "argument --seeds: 0 must be at least 1"),
     (["--set", "max_lenght=64"], "--set max_lenght=... names no pipeline parameter: did you mean max_length?"),
+    (["--configurations", "a,unlabelled"], "--configurations names 'unlabelled', which is none of the bench's: use "
+                                           "a comma-separated list of a, b, logits, intermediate, unlabeled, "
+                                           "intermediate+unlabeled."),
 ])
 def test_bench_quality_refuses_bad_input_in_one_sentence(tmp_path, capsys, quality_data, arguments, sentence):
     try:

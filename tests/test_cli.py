@@ -10,8 +10,10 @@ from kdflow.pipelines.cli import main
 
 @pytest.fixture(scope="module")
 def smoke_output(tmp_path_factory):
+    """The smoke run with both baselines, logging every training to TensorBoard event files beside it."""
     output = tmp_path_factory.mktemp("smoke")
-    assert main(["run", "--preset", "smoke", "--set", "compare_baseline=true", "--output", str(output)]) == 0
+    assert main(["run", "--preset", "smoke", "--set", "compare_baseline=true", "--output", str(output),
+                 "--set", "report_to=tensorboard", "--set", f"tracking_uri={output / 'tensorboard'}"]) == 0
     return output
 
 
@@ -80,6 +82,24 @@ def test_the_quality_report_compares_every_model(smoke_output, smoke_summary):
         assert figures["parameters"] > 0 and figures["size_mb"] > 0
         assert set(figures["latency_ms"]) == {"1", "32"}
     assert smoke_summary["teacher"]["parameters"] > smoke_summary["student"]["parameters"]
+
+
+@pytest.mark.slow
+def test_every_training_of_the_run_is_in_tensorboard_and_the_summary_and_report_say_where(smoke_output,
+                                                                                         smoke_summary):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tracking = smoke_summary["tracking"]
+    assert tracking["report_to"] == "tensorboard" and tracking["step"] == "student"
+    run_folder = Path(tracking["log_dir"]).parent  # TRACKING_URI/EXPERIMENT/PIPELINE_RUN
+    assert run_folder.parent.parent == smoke_output / "tensorboard"
+    assert sorted(path.name for path in run_folder.iterdir()) == [
+        "baseline", "pretrained_baseline", "student", "teacher"]
+    for training in run_folder.iterdir():
+        events = EventAccumulator(str(training))
+        events.Reload()
+        assert len(events.Scalars("train/loss")) >= 2 and events.Scalars("train/train_runtime"), training.name
+    assert f"--logdir {smoke_output / 'tensorboard'}" in (smoke_output / "quality_report.html").read_text()
 
 
 @pytest.mark.slow

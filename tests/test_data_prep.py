@@ -149,15 +149,14 @@ def test_folder_source_with_own_column_names(tmp_path, tokenizer_dir, extension)
     assert sorted(data.info["label_counts"]["validation"]) == [15, 15]
 
 
-def test_gcs_folder_source_is_downloaded(tmp_path, tokenizer_dir, gcs):
+def test_a_source_folder_in_a_bucket_is_downloaded(tmp_path, tokenizer_dir, bucket_uri):
     from kdflow.components.common import storage
 
-    bucket = gcs.create_bucket("kdflow-data-prep")
-    storage.upload_folder(write_source(tmp_path / "source"), "gs://kdflow-data-prep/reviews")
-    data, _ = prepare(tmp_path, source="gs://kdflow-data-prep/reviews", text_column="review",
-                      label_column="sentiment", tokenizer=str(tokenizer_dir))
+    storage.upload_folder(write_source(tmp_path / "source"), f"{bucket_uri}/reviews")
+    data, _ = prepare(tmp_path, source=f"{bucket_uri}/reviews", text_column="review", label_column="sentiment",
+                      tokenizer=str(tokenizer_dir))
     assert data.info["rows"] == {"train": 108, "validation": 12, "test": 40}
-    assert data.info["source"] == f"gs://{bucket.name}/reviews"
+    assert data.info["source"] == f"{bucket_uri}/reviews"
 
 
 def test_row_limits_apply_after_validation_is_carved(tmp_path, tokenizer_dir):
@@ -536,7 +535,8 @@ def test_an_unlabeled_file_in_a_bucket_is_read(tmp_path, tokenizer_dir, labeled_
      "unlabeled_source='{unlabeled}' (5 rows) is empty or repeats a text of train, validation or test: give other "
      "texts, or leave unlabeled_source empty."),
     ("unsup.parquet", lambda rows: {"review": [1, 2, 3]}, "file", "text_column='review' of "
-     "unlabeled_source='{unlabeled}' holds int64 values, not text: give its texts in that column."),
+     "unlabeled_source='{unlabeled}' holds int64 values, not text: set text_column to the column that "
+     "holds the texts."),
     ("unsup.jsonl", lambda rows: b"", "file", "unlabeled_source='{unlabeled}' holds no rows: give files with texts, or "
      "leave unlabeled_source empty."),
     ("unsup.jsonl", lambda rows: b'{"review": "caf\xff"}\n', "folder", "unsup.jsonl line 1 of "

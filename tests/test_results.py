@@ -182,3 +182,16 @@ def test_score_rows_list_every_model():
         ("baseline, pretrained checkpoint's layers (labels only)", 0.85, scores(0.85).macro_f1)]
     assert summary.baseline == Baseline(scores(0.88), 0.88 / 0.93)
     assert summary.pretrained_baseline == Baseline(scores(0.85), 0.85 / 0.93)
+
+
+def test_the_results_table_lines_up_every_models_scores():
+    """The table `kdflow run` ends with: each model's accuracy and macro F1 end in the same column as the header's."""
+    from kdflow.pipelines.cli import results_table
+
+    summary = run_summary()
+    table = results_table({**summary.to_dict(), "duration_s": 61.0}).splitlines()
+    header, rows = table[0], table[1:1 + len(score_rows(summary))]
+    assert [row.split("  ")[0] for row in rows] == [name for name, _, _ in score_rows(summary)]
+    for row, (_, accuracy, f1) in zip(rows, score_rows(summary)):
+        assert len(row) == len(header) and row.endswith(f"{accuracy:.4f}    {f1:.4f}"), (header, row)
+    assert table[len(rows) + 1].startswith("retention 0.9785 (gate passed at 0.97)")

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from kdflow.pipelines.cli import main
+from kdflow.pipelines.targets import run_folder
 from kdflow.pipelines.targets.run_folder import LOCK_FILE
 
 
@@ -63,6 +64,20 @@ def test_each_step_has_its_log_and_a_failure_names_it(tmp_path, capsys):
     assert "Traceback" not in printed.out + printed.err  # it is in the log, not on the terminal
     assert "Traceback" in log.read_text() and "KdflowInputError" in log.read_text()
     assert "Executing task 'data-prep'" in (output / "logs" / "run.log").read_text()
+    assert printed.err.strip().startswith("kdflow: error: source=")
+
+
+@pytest.mark.slow
+def test_verbose_streams_kfp_locals_output_and_still_keeps_the_logs(tmp_path, capsys):
+    output = tmp_path / "run"
+    assert main(["run", "--preset", "smoke", "--output", str(output), "--data", str(tmp_path / "missing"),
+                 "--verbose"]) == 2
+    printed = capsys.readouterr()
+    streamed = run_folder.ANSI_ESCAPE.sub("", printed.out)  # kfp.local's colours, as it prints them
+    assert "Executing task 'data-prep'" in streamed and "Traceback" in streamed
+    assert "data-prep: running" not in streamed  # no step lines over the stream
+    assert streamed.count("KdflowInputError") == (output / "logs" / "data-prep.log").read_text().count(
+        "KdflowInputError") > 0
     assert printed.err.strip().startswith("kdflow: error: source=")
 
 

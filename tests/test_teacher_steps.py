@@ -94,6 +94,19 @@ def test_teacher_eval_caches_logits_that_line_up_with_their_rows(tmp_path, monke
         "labels": ["negative", "positive"], "matrix": metrics.scores.confusion_matrix}
 
 
+def test_a_teacher_in_a_bucket_scores_as_the_same_teacher_on_disk(tmp_path, prepared_data_dir, teacher_dir,
+                                                                  bucket_uri):
+    from kdflow.components.common import storage
+
+    storage.upload_folder(str(teacher_dir), f"{bucket_uri}/teachers/tiny")
+    from_bucket = evaluate_teacher(tmp_path / "bucket", prepared_data_dir, f"{bucket_uri}/teachers/tiny")
+    on_disk = evaluate_teacher(tmp_path / "disk", prepared_data_dir, str(teacher_dir))
+    assert (Evaluation.read(from_bucket.teacher_metrics).scores.confusion_matrix
+            == Evaluation.read(on_disk.teacher_metrics).scores.confusion_matrix)
+    np.testing.assert_array_equal(datasets.load_from_disk(from_bucket.teacher_logits)["train"]["teacher_logits"],
+                                  datasets.load_from_disk(on_disk.teacher_logits)["train"]["teacher_logits"])
+
+
 def test_bf16_logits_are_close_to_fp32_ones(prepared_data_dir, teacher_dir):
     data = load_prepared(str(prepared_data_dir))
     model = BertForSequenceClassification.from_pretrained(teacher_dir)

@@ -259,12 +259,7 @@ def check_columns(raw: dict, source: str, text_column: str, label_column: str, n
                 f"label_column={label_column!r} is not a column of the {name} split (it has {columns}): "
                 "set label_column to the column that holds the labels."
             )
-        text_type = column_type(split, text_column)
-        if text_type not in ("string", "large_string"):
-            raise KdflowInputError(
-                f"text_column={text_column!r} holds {text_type} values, not text: "
-                "set text_column to the column that holds the texts."
-            )
+        check_text_type(split, text_column, "")
         missing_texts = split.data.column(text_column).null_count
         if missing_texts:
             raise KdflowInputError(
@@ -298,9 +293,13 @@ def check_labels(split, split_name: str, label_column: str, num_labels: int) -> 
             )
 
 
-def column_type(split, column: str) -> str:
-    """The type of a column's values as `datasets` names it (string, int64...), or its feature's class name."""
-    return getattr(split.features[column], "dtype", type(split.features[column]).__name__)
+def check_text_type(split, text_column: str, of: str) -> None:
+    """`of` says whose column it is when it is not the labeled data's."""
+    feature = split.features[text_column]
+    text_type = getattr(feature, "dtype", type(feature).__name__)  # string, int64..., or the feature's class name
+    if text_type not in ("string", "large_string"):
+        raise KdflowInputError(f"text_column={text_column!r}{of} holds {text_type} values, not text: set text_column "
+                               "to the column that holds the texts.")
 
 
 def is_integer(value) -> bool:
@@ -448,12 +447,7 @@ def load_unlabeled(source: str, text_column: str, label_column: str, cache_dir: 
             f"unlabeled_source={source!r} has no text_column={text_column!r} (it has {columns}): name its text "
             "column as the labeled data's."
         )
-    text_type = column_type(split, text_column)
-    if text_type not in ("string", "large_string"):
-        raise KdflowInputError(
-            f"text_column={text_column!r} of unlabeled_source={source!r} holds {text_type} values, not text: give "
-            "its texts in that column."
-        )
+    check_text_type(split, text_column, f" of unlabeled_source={source!r}")
     split = split.select_columns([text_column])
     return split.rename_column(text_column, TEXT) if text_column != TEXT else split
 

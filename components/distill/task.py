@@ -73,7 +73,8 @@ def train(settings: Settings, files: Files) -> dict:
         set_seed(settings.seed)
         data = load_prepared(files.data)
         teacher_model = None
-        if settings.distill_mode == "online" or settings.student_spec == models.FROM_TEACHER:
+        from_teacher = settings.student_spec == models.FROM_TEACHER and not settings.layers_from
+        if settings.distill_mode == "online" or from_teacher:
             teacher_model = models.load_classifier(settings.teacher, data.num_labels, fine_tuned=True)
         student_model, student_tokenizer = build_student(settings, data, teacher_model)
         models.check_max_length(student_model.config, data.max_length, "student")

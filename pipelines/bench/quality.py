@@ -2,7 +2,7 @@
 instead, measured side by side in one run.
 
     kdflow bench quality --data IMDB_FOLDER --output bench/quality [--rows 2000 --eval-rows 5000 --seeds 3] \
-        [--unlabeled-rows 4000] [--set NAME=VALUE ...]
+        [--unlabeled-rows 4000] [--configurations a,b,unlabeled] [--set NAME=VALUE ...]
 
 The data and the teacher are prepared once, by the pipeline's own steps with the parameters of `--preset` (minilm by
 default; `--set` overrides pipeline parameters): data_prep (with the unlabeled reviews of `--data`'s unsup.* file),
@@ -13,6 +13,8 @@ and is scored on the same test rows:
 - the two hard-label baselines of `compare_baseline` (from the pretrained checkpoint's layers, from the fine-tuned
   teacher's layers);
 - the recipe's logit loss; plus the intermediate-layer terms; plus the unlabeled rows; both.
+
+`--configurations` trains a subset of them by key (CONFIGURATIONS), for a question that needs fewer than all six.
 
 A line per training shows where it stands. Every finished training is kept in OUTPUT/bench_quality.json at once,
 so a bench cut off and started again with the same arguments goes on where it stopped; the table of means and
@@ -35,6 +37,7 @@ INTERMEDIATE = {"distill_mode": "online", "hidden_mse_weight": 1.0, "attention_k
 
 @dataclass(frozen=True)
 class Configuration:
+    key: str  # what --configurations calls it
     name: str
     training: str  # the pipeline's distill task it stands for, by its tracking name (distill.settings.TRAININGS)
     settings: dict = field(default_factory=dict)  # distill settings changed from that task's
@@ -42,22 +45,25 @@ class Configuration:
 
 
 CONFIGURATIONS = (
-    Configuration("baseline: pretrained layers, labels only", "pretrained_baseline"),
-    Configuration("baseline: fine-tuned teacher's layers, labels only", "baseline"),
-    Configuration("logits (the recipe)", "student"),
-    Configuration("logits + intermediate", "student", INTERMEDIATE),
-    Configuration("logits + unlabeled", "student", unlabeled=True),
-    Configuration("logits + intermediate + unlabeled", "student", INTERMEDIATE, unlabeled=True),
+    Configuration("a", "baseline: pretrained layers, labels only", "pretrained_baseline"),
+    Configuration("b", "baseline: fine-tuned teacher's layers, labels only", "baseline"),
+    Configuration("logits", "logits (the recipe)", "student"),
+    Configuration("intermediate", "logits + intermediate", "student", INTERMEDIATE),
+    Configuration("unlabeled", "logits + unlabeled", "student", unlabeled=True),
+    Configuration("intermediate+unlabeled", "logits + intermediate + unlabeled", "student", INTERMEDIATE,
+                  unlabeled=True),
 )
 
 
 def bench_quality(*, data: str, output: str, rows: int = 2000, eval_rows: int = 5000, seeds: int = 3,
-                  unlabeled_rows: int = 4000, preset: str = "minilm", overrides: dict[str, str] | None = None) -> dict:
-    """Prepares data and teacher once, trains every configuration `seeds` times, writes OUTPUT/bench_quality.json and
-    .md; returns the result."""
+                  unlabeled_rows: int = 4000, configurations: tuple[str, ...] = (), preset: str = "minilm",
+                  overrides: dict[str, str] | None = None) -> dict:
+    """Prepares data and teacher once, trains each of `configurations` (keys; all when empty) `seeds` times, writes
+    OUTPUT/bench_quality.json and .md; returns the result."""
     from kdflow.pipelines.presets import resolve
 
     check_quality_inputs(data, rows, eval_rows, seeds, unlabeled_rows)
+    chosen = chosen_configurations(configurations)
     parameters = resolve(preset, {
         "max_train_samples": str(rows), "max_eval_samples": str(eval_rows), "unlabeled_source": data,
         "max_unlabeled_samples": str(unlabeled_rows), "compare_baseline": "true", **(overrides or {}),
@@ -77,9 +83,9 @@ def bench_quality(*, data: str, output: str, rows: int = 2000, eval_rows: int = 
     prepared = prepare(steps, work, result)
     result_path.write_text(json.dumps(result, indent=2))
 
-    total = len(CONFIGURATIONS) * seeds
+    total = len(chosen) * seeds
     for index, (seed, configuration) in enumerate(
-            (parameters["seed"] + offset, configuration) for offset in range(seeds) for configuration in CONFIGURATIONS):
+            (parameters["seed"] + offset, configuration) for offset in range(seeds) for configuration in chosen):
         done = [t for t in result["trainings"] if (t["configuration"], t["seed"]) == (configuration.name, seed)]
         if not done:
             training = train_and_score(configuration, seed, steps, prepared, work)
@@ -109,6 +115,15 @@ def check_quality_inputs(data: str, rows: int, eval_rows: int, seeds: int, unlab
                         ("--unlabeled-rows", unlabeled_rows)):
         if value <= 0:
             raise KdflowInputError(f"{name} {value} must be above 0.")
+
+
+def chosen_configurations(keys: tuple[str, ...]) -> tuple[Configuration, ...]:
+    known = {configuration.key: configuration for configuration in CONFIGURATIONS}
+    for key in keys:
+        if key not in known:
+            raise KdflowInputError(f"--configurations names {key!r}, which is none of the bench's: use a "
+                                   f"comma-separated list of {', '.join(known)}.")
+    return tuple(known[key] for key in keys) if keys else CONFIGURATIONS
 
 
 def step_values(parameters: dict) -> dict[str, dict]:
