@@ -132,8 +132,9 @@ def check(parameters: dict, preset: str, platform: Platform) -> None:
                 settings(**{item.name: item.type(values[item.name]) for item in declared})  # the step's checks
             except KdflowInputError as error:
                 raise KdflowInputError(as_parameter_sentence(str(error), names)) from None
-    # The commonest class holds at least 1/num_labels of the test rows, so a larger margin no student can pass.
-    majority_floor = 1 / parameters["num_labels"]
+    # The commonest class holds at least 1/num_labels of the test rows, so a larger margin no student can pass. With
+    # num_labels 0 (read from the data) the count is not known yet: only a margin of 1 or more is surely impossible.
+    majority_floor = 1 / parameters["num_labels"] if parameters["num_labels"] else 0.0
     if majority_floor + parameters["min_accuracy_margin"] >= 1:
         raise KdflowInputError(
             f"min_accuracy_margin={parameters['min_accuracy_margin']} cannot be passed with num_labels="

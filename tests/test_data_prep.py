@@ -15,7 +15,7 @@ from kdflow.components.data_prep.settings import Files, Settings
 
 COLUMNS = ["text", "label", "input_ids", "attention_mask", "length"]
 # The pipeline's defaults of the step's settings (pipelines/distillation.py), which the tests change one at a time.
-PIPELINE_DEFAULTS = dict(text_column="text", label_column="label", num_labels=2, tokenizer="", teacher="",
+PIPELINE_DEFAULTS = dict(text_column="text", label_column="label", num_labels=0, tokenizer="", teacher="",
                          max_length=512, truncation_side="right", max_train_samples=0, max_eval_samples=0,
                          validation_fraction=0.1, unlabeled_source="", max_unlabeled_samples=0, seed=42,
                          data_version="")
@@ -196,7 +196,7 @@ def test_command_line_refuses_a_bad_setting_with_its_sentence_beside_the_outputs
     with pytest.raises(SystemExit) as stopped:
         task.main([*arguments, "--num-labels", "1"])  # the last of a repeated flag wins
     assert stopped.value.code == 2
-    assert "num_labels=1 must be at least 2" in capsys.readouterr().err
+    assert "num_labels=1 must be 0 (read it from the data) or at least 2" in capsys.readouterr().err
     assert "num_labels=1" in step.read_error(tmp_path / "out")
     assert not (tmp_path / "out" / "data").exists()
 
@@ -204,14 +204,39 @@ def test_command_line_refuses_a_bad_setting_with_its_sentence_beside_the_outputs
 BALANCED = {"review": ["good film", "bad film", "great plot", "dull plot"] * 5, "sentiment": [1, 0, 1, 0] * 5}
 
 
+@pytest.mark.parametrize("train_labels, test_labels, names", [
+    (["pos", "neg"], ["neg", "pos"], ["neg", "pos"]),  # names, in sorted order
+    ([10, 1, 3, 7], [7, 10, 1, 1], ["1", "3", "7", "10"]),  # codes, as IMDb's ratings: sorted as numbers
+    ([0, 1, 2, 3], [3, 2, 1, 1], ["label_0", "label_1", "label_2", "label_3"]),  # already class ids
+])
+def test_labels_as_written_become_class_ids_with_names_read_from_the_data(tmp_path, tokenizer_dir, train_labels,
+                                                                          test_labels, names):
+    train, test = reviews(120, 0), reviews(40, 1)
+    train["sentiment"] = [train_labels[row % len(train_labels)] for row in range(120)]
+    test["sentiment"] = [test_labels[row % len(test_labels)] for row in range(40)]
+    data, report = prepare_reviews(tmp_path, write_source(tmp_path / "source", train=train, test=test), tokenizer_dir)
+    assert data.info["label_names"] == names and data.num_labels == len(names)
+    ids = {value: index for index, value in enumerate(sorted(set(train_labels)))}
+    texts = dict(zip(train["review"] + test["review"], train["sentiment"] + test["sentiment"]))
+    for split in data.splits.values():
+        assert [ids[texts[text]] for text in split["text"]] == split["label"]
+    assert data.info["label_counts"]["test"] == [test["sentiment"].count(value) for value in sorted(ids, key=ids.get)]
+    assert all(task.markdown_text(name) in report for name in names)
+
+
 @pytest.mark.parametrize("train, test, overrides, named", [
     (None, None, {"text_column": "body"}, "text_column='body'"),
     (None, None, {"label_column": "stars_given"}, "label_column='stars_given'"),
-    ({**BALANCED, "sentiment": ["pos", "neg", "pos", "neg"] * 5}, None, {}, "'pos'"),
-    ({**BALANCED, "sentiment": [1, 0, 2, 0] * 5}, None, {}, "holds 2"),
-    (None, {**BALANCED, "sentiment": [0.5] * 20}, {}, "0.5"),
-    (None, {**BALANCED, "sentiment": [None, 0, 1, 0] * 5}, {}, "holds None"),
-    ({**BALANCED, "sentiment": [1] * 20}, None, {}, "only label 1"),
+    ({**BALANCED, "sentiment": [1, 0, 2, 0] * 5}, None, {"num_labels": 2}, "label_column='sentiment' holds 3 classes "
+     "in the train split (0, 1, 2) but num_labels=2: set num_labels=3, or 0 to read it from the data."),
+    (None, {**BALANCED, "sentiment": [0.5] * 20}, {}, "label_column='sentiment' holds 0.5 in the test split, neither "
+     "a whole number nor a name: give each row one class, as an integer code or a name."),
+    (None, {**BALANCED, "sentiment": [None, 0, 1, 0] * 5}, {}, "label_column='sentiment' holds None in the test "
+     "split: drop the rows without a label."),
+    (None, {**BALANCED, "sentiment": [1, 0, 1, 2] * 5}, {}, "label_column='sentiment' holds 2 in the test split, a "
+     "label the train split never has (label_0, label_1): drop those rows, or add training rows with that label."),
+    ({**BALANCED, "sentiment": [1] * 20}, {"review": [f"a fine story {i}" for i in range(20)], "sentiment": [1] * 20},
+     {}, "The train split holds only label '1': a classifier needs two classes or more"),
     (None, {"review": [], "sentiment": []}, {}, "test split"),
     (None, {"review": ["", " \n"] * 10, "sentiment": [0, 1] * 10}, {},
      "Every text of the test split of source='{source}' is empty or whitespace (20 rows): set text_column='review' to "

@@ -40,6 +40,11 @@ class PreparedData:
         return int(self.info["num_labels"])
 
     @property
+    def label_names(self) -> list[str]:
+        """Class id -> the name data_prep read from the label column."""
+        return list(self.info["label_names"])
+
+    @property
     def max_length(self) -> int:
         return int(self.info["max_length"])
 

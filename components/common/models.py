@@ -4,12 +4,15 @@ A model specification is one string:
 
 - `config:NAME` or `config:PATH/config.json`: a model built from a configuration, randomly initialised
   (NAME is one of `TINY_CONFIGS`, small models for tests and the smoke preset);
-- `from_teacher` (students only): a DistilBERT built from a BERT teacher, the DistilBERT paper's recipe;
+- `from_teacher` (students only): a student made from the teacher's own layers: a DistilBERT from a BERT teacher (the
+  DistilBERT paper's recipe), a model of the teacher's own architecture with fewer layers from any other (DistilBERT,
+  RoBERTa, DeBERTa-v2/v3, ELECTRA, ModernBERT; see `student_from_teacher`);
 - anything else: a Hugging Face checkpoint, as a hub id, a local folder, a `gs://` or an `s3://` URI. A hub id
   listed in `PACKAGED_CHECKPOINTS` is read from its Python package when that is installed, so it works offline.
 """
 
 import json
+import re
 from pathlib import Path
 
 from .errors import KdflowInputError, first_line
@@ -18,7 +21,9 @@ from .storage import local_copy
 CONFIG_PREFIX = "config:"
 FROM_TEACHER = "from_teacher"
 
-# Small enough to train from scratch on a CPU in a minute; vocab_size is set from the tokenizer.
+# Small enough to train from scratch on a CPU in a minute, one per encoder family; vocab_size is set from the
+# tokenizer. The special token ids are those of data_prep's WordPiece tokenizer ([PAD] 0, [CLS] 2, [SEP] 3), where a
+# family's own defaults differ (RoBERTa pads with 1, ModernBERT's ids are past 50,000).
 TINY_CONFIGS = {
     "tiny-bert": {
         "model_type": "bert", "hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 2,
@@ -27,6 +32,31 @@ TINY_CONFIGS = {
     "tiny-distilbert": {
         "model_type": "distilbert", "dim": 64, "n_layers": 2, "n_heads": 2, "hidden_dim": 128,
         "max_position_embeddings": 256,
+    },
+    # RoBERTa numbers positions from pad_token_id + 1: one more table row keeps the limit at 256 tokens.
+    "tiny-roberta": {
+        "model_type": "roberta", "hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 2,
+        "intermediate_size": 128, "max_position_embeddings": 257, "type_vocab_size": 1, "pad_token_id": 0,
+        "bos_token_id": 2, "eos_token_id": 3,
+    },
+    # DeBERTa-v3's layout (v3 is this class too): relative attention only, log-bucketed positions, shared keys.
+    "tiny-deberta-v2": {
+        "model_type": "deberta-v2", "hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 2,
+        "intermediate_size": 128, "max_position_embeddings": 256, "relative_attention": True,
+        "position_buckets": 64, "pos_att_type": ["p2c", "c2p"], "position_biased_input": False,
+        "norm_rel_ebd": "layer_norm", "share_att_key": True, "type_vocab_size": 0, "pad_token_id": 0,
+    },
+    # Narrower embeddings than layers, as ELECTRA's discriminators have (128 -> 256 in electra-small).
+    "tiny-electra": {
+        "model_type": "electra", "embedding_size": 32, "hidden_size": 64, "num_hidden_layers": 4,
+        "num_attention_heads": 2, "intermediate_size": 128, "max_position_embeddings": 256, "pad_token_id": 0,
+    },
+    # Global attention in every third layer as in ModernBERT-base, the others a window of 64 tokens (128 there), so
+    # the synthetic reviews, up to about 150 tokens, reach past it.
+    "tiny-modernbert": {
+        "model_type": "modernbert", "hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 2,
+        "intermediate_size": 128, "max_position_embeddings": 256, "local_attention": 64, "pad_token_id": 0,
+        "bos_token_id": 2, "cls_token_id": 2, "eos_token_id": 3, "sep_token_id": 3,
     },
 }
 
@@ -154,30 +184,89 @@ def load_classifier(spec: str, num_labels: int, vocab_size: int | None = None, *
     return model
 
 
+# The numbered layer lists in the encoders' weights, by family: BERT, RoBERTa, DeBERTa-v2 and ELECTRA
+# `encoder.layer.N.`, DistilBERT `transformer.layer.N.`, ModernBERT `layers.N.`.
+LAYER_KEY = re.compile(r"^((?:.*\.)?(?:encoder\.layer|transformer\.layer|layers))\.(\d+)\.")
+# The configuration field of the dropout on the attention weights, as each family names it: BERT, RoBERTa, DeBERTa-v2
+# and ELECTRA the first, DistilBERT and ModernBERT the second.
+ATTENTION_DROPOUT_FIELDS = ("attention_probs_dropout_prob", "attention_dropout")
+
+
 def student_from_teacher(teacher, num_layers: int = 0, attention_dropout: float = 0.0):
-    """A DistilBERT classifier initialised from a BERT classifier, as in the DistilBERT paper.
+    """A student classifier made from the teacher's layers: every other layer (or `num_layers` evenly spaced ones,
+    `teacher_layer_indices`) at the teacher's width.
 
-    The student keeps the teacher's width and takes every other layer (or `num_layers` evenly spaced ones).
-    BERT adds token-type embedding 0 to every token and DistilBERT has none, so it is folded into the
-    position embeddings; BERT's pooler initialises DistilBERT's pre-classifier. Attention dropout is off by
-    default: with it, PyTorch's scaled-dot-product attention leaves its fused kernel, and a training step of a
-    3-layer student (batch 8, 300 tokens, CPU) was 1.25-2x slower; the other dropouts stay the teacher's.
+    A BERT teacher gives a DistilBERT, as in the DistilBERT paper: BERT adds token-type embedding 0 to every token
+    and DistilBERT has none, so it is folded into the position embeddings; BERT's pooler initialises DistilBERT's
+    pre-classifier. Any other teacher (DistilBERT, RoBERTa, DeBERTa-v2/v3, ELECTRA, ModernBERT) gives a student of
+    its own class and configuration with fewer layers: every weight outside the layers (embeddings, DeBERTa's
+    relative position embeddings, ELECTRA's embedding projection, ModernBERT's final norm, the head) is the
+    teacher's, and student layer j is teacher layer `teacher_layer_indices(...)[j]`. ModernBERT alternates global
+    and sliding-window attention by layer (`layer_types`, from `global_attn_every_n_layers` in older configs): each
+    student layer keeps the kind of the teacher layer it was copied from, not the kind its own index would give, so
+    the student's pattern is the teacher's subsampled and no longer regular (ModernBERT-base, global every third of
+    22 layers, to 6 layers from 0, 4, 7, 11, 15, 18: global in student layers 0, 4 and 5); its config saves it.
+
+    Attention dropout is off by default: with it, PyTorch's scaled-dot-product attention leaves its fused kernel,
+    and a training step of a 3-layer student (batch 8, 300 tokens, CPU) was 1.25-2x slower; the other dropouts stay
+    the teacher's. ModernBERT's `attention_dropout` also drops the attention block's output.
+
+    Raises:
+        KdflowInputError: `num_layers` above the teacher's, or a teacher whose weights hold no numbered layers.
     """
-    import torch
-    from transformers import DistilBertConfig, DistilBertForSequenceClassification
-
     config = teacher.config
-    if config.model_type != "bert":
-        raise KdflowInputError(
-            f"student=from_teacher needs a BERT teacher, not {config.model_type!r}: give the student as a "
-            "checkpoint or config: specification."
-        )
     num_layers = num_layers or max(1, config.num_hidden_layers // 2)
     if num_layers > config.num_hidden_layers:
         raise KdflowInputError(
             f"student_layers={num_layers} is more than the teacher's {config.num_hidden_layers} layers: "
             f"set student_layers to at most {config.num_hidden_layers} (0 takes half)."
         )
+    if config.model_type == "bert":
+        return distilbert_from_bert(teacher, num_layers, attention_dropout)
+    return fewer_layers(teacher, num_layers, attention_dropout)
+
+
+def fewer_layers(teacher, num_layers: int, attention_dropout: float):
+    """A model of the teacher's class with `num_layers` of its layers and all its other weights (student_from_teacher):
+    the teacher's weights with the chosen layers renumbered, loaded strictly."""
+    import copy
+
+    config = copy.deepcopy(teacher.config)
+    chosen = teacher_layer_indices(config, num_layers)
+    weights, found = {}, set()
+    for key, value in teacher.state_dict().items():
+        match = LAYER_KEY.match(key)
+        if not match:
+            weights[key] = value
+            continue
+        layer = int(match[2])
+        found.add(layer)
+        if layer in chosen:
+            weights[f"{match[1]}.{chosen.index(layer)}.{key[match.end():]}"] = value
+    if found != set(range(config.num_hidden_layers)):
+        raise KdflowInputError(
+            f"student=from_teacher takes the teacher's layers, but a {config.model_type!r} model holds no numbered "
+            "layers (encoder.layer.N, transformer.layer.N or layers.N) to take: give the student as a checkpoint or "
+            "config: specification."
+        )
+    if getattr(config, "layer_types", None):
+        config.layer_types = [config.layer_types[layer] for layer in chosen]
+    config.num_hidden_layers = num_layers
+    field = next((name for name in ATTENTION_DROPOUT_FIELDS if hasattr(config, name)), None)
+    if field:
+        setattr(config, field, attention_dropout)
+    student = type(teacher)(config)
+    # Strict: every weight of the student is one of the teacher's, and every weight outside the layers is taken.
+    student.load_state_dict(weights, strict=True)
+    return student
+
+
+def distilbert_from_bert(teacher, num_layers: int, attention_dropout: float):
+    """The DistilBERT of student_from_teacher for a BERT teacher."""
+    import torch
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    config = teacher.config
     student = DistilBertForSequenceClassification(DistilBertConfig(
         vocab_size=config.vocab_size, max_position_embeddings=config.max_position_embeddings,
         dim=config.hidden_size, n_layers=num_layers, n_heads=config.num_attention_heads,
@@ -218,8 +307,18 @@ def teacher_layer_indices(config, num_layers: int) -> list[int]:
     return [round(i * config.num_hidden_layers / num_layers) for i in range(num_layers)]
 
 
+# Families that number positions from pad_token_id + 1 (fairseq's convention), not from 0.
+POSITIONS_AFTER_PAD = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "roberta-prelayernorm", "data2vec-text",
+                       "longformer", "ibert", "mpnet", "xmod", "luke"}
+
+
 def position_limit(config) -> int:
-    return int(getattr(config, "max_position_embeddings", 0) or 0)
+    """The longest input the model's position table holds, in tokens (0: no limit known): max_position_embeddings,
+    less pad_token_id + 1 where positions start after the pad id (RoBERTa's 514 give 512)."""
+    limit = int(getattr(config, "max_position_embeddings", 0) or 0)
+    if limit and config.model_type in POSITIONS_AFTER_PAD:
+        limit -= (config.pad_token_id or 0) + 1
+    return limit
 
 
 def check_max_length(config, max_length: int, role: str) -> None:
@@ -228,6 +327,13 @@ def check_max_length(config, max_length: int, role: str) -> None:
         raise KdflowInputError(
             f"max_length={max_length} is above the {role}'s position limit of {limit} tokens: set max_length <= {limit}."
         )
+
+
+def name_labels(model, label_names: list[str]) -> None:
+    """Gives the model's config the data's class names (id2label, label2id), which its saved config, its ONNX
+    export's and a pipeline("text-classification") answer with."""
+    model.config.id2label = dict(enumerate(label_names))
+    model.config.label2id = {name: index for index, name in enumerate(label_names)}
 
 
 def check_num_labels(config, num_labels: int, role: str, spec: str) -> None:

@@ -30,7 +30,7 @@ def data_prep(
     """Loads, checks and tokenizes a labelled text dataset into train, validation and test splits, and unlabeled
     texts, when given, into an unlabeled split.
 
-    Bad data (a missing column, labels outside 0..num_labels-1, an empty split, a single class) stops the
+    Bad data (a missing column, more classes than num_labels, a test label train never has, a single class) stops the
     step before any tokenizing, with one sentence naming the parameter to fix.
     """
     from kdflow.components.common.component import run_step

@@ -18,8 +18,9 @@ class Settings(CheckedSettings):
     source: str = setting("synthetic, a folder or gs:// or s3:// URI with train and test files (parquet, jsonl, "
                           "csv), or a hub dataset.")
     text_column: str = setting("Column holding the texts; renamed to text.")
-    label_column: str = setting("Column holding the integer labels; renamed to label.")
-    num_labels: int = setting("Number of classes; labels must lie in 0..num_labels-1.")
+    label_column: str = setting("Column holding the labels (names, or integer codes); renamed to label, its values "
+                                "made class ids.")
+    num_labels: int = setting("Number of classes; 0 reads it from the data (the distinct labels of train).")
     tokenizer: str = setting("Checkpoint whose tokenizer to use, or wordpiece to train one on the texts; empty: the "
                              "teacher's.")
     teacher: str = setting("Teacher checkpoint; only its tokenizer is used here, when tokenizer is empty.")
@@ -41,8 +42,9 @@ class Settings(CheckedSettings):
 
     def check(self):
         """The checks that need no data, so a bad value stops the step (or the run) at once."""
-        if self.num_labels < 2:
-            raise KdflowInputError(f"num_labels={self.num_labels} must be at least 2 for a classifier.")
+        if self.num_labels < 0 or self.num_labels == 1:
+            raise KdflowInputError(f"num_labels={self.num_labels} must be 0 (read it from the data) or at least 2 for "
+                                   "a classifier.")
         if self.max_length < 1:
             raise KdflowInputError(f"max_length={self.max_length} must be a positive number of tokens, e.g. 512.")
         if self.truncation_side not in TRUNCATION_SIDES:

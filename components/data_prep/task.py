@@ -29,6 +29,7 @@ import re
 import sys
 import tempfile
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -74,14 +75,14 @@ def run(settings: Settings, files: Files) -> dict:
     with tempfile.TemporaryDirectory(prefix="kdflow-data-prep-") as scratch:
         raw = load_source(settings.source, Path(scratch, "cache"), settings.max_train_samples,
                           settings.max_eval_samples, settings.validation_fraction, settings.seed)
-        label_names = check_columns(raw, settings.source, settings.text_column, settings.label_column,
-                                    settings.num_labels)
-        raw = {name: standard_columns(split, settings.text_column, settings.label_column, label_names)
+        labels = check_columns(raw, settings.source, settings.text_column, settings.label_column,
+                               settings.num_labels)
+        raw = {name: standard_columns(split, settings.text_column, settings.label_column, labels)
                for name, split in raw.items()}
         raw, empty_texts = drop_empty_texts(raw, settings.source, settings.text_column)
         splits = limit_rows(raw, settings.max_train_samples, settings.max_eval_samples, settings.validation_fraction,
                             settings.seed)
-        check_classes(splits["train"], label_names)
+        check_classes(splits["train"], labels.names)
         repeats = check_repeats(splits, settings.source)
         unlabeled_figures = {}
         if settings.unlabeled_source:
@@ -93,9 +94,10 @@ def run(settings: Settings, files: Files) -> dict:
 
         splits = {name: encode(split, text_tokenizer, max_length) for name, split in splits.items()}
         # Every setting, then what the data gave: a setting added to data_prep is recorded without an edit here.
-        info = {**record(settings), "label_names": label_names, "vocab_size": len(text_tokenizer),
-                "empty_texts_dropped": empty_texts, "also_in_train": repeats, **unlabeled_figures,
-                **split_figures(splits, settings.num_labels, max_length)}
+        # num_labels: the classes found when the setting was 0 (read them from the data).
+        info = {**record(settings), "num_labels": len(labels.names), "label_names": labels.names,
+                "vocab_size": len(text_tokenizer), "empty_texts_dropped": empty_texts, "also_in_train": repeats,
+                **unlabeled_figures, **split_figures(splits, len(labels.names), max_length)}
         prepared = datasets.DatasetDict({name: split.remove_columns(FULL_LENGTH) for name, split in splits.items()})
         # The same features in every split, the label a plain int64 (a ClassLabel refuses UNLABELED), so that distill
         # concatenates train and unlabeled as they are.
@@ -243,8 +245,8 @@ def load_hub(source: str) -> dict:
     return {name: loaded[name] for name in SOURCE_SPLITS}
 
 
-def check_columns(raw: dict, source: str, text_column: str, label_column: str, num_labels: int) -> list[str]:
-    """Checks every split's text and label columns; returns the label names."""
+def check_columns(raw: dict, source: str, text_column: str, label_column: str, num_labels: int) -> "Labels":
+    """Checks every split's text and label columns; returns the classes the labels stand for."""
     for name, split in raw.items():
         columns = ", ".join(split.column_names)
         if len(split) == 0:
@@ -266,31 +268,76 @@ def check_columns(raw: dict, source: str, text_column: str, label_column: str, n
                 f"text_column={text_column!r} has {missing_texts} null texts in the {name} split: "
                 "drop those rows from the source."
             )
-        check_labels(split, name, label_column, num_labels)
-    label_feature = raw["train"].features[label_column]
-    if isinstance(label_feature, datasets.ClassLabel):
-        return list(label_feature.names)
-    return [f"label_{index}" for index in range(num_labels)]
+    return Labels.of(raw, label_column, num_labels)
 
 
-def check_labels(split, split_name: str, label_column: str, num_labels: int) -> None:
-    feature = split.features[label_column]
-    if isinstance(feature, datasets.ClassLabel) and feature.num_classes != num_labels:
-        raise KdflowInputError(
-            f"label_column={label_column!r} has {feature.num_classes} classes ({', '.join(feature.names)}) but "
-            f"num_labels={num_labels}: set num_labels={feature.num_classes}."
-        )
-    for value in split[label_column]:
-        if not is_integer(value):
+@dataclass(frozen=True)
+class Labels:
+    """The classes: their names by class id, and the id of each value the label column holds."""
+
+    names: list[str]
+    ids: dict  # label value (a name, a code, a ClassLabel's index) -> class id
+
+    @classmethod
+    def of(cls, raw: dict, label_column: str, num_labels: int) -> "Labels":
+        """A ClassLabel's names; integers in 0..num_labels-1 (or 0..k-1 when num_labels is 0, read from train) as
+        themselves, named label_I; any other codes or names in sorted order, named as written. A value that test
+        or validation holds and train does not is refused: no model could learn it."""
+        feature = raw["train"].features[label_column]
+        if isinstance(feature, datasets.ClassLabel):
+            if num_labels and feature.num_classes != num_labels:
+                raise KdflowInputError(
+                    f"label_column={label_column!r} has {feature.num_classes} classes ({', '.join(feature.names)}) "
+                    f"but num_labels={num_labels}: set num_labels={feature.num_classes}, or 0 to read it from the data."
+                )
+            return cls(list(feature.names), {index: index for index in range(feature.num_classes)})
+        values = {name: check_label_values(split, name, label_column) for name, split in raw.items()}
+        train = sorted(values["train"])  # one kind of value: a parquet, csv or jsonl column holds one type
+        as_ids = (all(0 <= value < num_labels for split in values.values() for value in split) if num_labels
+                  else train == list(range(len(train))))
+        if all(isinstance(value, int) for value in train) and as_ids:
+            count = num_labels or len(train)
+            labels = cls([f"label_{index}" for index in range(count)], {index: index for index in range(count)})
+        else:
+            if num_labels and num_labels != len(train):
+                shown = ", ".join(map(str, train[:12])) + (", ..." if len(train) > 12 else "")
+                raise KdflowInputError(
+                    f"label_column={label_column!r} holds {len(train)} classes in the train split ({shown}) but "
+                    f"num_labels={num_labels}: set num_labels={len(train)}, or 0 to read it from the data."
+                )
+            labels = cls([str(value) for value in train], {value: index for index, value in enumerate(train)})
+        for name, held in values.items():
+            unknown = sorted(set(held) - set(labels.ids), key=str)
+            if unknown:
+                raise KdflowInputError(
+                    f"label_column={label_column!r} holds {unknown[0]!r} in the {name} split, a label the train split "
+                    f"never has ({', '.join(labels.names)}): drop those rows, or add training rows with that label."
+                )
+        return labels
+
+    @property
+    def renumbers(self) -> bool:
+        return any(value != index for value, index in self.ids.items())
+
+
+def check_label_values(split, split_name: str, label_column: str) -> set:
+    """The distinct labels of a split: whole numbers (as int) or names; anything else is refused."""
+    values = set()
+    for value in split.unique(label_column):
+        if value is None:
             raise KdflowInputError(
-                f"label_column={label_column!r} holds {value!r} in the {split_name} split, not an integer: "
-                f"map the labels to integers 0..{num_labels - 1} first."
+                f"label_column={label_column!r} holds None in the {split_name} split: drop the rows without a label."
             )
-        if not 0 <= value < num_labels:
+        if is_integer(value):
+            values.add(int(value))
+        elif isinstance(value, str) and value.strip():
+            values.add(value)
+        else:
             raise KdflowInputError(
-                f"label_column={label_column!r} holds {value} in the {split_name} split, outside [0, {num_labels}): "
-                "set num_labels to the number of classes, or fix the labels."
+                f"label_column={label_column!r} holds {value!r} in the {split_name} split, neither a whole number nor "
+                "a name: give each row one class, as an integer code or a name."
             )
+    return values
 
 
 def check_text_type(split, text_column: str, of: str) -> None:
@@ -308,13 +355,16 @@ def is_integer(value) -> bool:
     return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
 
 
-def standard_columns(split, text_column: str, label_column: str, label_names: list[str]):
-    """Only the text and the label, named `text` and `label`, the label a ClassLabel (needed to stratify)."""
+def standard_columns(split, text_column: str, label_column: str, labels: Labels):
+    """Only the text and the label, named `text` and `label`, the label its class id as a ClassLabel (needed to
+    stratify)."""
     split = split.select_columns([text_column, label_column])
     renames = {old: new for old, new in ((text_column, TEXT), (label_column, LABEL)) if old != new}
     if renames:
         split = split.rename_columns(renames)
-    return split.cast_column(LABEL, datasets.ClassLabel(names=label_names))
+    if labels.renumbers:
+        split = split.map(lambda batch: {LABEL: [labels.ids[value] for value in batch[LABEL]]}, batched=True)
+    return split.cast_column(LABEL, datasets.ClassLabel(names=labels.names))
 
 
 def drop_empty_texts(raw: dict, source: str, text_column: str) -> tuple[dict, dict[str, int]]:
@@ -362,7 +412,7 @@ def check_classes(train, label_names: list[str]) -> None:
     present = sorted(set(train[LABEL]))
     if len(present) < 2:
         raise KdflowInputError(
-            f"The train split holds only label {present[0]} ({label_names[present[0]]}): a classifier needs two "
+            f"The train split holds only label {label_names[present[0]]!r}: a classifier needs two "
             "classes or more; check label_column, or raise max_train_samples."
         )
 

@@ -50,7 +50,8 @@ def parse_layer_map(text: str) -> dict[int, int]:
 class Settings(CheckedSettings):
     teacher: str = setting("URI of the fine-tuned teacher (folder, hub id, gs:// or s3://); loaded for from_teacher "
                            "and online mode.")
-    student_spec: str = setting("The student: from_teacher (a DistilBERT from the BERT teacher's layers), "
+    student_spec: str = setting("The student: from_teacher (the teacher's embeddings, head and every other layer: a "
+                                "DistilBERT from a BERT teacher, the teacher's own architecture from any other), "
                                 "config:NAME|PATH (random init) or a checkpoint URI.")
     student_layers: int = setting("Layers of a from_teacher student; 0 takes half the teacher's.")
     layers_from: str = setting("Checkpoint whose layers a from_teacher student is made from; empty: the teacher. The "

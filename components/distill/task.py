@@ -77,6 +77,7 @@ def train(settings: Settings, files: Files) -> dict:
         if settings.distill_mode == "online" or from_teacher:
             teacher_model = models.load_classifier(settings.teacher, data.num_labels, fine_tuned=True)
         student_model, student_tokenizer = build_student(settings, data, teacher_model)
+        models.name_labels(student_model, data.label_names)
         models.check_max_length(student_model.config, data.max_length, "student")
 
         train_split, validation = data.splits["train"], data.splits["validation"]
@@ -127,6 +128,7 @@ def train(settings: Settings, files: Files) -> dict:
             return figures
         if hasattr(student_model, MATCHER):
             delattr(student_model, MATCHER)  # its projections were for training only: never exported
+            del student_model.config.tie_last_hidden_states  # set for the matcher only: not saved
         trainer.save_model(scratch + "/student")
         Path(scratch, "student", TRAINING_LOG).write_text(json.dumps(trainer.state.log_history, indent=1))
         # Where the student came from, for its model card.
@@ -189,6 +191,10 @@ def attach_matcher(settings: Settings, student_model, teacher_model, same_vocabu
     if weights["attention_kl_weight"] > 0:  # attention maps are returned by the eager kernel only
         student_model.set_attn_implementation("eager")
         teacher_model.set_attn_implementation("eager")
+    for model in (student_model, teacher_model):
+        # transformers makes the last hidden state the final-normed output where an encoder has a final norm
+        # (ModernBERT): a student's last layer would be compared, normed, with an unnormed teacher layer.
+        model.config.tie_last_hidden_states = False
     student_model.add_module(MATCHER, IntermediateMatcher(weights, layer_map, student_width, teacher_width))
 
 

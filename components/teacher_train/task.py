@@ -55,6 +55,7 @@ def train(settings: Settings, files: Files) -> dict:
         set_seed(settings.seed)
         data = load_prepared(files.data)
         model = models.load_classifier(settings.teacher, data.num_labels, vocab_size=len(data.tokenizer))
+        models.name_labels(model, data.label_names)
         models.check_teacher_fits_data(settings.teacher, data, model.config)
         identity = {**record(settings, *NOT_IDENTITY), "data": data.info}
         checkpoint_dir = checkpoints.location(settings.checkpoint_uri or checkpoints.default_uri(files.teacher_model),
