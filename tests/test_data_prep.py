@@ -227,6 +227,9 @@ def test_labels_as_written_become_class_ids_with_names_read_from_the_data(tmp_pa
 @pytest.mark.parametrize("train, test, overrides, named", [
     (None, None, {"text_column": "body"}, "text_column='body'"),
     (None, None, {"label_column": "stars_given"}, "label_column='stars_given'"),
+    ({**BALANCED, "sentiment": ["pos", "neg", "pos", "neg"] * 5}, None, {"num_labels": 3}, "label_column='sentiment' "
+     "holds 2 classes in the train split (neg, pos) but num_labels=3: set num_labels=2, or 0 to read it from the "
+     "data."),
     ({**BALANCED, "sentiment": [1, 0, 2, 0] * 5}, None, {"num_labels": 2}, "label_column='sentiment' holds 3 classes "
      "in the train split (0, 1, 2) but num_labels=2: set num_labels=3, or 0 to read it from the data."),
     (None, {**BALANCED, "sentiment": [0.5] * 20}, {}, "label_column='sentiment' holds 0.5 in the test split, neither "

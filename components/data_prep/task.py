@@ -293,9 +293,9 @@ class Labels:
             return cls(list(feature.names), {index: index for index in range(feature.num_classes)})
         values = {name: check_label_values(split, name, label_column) for name, split in raw.items()}
         train = sorted(values["train"])  # one kind of value: a parquet, csv or jsonl column holds one type
-        as_ids = (all(0 <= value < num_labels for split in values.values() for value in split) if num_labels
-                  else train == list(range(len(train))))
-        if all(isinstance(value, int) for value in train) and as_ids:
+        integers = all(isinstance(value, int) for held in values.values() for value in held)
+        if integers and (all(0 <= value < num_labels for held in values.values() for value in held) if num_labels
+                         else train == list(range(len(train)))):
             count = num_labels or len(train)
             labels = cls([f"label_{index}" for index in range(count)], {index: index for index in range(count)})
         else:
