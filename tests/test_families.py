@@ -24,7 +24,7 @@ FAMILIES = ["tiny-bert", "tiny-distilbert", "tiny-roberta", "tiny-deberta-v2", "
 LAYERS = {"distilbert": "transformer.layer", "modernbert": "layers"}
 ATTENTION_DROPOUT = {"distilbert": "attention_dropout", "modernbert": "attention_dropout"}
 # The fused operators ONNX Runtime's optimizer must put in model.onnx of each family's student (onnx_export's
-# ORT_MODEL_TYPES says what each fuses); a BERT teacher's student is a DistilBERT.
+# FUSED_FAMILIES says what each fuses); a BERT teacher's student is a DistilBERT.
 FUSED = {
     "tiny-bert": {"Attention", "SkipLayerNormalization", "EmbedLayerNormalization", "BiasGelu"},
     "tiny-distilbert": {"Attention", "SkipLayerNormalization", "EmbedLayerNormalization", "BiasGelu"},

@@ -293,9 +293,12 @@ class Labels:
             return cls(list(feature.names), {index: index for index in range(feature.num_classes)})
         values = {name: check_label_values(split, name, label_column) for name, split in raw.items()}
         train = sorted(values["train"])  # one kind of value: a parquet, csv or jsonl column holds one type
-        integers = all(isinstance(value, int) for held in values.values() for value in held)
-        if integers and (all(0 <= value < num_labels for held in values.values() for value in held) if num_labels
-                         else train == list(range(len(train)))):
+        held_anywhere = set().union(*values.values())
+        if num_labels:  # integers below it are class ids, whether or not train holds each
+            class_ids = all(isinstance(value, int) and 0 <= value < num_labels for value in held_anywhere)
+        else:
+            class_ids = train == list(range(len(train)))
+        if class_ids:
             count = num_labels or len(train)
             labels = cls([f"label_{index}" for index in range(count)], {index: index for index in range(count)})
         else:
