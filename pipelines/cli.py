@@ -401,6 +401,8 @@ def results_table(summary: dict) -> str:
     lines = [f"{'model':<{width}}{'accuracy':>10}{'macro F1':>10}"]
     lines += [f"{name:<{width}}{accuracy:>10.4f}{'' if f1 is None else f'{f1:.4f}':>10}" for name, accuracy, f1 in rows]
     gate = "passed" if record.gate.passed else "FAILED"
+    if record.student.multi_label:
+        lines.append("multi-label: accuracy is the share of rows with every label right; the gate compares macro F1")
     lines.append(f"retention {record.retention:.4f} (gate {gate} at {record.gate.min_retention}), "
                  f"ONNX max |diff| {record.onnx.max_abs_diff:.2e}, {summary['duration_s']:.0f} s")
     lines += [f"gate: {reason}" for reason in record.gate.reasons]

@@ -84,6 +84,8 @@ def build_pipeline(platform: Platform = Platform()) -> GraphComponent:
         text_column: str = "text",
         label_column: str = "label",
         num_labels: int = 0,
+        problem_type: str = "single_label",
+        decision_threshold: float = 0.0,
         tokenizer: str = "",
         max_length: int = 512,
         truncation_side: str = "right",
@@ -133,7 +135,8 @@ def build_pipeline(platform: Platform = Platform()) -> GraphComponent:
     ) -> Outputs:
         prepared = platform.on_cpu(data_prep(
             source=source, text_column=text_column, label_column=label_column, num_labels=num_labels,
-            tokenizer=tokenizer, teacher=teacher, max_length=max_length, truncation_side=truncation_side,
+            problem_type=problem_type, decision_threshold=decision_threshold, tokenizer=tokenizer, teacher=teacher,
+            max_length=max_length, truncation_side=truncation_side,
             max_train_samples=max_train_samples, max_eval_samples=max_eval_samples,
             validation_fraction=validation_fraction, unlabeled_source=unlabeled_source,
             max_unlabeled_samples=max_unlabeled_samples, seed=seed, data_version=data_version,

@@ -60,6 +60,13 @@ PRESETS = {
         "precision": "auto",
     },
 }
+# The smoke run as a multi-label task: synthetic reviews labeled with the topics they judge (one to three of five),
+# a sigmoid per topic, each topic's threshold chosen on validation; the gate compares macro F1. The tiny teacher finds
+# the topics one at a time, each after a plateau, so it trains longer at a lower rate than the sentiment teacher.
+# Measured on this data (teacher_train alone, seed 42, 8 epochs of 32 rows): macro F1 0.968 at 5e-4, 0.829 at 1e-3.
+# (On reviews with one opinion per topic, 4 epochs of 16 rows at 1e-3 had found none of the topics.)
+PRESETS["smoke-multi-label"] = {**PRESETS["smoke"], "problem_type": "multi_label", "teacher_epochs": 8.0,
+                                "teacher_learning_rate": 5e-4, "epochs": 6.0}
 
 
 def pipeline_parameters() -> dict:

@@ -41,6 +41,11 @@ def reviews(labels: list[int]) -> pd.DataFrame:
                          "label": labels})
 
 
+def topic_reviews(labels: list[list[str]]) -> pd.DataFrame:
+    """Multi-label rows: the label column holds a list of names per text."""
+    return reviews([0] * len(labels)).assign(label=labels)
+
+
 def source_folder(tmp_path, train, test, extension="parquet"):
     """A dataset folder; a DataFrame is written as the extension's format, bytes as they are."""
     folder = tmp_path / "data"
@@ -104,6 +109,12 @@ CASES = {
     "text_column with a control character": (setting("text_column=te\x07xt"), "text_column='te\\x07xt' holds the control"),
     "label_column with a tab": (setting("label_column=la\tbel"), "label_column='la\\tbel' holds the control"),
     "num_labels 1": (setting("num_labels=1"), "num_labels=1 must be 0 (read it from the data) or at least 2"),
+    "problem_type unknown": (setting("problem_type=multilabel"),
+                             "problem_type='multilabel' is not one of single_label, multi_label"),
+    "decision_threshold outside (0, 1)": (run("--preset", "smoke-multi-label", "--set", "decision_threshold=1.5"),
+                                          "decision_threshold=1.5 must lie in (0, 1)"),
+    "decision_threshold of a single-label task": (setting("decision_threshold=0.5"),
+                                                  "decision_threshold=0.5 is for problem_type=multi_label"),
     "tokenizer empty with a config teacher": (setting("tokenizer="), "has no tokenizer: set tokenizer"),
     "max_length 0": (setting("max_length=0"), "max_length=0 must be a positive number of tokens"),
     "unknown truncation_side": (setting("truncation_side=middle"), "truncation_side='middle'"),
@@ -285,6 +296,20 @@ CASES = {
     "one class only": (lambda t, k: [*setting("num_labels=2")(t, k), "--data",
                                      source_folder(t, reviews([1] * 120), reviews(BALANCED))],
                        "The train split holds only label 'label_1'"),
+    "multi-label: an empty label list": (
+        lambda t, k: [*setting("problem_type=multi_label")(t, k), "--data",
+                      source_folder(t, topic_reviews([["plot"], ["cast", "plot"]] * 60),
+                                    topic_reviews([["plot"], []] * 20))],
+        "label_column='label' holds an empty label list in row 1 of the test split: give every row at least one label"),
+    "multi-label: a test label train never has": (
+        lambda t, k: [*setting("problem_type=multi_label")(t, k), "--data",
+                      source_folder(t, topic_reviews([["plot"], ["cast", "plot"]] * 60),
+                                    topic_reviews([["plot"], ["music"]] * 20))],
+        "label_column='label' holds 'music' in the test split, a label the train split never has (cast, plot)"),
+    "multi-label: labels that are not lists": (
+        lambda t, k: [*setting("problem_type=multi_label")(t, k), "--data",
+                      source_folder(t, reviews(BALANCED), reviews(BALANCED[:40]))],
+        "label_column='label' holds int64 values in the train split, not lists of labels"),
     "duplicate-only data": (lambda t, k: [*run()(t, k), "--data", source_folder(t, pd.concat([reviews([0, 1])] * 60),
                                                                   reviews(BALANCED))],
                             "also appears in train (2 distinct texts in"),

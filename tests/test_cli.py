@@ -162,3 +162,33 @@ def test_a_smoke_run_with_unlabeled_data_and_intermediate_terms_passes_its_gate(
     assert {"hidden_cosine_loss", "hidden_mse_loss", "embedding_mse_loss", "attention_kl_loss"} <= set(
         next(entry for entry in log if "loss" in entry))
     assert "600" in Path(summary["artifacts"]["data_report"]).read_text()
+
+
+@pytest.mark.slow
+def test_a_multi_label_smoke_run_passes_its_gate_on_macro_f1_and_publishes_its_thresholds(tmp_path):
+    """Synthetic reviews labeled with the topics they judge (smoke-multi-label): a sigmoid per topic through every
+    step, the gate on macro F1 above what answering every topic scores, the ONNX files scored on the same metrics,
+    and each topic's threshold, chosen on validation, published in the model's config."""
+    from kdflow.components.common.models import MULTI_LABEL_PROBLEM, THRESHOLDS
+    from kdflow.components.data_prep.synthetic import TOPIC_NAMES
+
+    output, published = tmp_path / "run", tmp_path / "published"
+    assert main(["run", "--preset", "smoke-multi-label", "--output", str(output), "--publish-uri",
+                 str(published)]) == 0
+    summary = json.loads((output / "summary.json").read_text())
+    gate, student, teacher = summary["gate"], summary["student"], summary["teacher"]
+    assert gate["passed"] and gate["metric"] == "macro_f1", gate
+    assert summary["retention"] == pytest.approx(student["macro_f1"] / teacher["macro_f1"])
+    assert min(teacher["macro_f1"], student["macro_f1"]) >= gate["majority_rate"] + gate["min_accuracy_margin"]
+    assert len(student["per_label_f1"]) == len(student["label_confusion"]) == len(TOPIC_NAMES)
+    onnx = summary["onnx"]
+    assert onnx["max_abs_diff"] <= 1e-4 and abs(onnx["fp32_macro_f1"] - student["macro_f1"]) <= 0.01
+    assert min(onnx["int8_macro_f1"], onnx["int8_qdq_macro_f1"]) >= student["macro_f1"] - 0.05
+    version = json.loads((published / "kdflow-student" / "latest.json").read_text())["uri"]
+    config = json.loads((Path(version) / "config.json").read_text())
+    assert config["problem_type"] == MULTI_LABEL_PROBLEM
+    assert sorted(config["id2label"].values()) == sorted(TOPIC_NAMES)
+    assert len(config[THRESHOLDS]) == len(TOPIC_NAMES) and all(0 < value < 1 for value in config[THRESHOLDS])
+    report = (output / "quality_report.html").read_text()
+    assert "<h2>F1 per label</h2>" in report and "subset accuracy" in report
+    assert "Retention (student / teacher macro F1)" in report

@@ -15,7 +15,8 @@ from kdflow.components.data_prep.settings import Files, Settings
 
 COLUMNS = ["text", "label", "input_ids", "attention_mask", "length"]
 # The pipeline's defaults of the step's settings (pipelines/distillation.py), which the tests change one at a time.
-PIPELINE_DEFAULTS = dict(text_column="text", label_column="label", num_labels=0, tokenizer="", teacher="",
+PIPELINE_DEFAULTS = dict(text_column="text", label_column="label", num_labels=0, problem_type="single_label",
+                         decision_threshold=0.0, tokenizer="", teacher="",
                          max_length=512, truncation_side="right", max_train_samples=0, max_eval_samples=0,
                          validation_fraction=0.1, unlabeled_source="", max_unlabeled_samples=0, seed=42,
                          data_version="")
@@ -180,7 +181,8 @@ def test_wordpiece_tokenizer_is_trained_on_train_and_reloads(tmp_path):
 
 def test_command_line_writes_data_and_report(tmp_path, tokenizer_dir):
     task.main(["--data", str(tmp_path / "out"), "--report", str(tmp_path / "report.md"), "--source", "synthetic",
-               "--text-column", "text", "--label-column", "label", "--num-labels", "2",
+               "--text-column", "text", "--label-column", "label", "--num-labels", "2", "--problem-type", "single_label",
+               "--decision-threshold", "0",
                "--tokenizer", str(tokenizer_dir), "--teacher", "", "--max-length", "32", "--truncation-side", "right",
                "--max-train-samples", "40", "--max-eval-samples", "20", "--validation-fraction", "0.1",
                "--unlabeled-source", "", "--max-unlabeled-samples", "0", "--seed", "42", "--data-version", ""])
@@ -233,7 +235,7 @@ def test_labels_as_written_become_class_ids_with_names_read_from_the_data(tmp_pa
     ({**BALANCED, "sentiment": [1, 0, 2, 0] * 5}, None, {"num_labels": 2}, "label_column='sentiment' holds 3 classes "
      "in the train split (0, 1, 2) but num_labels=2: set num_labels=3, or 0 to read it from the data."),
     (None, {**BALANCED, "sentiment": [0.5] * 20}, {}, "label_column='sentiment' holds 0.5 in the test split, neither "
-     "a whole number nor a name: give each row one class, as an integer code or a name."),
+     "a whole number nor a name: give each label as an integer code or a name."),
     (None, {**BALANCED, "sentiment": [None, 0, 1, 0] * 5}, {}, "label_column='sentiment' holds None in the test "
      "split: drop the rows without a label."),
     (None, {**BALANCED, "sentiment": [1, 0, 1, 2] * 5}, {}, "label_column='sentiment' holds 2 in the test split, a "
@@ -247,6 +249,13 @@ def test_labels_as_written_become_class_ids_with_names_read_from_the_data(tmp_pa
     (BALANCED, None, {}, "Every validation text of source='{source}' also appears in train"),
     (None, None, {"num_labels": 1}, "num_labels=1"),
     (None, None, {"validation_fraction": 1.0}, "validation_fraction=1.0"),
+    (None, None, {"problem_type": "multi_label", "label_column": "sentiment,stars"}, "label_column='sentiment,stars': "
+     "column 'stars' holds 5 in the train split; each of the 0/1 columns holds 1 where its label applies and 0 "
+     "elsewhere."),
+    (None, None, {"problem_type": "multi_label", "label_column": "sentiment,rating"}, "label_column='sentiment,"
+     "rating': 'rating' is not a column of the train split (it has review, sentiment, stars)"),
+    (None, None, {"problem_type": "multi_label", "decision_threshold": 1.0}, "decision_threshold=1.0 must lie in "
+     "(0, 1)"),
 ])
 def test_bad_input_is_refused_before_anything_is_written(tmp_path, tokenizer_dir, train, test, overrides, named):
     source = write_source(tmp_path / "source", train=train, test=test)
@@ -593,3 +602,53 @@ def test_bad_unlabeled_sources_are_refused_before_anything_is_written(tmp_path, 
 def test_max_unlabeled_samples_must_be_a_row_count():
     with pytest.raises(KdflowInputError, match="max_unlabeled_samples=-1 must be a row count, or 0 for all rows."):
         settings(source="synthetic", tokenizer="wordpiece", max_unlabeled_samples=-1)
+
+
+def test_multi_label_lists_and_zero_one_columns_become_the_same_label_vectors(tmp_path, tokenizer_dir):
+    """A column of lists of names (parquet) and one 0/1 column per label (csv) describe the same rows: both become a
+    0/1 float per class, the classes in sorted order; train and unlabeled rows concatenate as they are."""
+    topics = ["story", "music", "acting"]  # of the generator's five; a row without any of them gets story
+    train = synthetic.generate_topics(150, 0)
+    rows = {"train": train, "test": synthetic.generate_topics(40, 1, exclude=set(train["text"]))}
+    lists, columns = write_dir(tmp_path / "lists"), write_dir(tmp_path / "columns")
+    for split, generated in rows.items():
+        kept = [[name for name in names if name in topics] or ["story"] for names in generated["labels"]]
+        datasets.Dataset.from_dict({"review": generated["text"], "topics": kept}).to_parquet(
+            str(lists / f"{split}.parquet"))
+        zero_one = {name: [int(name in names) for names in kept] for name in topics}
+        datasets.Dataset.from_dict({"review": generated["text"], **zero_one}).to_csv(str(columns / f"{split}.csv"))
+    unlabeled = write_unlabeled(tmp_path / "unsup.parquet", {"review": synthetic.generate_topics(30, 9)["text"]})
+    common = dict(text_column="review", problem_type="multi_label", tokenizer=str(tokenizer_dir),
+                  max_train_samples=0)
+    from_lists, report = prepare(tmp_path, "from-lists", source=str(lists), label_column="topics",
+                                 unlabeled_source=unlabeled, **common)
+    from_columns, _ = prepare(tmp_path, "from-columns", source=str(columns), label_column="story, music,acting",
+                              **common)
+    for data in (from_lists, from_columns):
+        assert data.multi_label and data.label_names == sorted(topics) and data.num_labels == 3
+        assert data.splits["train"].features["label"] == datasets.List(datasets.Value("float32"), length=3)
+    for split in SPLITS:
+        assert from_lists.splits[split]["label"] == from_columns.splits[split]["label"]
+        assert from_lists.info["label_counts"][split] == from_columns.info["label_counts"][split]
+    first = from_lists.splits["test"][0]
+    said = [name for name in topics if set(synthetic.TOPIC_SUBJECTS[name]) & set(first["text"].split())]
+    assert first["label"] == [float(name in (said or ["story"])) for name in sorted(topics)]
+    assert set(map(tuple, from_lists.splits[UNLABELED_SPLIT]["label"])) == {(float(UNLABELED),) * 3}
+    datasets.concatenate_datasets([from_lists.splits["train"], from_lists.splits[UNLABELED_SPLIT]])
+    assert "Multi-label: a row counts under each of its labels" in report
+    assert "each label's decision threshold is chosen on the validation split" in report
+
+
+def write_dir(folder):
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def test_the_synthetic_source_gives_topics_for_a_multi_label_task(tmp_path, tokenizer_dir):
+    data, _ = prepare(tmp_path, source="synthetic", problem_type="multi_label", decision_threshold=0.4,
+                      tokenizer=str(tokenizer_dir))
+    assert data.label_names == sorted(synthetic.TOPIC_NAMES) and data.decision_threshold == 0.4
+    train = data.splits["train"]
+    for row in train.select(range(20)):
+        said = {name for name, words in synthetic.TOPIC_SUBJECTS.items() if set(words) & set(row["text"].split())}
+        assert {data.label_names[index] for index, value in enumerate(row["label"]) if value} == said

@@ -167,3 +167,39 @@ def test_layer_maps_parse_and_default_to_the_layers_a_student_was_made_from():
 def test_a_layer_map_that_does_not_read_is_refused(text, needle):
     with pytest.raises(KdflowInputError, match=needle):
         parse_layer_map(text)
+
+
+def test_multi_label_loss_matches_hand_computed_values():
+    # One row, two labels: student logits [2, -1], teacher [0, 1], labels [1, 0], T = 2, alpha = 0.5.
+    # Hard: the mean of the two binary cross-entropies. Soft: the mean of the two labels' binary KL between
+    # sigmoid(teacher / 2) and sigmoid(student / 2), times T^2.
+    def sigmoid(x):
+        return 1 / (1 + math.exp(-x))
+
+    def binary_kl(p, q):
+        return p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q))
+
+    hard = (-math.log(sigmoid(2)) - math.log(1 - sigmoid(-1))) / 2
+    soft = 4 * (binary_kl(sigmoid(0), sigmoid(1)) + binary_kl(sigmoid(0.5), sigmoid(-0.5))) / 2
+    loss = distillation_loss(torch.tensor([[2.0, -1.0]]), torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0]]),
+                             2.0, 0.5, multi_label=True)
+    assert loss.hard.item() == pytest.approx(hard, abs=1e-6)
+    assert loss.soft.item() == pytest.approx(soft, abs=1e-6)
+    assert loss.total.item() == pytest.approx(0.5 * hard + 0.5 * soft, abs=1e-6)
+
+
+def test_multi_label_unlabeled_rows_teach_through_the_teacher_only():
+    student, teacher = torch.randn(4, 3), torch.randn(4, 3)
+    labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [UNLABELED] * 3, [UNLABELED] * 3])
+    mixed = distillation_loss(student, teacher, labels, 2.0, 0.5, multi_label=True)
+    labeled = distillation_loss(student[:2], teacher[:2], labels[:2], 2.0, 0.5, multi_label=True)
+    assert mixed.hard.item() == pytest.approx(labeled.hard.item(), abs=1e-6)  # the unlabeled rows left out
+    unlabeled = distillation_loss(student[2:], teacher[2:], labels[2:], 2.0, 0.5, multi_label=True)
+    assert unlabeled.hard.item() == 0.0 and unlabeled.soft.item() > 0
+    same = distillation_loss(teacher, teacher, labels, 2.0, 0.5, multi_label=True)
+    assert same.soft.item() == pytest.approx(0.0, abs=1e-6)  # no KL between equal distributions
+    # Extreme logits stay finite: the KL is computed from log-sigmoids. Each label's teacher is sure (1 - e^-80) of
+    # what the student gives probability e^-80: KL = -log(e^-80) = 80.
+    extreme = distillation_loss(torch.tensor([[80.0, -80.0]]), torch.tensor([[-80.0, 80.0]]),
+                                torch.tensor([[1.0, 0.0]]), 1.0, 0.5, multi_label=True)
+    assert extreme.soft.item() == pytest.approx(80.0, rel=1e-4)

@@ -43,11 +43,12 @@ def test_the_report_shows_both_baselines_labeled_and_the_students_training_rows(
     for layers, gain in (("fine-tuned teacher's", "+0.0300"), ("pretrained checkpoint's", "+0.0600")):
         assert f"Distillation against the baseline from the {layers} layers, hard labels only: {gain}" in page
     assert "The student trained on 1000 labeled rows and 5000 unlabeled ones" in page
-    assert page.count("true \\ predicted") == 7  # teacher, student, two baselines, three ONNX exports
+    # A confusion matrix picture per model: teacher, student, two baselines, three ONNX exports.
+    assert page.count("<div class='matrix'><img alt=") == 7
 
 
 def test_a_report_without_baselines_of_a_student_that_did_not_record_its_rows(tmp_path):
     summary, page = run_report(tmp_path, {"seed": 7})
     assert summary.baseline is summary.pretrained_baseline is summary.training_rows is None
     assert "baseline" not in page and "unlabeled" not in page
-    assert page.count("true \\ predicted") == 5
+    assert page.count("<div class='matrix'><img alt=") == 5

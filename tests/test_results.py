@@ -4,6 +4,7 @@ through its JSON, keeps the keys kdflow wrote before them, and a summary of anot
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from kdflow.components.common.errors import KdflowInputError
@@ -100,7 +101,7 @@ def test_a_metrics_file_keeps_its_flat_keys():
     values = Evaluation(scores(0.91), ["negative", "positive"], gate).to_dict()
     assert list(values) == ["accuracy", "macro_f1", "confusion_matrix", "rows", "parameters", "size_mb",
                             "latency_ms", "label_names", "teacher_accuracy", "retention", "min_retention", "passed",
-                            "majority_rate", "min_accuracy_margin", "reasons"]
+                            "majority_rate", "min_accuracy_margin", "reasons", "metric"]
 
 
 def test_the_onnx_report_keeps_its_keys_and_is_read_by_export_kind():
@@ -134,7 +135,8 @@ def test_the_summary_has_todays_layout_and_its_schema_version():
                                        "latency_ms"]
     assert values["retention"] == pytest.approx(0.91 / 0.93)
     assert values["gate"] == {"passed": True, "min_retention": 0.97,  # 0.91 / 0.93 = 0.978
-                              "majority_rate": 0.52, "min_accuracy_margin": 0.05, "reasons": []}
+                              "majority_rate": 0.52, "min_accuracy_margin": 0.05, "reasons": [],
+                              "metric": "accuracy"}
     assert values["baseline"]["retention"] == pytest.approx(0.88 / 0.93)
     assert values["pretrained_baseline"] == {**scores(0.85).to_dict(), "retention": pytest.approx(0.85 / 0.93)}
     assert values["training_rows"] == {"labeled": 1000, "unlabeled": 5000}
@@ -195,3 +197,48 @@ def test_the_results_table_lines_up_every_models_scores():
     for row, (_, accuracy, f1) in zip(rows, score_rows(summary)):
         assert len(row) == len(header) and row.endswith(f"{accuracy:.4f}    {f1:.4f}"), (header, row)
     assert table[len(rows) + 1].startswith("retention 0.9785 (gate passed at 0.97)")
+
+
+def multi_label_scores(macro_f1: float) -> Scores:
+    """Two labels over 100 rows: the first on 40 of them, the second on 60."""
+    return Scores(accuracy=macro_f1 - 0.1, macro_f1=macro_f1, confusion_matrix=[[35, 3], [4, 52]], rows=100,
+                  micro_f1=macro_f1 + 0.01, per_label_f1=[macro_f1, macro_f1],
+                  label_confusion=[[[55, 5], [5, 35]], [[36, 4], [8, 52]]])
+
+
+def test_a_multi_label_gate_compares_macro_f1_above_answering_every_label():
+    student, teacher = multi_label_scores(0.88), multi_label_scores(0.90)
+    gate = Gate.judge(student, teacher, 0.97, 0.05)
+    assert gate.metric == "macro_f1" and gate.passed, gate.reasons
+    assert gate.retention == pytest.approx(0.88 / 0.90) and gate.teacher_accuracy == 0.90
+    # Answering both labels for every row: F1 2p / (1 + p) with p = 0.4 and 0.6.
+    assert gate.majority_rate == pytest.approx((0.8 / 1.4 + 1.2 / 1.6) / 2)
+    weak = Gate.judge(multi_label_scores(0.68), multi_label_scores(0.70), 0.97, 0.05)
+    assert not weak.passed and weak.reasons == (
+        f"The teacher's macro F1 0.7000 is not min_accuracy_margin=0.05 above {weak.majority_rate:.4f}, what answering "
+        "every label scores on the test split.",
+        f"The student's macro F1 0.6800 is not min_accuracy_margin=0.05 above {weak.majority_rate:.4f}, what answering "
+        "every label scores on the test split.")
+    # Its figures survive the metrics file and the run summary.
+    evaluation = Evaluation(student, ["plot", "music"], gate)
+    assert Evaluation.from_json(evaluation.to_json()) == evaluation
+    summary = RunSummary.of(teacher=Evaluation(teacher, ["plot", "music"]), student=evaluation, onnx=onnx_report(),
+                            seed=1)
+    assert RunSummary.from_json(summary.to_json()) == summary and summary.student.multi_label
+
+
+def test_multi_label_metrics_and_thresholds_chosen_per_label():
+    from kdflow.components.common.metrics import choose_thresholds, scores_of
+
+    labels = np.array([[1, 0], [1, 1], [0, 1], [0, 0]])
+    # Label 0 is told apart at probabilities above 0.8 only, label 1 at any threshold between 0.2 and 0.6.
+    probabilities = np.array([[0.9, 0.1], [0.85, 0.7], [0.7, 0.65], [0.1, 0.15]])
+    logits = np.log(probabilities / (1 - probabilities))
+    thresholds = choose_thresholds(logits, labels)
+    assert 0.7 <= thresholds[0] < 0.85 and thresholds[1] == 0.5  # of equal F1, the one nearest 0.5
+    scores = scores_of(logits, labels, 2, thresholds)
+    assert (scores["accuracy"], scores["macro_f1"], scores["per_label_f1"]) == (1.0, 1.0, [1.0, 1.0])
+    at_half = scores_of(logits, labels, 2, [0.5, 0.5])  # row 3 gets label 0 too
+    assert at_half["accuracy"] == 0.75 and at_half["per_label_f1"][0] == pytest.approx(0.8)
+    assert at_half["label_confusion"][0] == [[1, 1], [0, 2]] and at_half["confusion_matrix"] == [[2, 1], [2, 2]]
+    assert at_half["micro_f1"] == pytest.approx(2 * 4 / (2 * 4 + 1))

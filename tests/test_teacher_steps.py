@@ -148,6 +148,16 @@ def test_teacher_check_refuses_another_label_count(tmp_path, prepared_data_dir, 
         check_teacher(tmp_path, prepared_data_dir, three)
 
 
+def test_teacher_check_refuses_a_multi_label_teacher_for_single_label_data(tmp_path, prepared_data_dir,
+                                                                           tokenizer_dir):
+    vocab_size = len(AutoTokenizer.from_pretrained(str(tokenizer_dir)))
+    config = bert_config(vocab_size, problem_type="multi_label_classification")
+    sigmoid = save(BertForSequenceClassification(config), tmp_path / "sigmoid", tokenizer_dir)
+    with pytest.raises(KdflowInputError, match=r"is a multi-label classifier \(a sigmoid per label\) but the data is "
+                                               "problem_type=single_label"):
+        check_teacher(tmp_path, prepared_data_dir, sigmoid)
+
+
 def test_teacher_check_refuses_max_length_above_its_positions(tmp_path, prepared_data_dir, tokenizer_dir):
     vocab_size = len(AutoTokenizer.from_pretrained(str(tokenizer_dir)))
     short = save(BertForSequenceClassification(bert_config(vocab_size, max_position_embeddings=32)),

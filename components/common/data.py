@@ -3,7 +3,8 @@
 Layout of the folder (a KFP `Dataset` artifact):
 
     splits/          datasets.DatasetDict with train, validation and test, and unlabeled when data_prep was given
-                     unlabeled_source; columns text, label (int64; UNLABELED in every unlabeled row), input_ids,
+                     unlabeled_source; columns text, label (int64, or for multi-label a 0/1 float32 per class;
+                     UNLABELED in every unlabeled row), input_ids,
                      attention_mask, length (no padding), with the same features in every split, so that
                      `datasets.concatenate_datasets([train, unlabeled])` takes them as they are
     tokenizer/       the tokenizer that produced input_ids
@@ -27,6 +28,11 @@ UNLABELED_SPLIT = "unlabeled"  # optional: texts the teacher labels for the stud
 # The label of an unlabeled row: PyTorch's and Hugging Face's ignore index, so a cross-entropy over a batch that mixes
 # labeled and unlabeled rows skips the unlabeled ones by default.
 UNLABELED = -100
+# problem_type: one class per text (softmax), or any set of labels per text (a sigmoid per label). A multi-label
+# row's label is a 0/1 float per class (an unlabeled row's every entry UNLABELED), as Hugging Face's multi-label loss
+# takes it.
+SINGLE_LABEL, MULTI_LABEL = "single_label", "multi_label"
+PROBLEM_TYPES = (SINGLE_LABEL, MULTI_LABEL)
 
 
 @dataclass
@@ -43,6 +49,15 @@ class PreparedData:
     def label_names(self) -> list[str]:
         """Class id -> the name data_prep read from the label column."""
         return list(self.info["label_names"])
+
+    @property
+    def multi_label(self) -> bool:
+        return self.info.get("problem_type", SINGLE_LABEL) == MULTI_LABEL  # data of older kdflows is single-label
+
+    @property
+    def decision_threshold(self) -> float:
+        """A multi-label model's threshold on every label's probability; 0: one per label, chosen on validation."""
+        return float(self.info.get("decision_threshold", 0.0))
 
     @property
     def max_length(self) -> int:

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import LENGTH, MODEL_INPUTS, UNLABELED_SPLIT, split_for_tokenizer
+from . import models
+from .data import LABEL, LENGTH, MODEL_INPUTS, UNLABELED_SPLIT, split_for_tokenizer
+from .metrics import choose_thresholds, scores_of
 from .progress import Progress
 
 # Rows per batch when a step runs a model over a split (teacher_eval, teacher_shard, the evaluations). Not a pipeline
@@ -88,12 +90,24 @@ def predict_logits(model, split, tokenizer, batch_size: int = INFERENCE_BATCH_SI
 
 
 def evaluate_on_test(model, tokenizer, data, batch_size: int = INFERENCE_BATCH_SIZE, precision: str = "fp32") -> dict:
-    """Accuracy, macro F1 and confusion matrix of `model` (reading text with `tokenizer`) on the test split."""
-    from .metrics import classification_metrics
-
+    """The scores of `model` (reading text with `tokenizer`) on the test split (metrics.scores_of), a multi-label
+    model's with its decision thresholds."""
     test = split_for_tokenizer(data, "test", tokenizer)
-    predictions = predict_logits(model, test, tokenizer, batch_size, precision).argmax(axis=-1)
-    return classification_metrics(test["label"], predictions, data.num_labels)
+    logits = predict_logits(model, test, tokenizer, batch_size, precision)
+    return scores_of(logits, test[LABEL], data.num_labels, models.decision_thresholds(model.config))
+
+
+def fit_decision_thresholds(model, tokenizer, data) -> None:
+    """For multi-label data, gives a trained model its decision thresholds: the data's decision_threshold for every
+    label, or each label's best on the validation split (metrics.choose_thresholds)."""
+    if not data.multi_label:
+        return
+    if data.decision_threshold:
+        thresholds = [data.decision_threshold] * data.num_labels
+    else:
+        validation = split_for_tokenizer(data, "validation", tokenizer)
+        thresholds = choose_thresholds(predict_logits(model, validation, tokenizer), validation[LABEL])
+    models.set_decision_thresholds(model, thresholds)
 
 
 def teacher_logits(model, data, batch_size: int = INFERENCE_BATCH_SIZE, rows=None, precision: str = "auto"):

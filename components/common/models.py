@@ -20,6 +20,9 @@ from .storage import local_copy
 
 CONFIG_PREFIX = "config:"
 FROM_TEACHER = "from_teacher"
+# Hugging Face's problem_type of a multi-label classifier: its loss is BCE with logits, a sigmoid per label.
+MULTI_LABEL_PROBLEM = "multi_label_classification"
+THRESHOLDS = "decision_thresholds"  # a multi-label model's config attribute: the probability each label needs
 
 # Small enough to train from scratch on a CPU in a minute, one per encoder family; vocab_size is set from the
 # tokenizer. The special token ids are those of data_prep's WordPiece tokenizer ([PAD] 0, [CLS] 2, [SEP] 3), where a
@@ -329,11 +332,31 @@ def check_max_length(config, max_length: int, role: str) -> None:
         )
 
 
-def name_labels(model, label_names: list[str]) -> None:
+def set_labels(model, data) -> None:
     """Gives the model's config the data's class names (id2label, label2id), which its saved config, its ONNX
-    export's and a pipeline("text-classification") answer with."""
-    model.config.id2label = dict(enumerate(label_names))
-    model.config.label2id = {name: index for index, name in enumerate(label_names)}
+    export's and a pipeline("text-classification") answer with, and for multi-label data Hugging Face's problem_type
+    (a sigmoid and BCE per label)."""
+    model.config.id2label = dict(enumerate(data.label_names))
+    model.config.label2id = {name: index for index, name in enumerate(data.label_names)}
+    if data.multi_label:
+        model.config.problem_type = MULTI_LABEL_PROBLEM
+
+
+def is_multi_label(config) -> bool:
+    return config.problem_type == MULTI_LABEL_PROBLEM
+
+
+def decision_thresholds(config) -> list[float] | None:
+    """A multi-label model's threshold per label (THRESHOLDS in its config, chosen when it was trained; 0.5 each for a
+    model trained elsewhere); None for a single-label one."""
+    if not is_multi_label(config):
+        return None
+    return list(getattr(config, THRESHOLDS, None) or [0.5] * config.num_labels)
+
+
+def set_decision_thresholds(model, thresholds: list[float]) -> None:
+    """Saved in the model's config.json, so they travel with it: to onnx_export, to the published version."""
+    setattr(model.config, THRESHOLDS, [float(value) for value in thresholds])
 
 
 def check_num_labels(config, num_labels: int, role: str, spec: str) -> None:

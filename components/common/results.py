@@ -12,7 +12,7 @@ report), so older files read and newer ones compare with them. Light on purpose 
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import KdflowInputError
@@ -46,7 +46,11 @@ class JsonRecord:
 
 @dataclass(frozen=True)
 class Scores(JsonRecord):
-    """A model on the test split: its classification scores, its size and its speed."""
+    """A model on the test split: its classification scores, its size and its speed.
+
+    For a multi-label model (metrics.multi_label_metrics) `accuracy` is the subset accuracy (every label of a row
+    right), `confusion_matrix` counts the rows with true label i given label j, and the last three fields are set.
+    """
 
     accuracy: float
     macro_f1: float | None  # None only in files of kdflow versions that did not measure it
@@ -55,20 +59,44 @@ class Scores(JsonRecord):
     parameters: int | None = None
     size_mb: float | None = None  # weight files on disk; None for a model without a folder (a hub id)
     latency_ms: dict[str, float] | None = None  # batch size (as text) -> median milliseconds per batch
+    micro_f1: float | None = None
+    per_label_f1: list[float] | None = None
+    label_confusion: list[list[list[int]]] | None = None  # per label [[tn, fp], [fn, tp]]
+
+    @property
+    def multi_label(self) -> bool:
+        return self.label_confusion is not None
+
+    @property
+    def gate_metric(self) -> str:
+        """The score the gate compares: accuracy, or macro F1 for multi-label (where subset accuracy falls with every
+        label added)."""
+        return MACRO_F1 if self.multi_label else ACCURACY
 
     def to_dict(self) -> dict:
+        multi_label = {"micro_f1": self.micro_f1, "per_label_f1": self.per_label_f1,
+                       "label_confusion": self.label_confusion} if self.multi_label else {}
         return {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "confusion_matrix": self.confusion_matrix,
                 "rows": self.rows, "parameters": self.parameters, "size_mb": self.size_mb,
-                "latency_ms": self.latency_ms}
+                "latency_ms": self.latency_ms, **multi_label}
 
     @classmethod
     def from_dict(cls, values: dict) -> "Scores":
         return cls(accuracy=values["accuracy"], macro_f1=values.get("macro_f1"),
                    confusion_matrix=values["confusion_matrix"], rows=values["rows"],
                    parameters=values.get("parameters"), size_mb=values.get("size_mb"),
-                   latency_ms=values.get("latency_ms"))
+                   latency_ms=values.get("latency_ms"), micro_f1=values.get("micro_f1"),
+                   per_label_f1=values.get("per_label_f1"), label_confusion=values.get("label_confusion"))
+
+    def every_label_f1(self) -> float:
+        """A multi-label model's floor: the macro F1 of answering every label for every row (a label on a share p of
+        the rows then scores F1 2p / (1 + p); answering none scores 0)."""
+        positives = [(false_negatives + true_positives) / self.rows
+                     for (_, _), (false_negatives, true_positives) in self.label_confusion]
+        return sum(2 * share / (1 + share) for share in positives) / len(positives)
 
 
+ACCURACY, MACRO_F1 = "accuracy", "macro_f1"  # what a Gate compares
 # A model that gives one class for this share of the test rows or more is not classifying (unless the test split
 # itself is that skewed, where the accuracy floor judges it): a teacher left at chance answers one class for all.
 SINGLE_CLASS_SHARE = 0.98
@@ -76,48 +104,64 @@ SINGLE_CLASS_SHARE = 0.98
 
 @dataclass(frozen=True)
 class Gate(JsonRecord):
-    """Whether a student may be published: it keeps enough of the teacher's test accuracy, and it and its teacher
-    do better than always answering the test split's commonest class (by `min_accuracy_margin`)."""
+    """Whether a student may be published: it keeps enough of the teacher's test score (`metric`: accuracy, macro F1
+    for multi-label), and it and its teacher do better than a constant answer (always the test split's commonest
+    class; for multi-label, every label) by `min_accuracy_margin`."""
 
-    teacher_accuracy: float
-    retention: float  # student accuracy / teacher accuracy
+    teacher_accuracy: float  # the teacher's score in `metric` (the key older files have)
+    retention: float  # student score / teacher score
     min_retention: float
     passed: bool
-    majority_rate: float | None = None  # the share of the test split's commonest class; None in older files
+    majority_rate: float | None = None  # what the constant answer scores on the test split; None in older files
     min_accuracy_margin: float | None = None
     reasons: tuple[str, ...] = ()  # why it failed, one sentence each
+    metric: str = ACCURACY
+
+    @property
+    def metric_name(self) -> str:
+        return "macro F1" if self.metric == MACRO_F1 else "accuracy"
 
     @classmethod
     def judge(cls, student: Scores, teacher: Scores, min_retention: float, min_accuracy_margin: float) -> "Gate":
-        retention = student.accuracy / teacher.accuracy if teacher.accuracy else 0.0
-        majority_rate = max(map(sum, student.confusion_matrix)) / student.rows
+        metric = student.gate_metric
+        gate = cls(teacher_accuracy=getattr(teacher, metric), retention=0.0, min_retention=min_retention,
+                   passed=False, min_accuracy_margin=min_accuracy_margin, metric=metric)
+        name, student_score = gate.metric_name, getattr(student, metric)
+        retention = student_score / gate.teacher_accuracy if gate.teacher_accuracy else 0.0
+        if student.multi_label:
+            constant_score, constant_answer = student.every_label_f1(), "answering every label"
+        else:
+            constant_score = max(map(sum, student.confusion_matrix)) / student.rows
+            constant_answer = "always answering the commonest class"
         reasons = []
         if retention < min_retention:
-            reasons.append(f"The student keeps {retention:.4f} of the teacher's accuracy, below min_retention="
+            reasons.append(f"The student keeps {retention:.4f} of the teacher's {name}, below min_retention="
                            f"{min_retention}.")
         for model, scores in (("teacher", teacher), ("student", student)):
-            if scores.accuracy < majority_rate + min_accuracy_margin:
+            if getattr(scores, metric) < constant_score + min_accuracy_margin:
                 reasons.append(
-                    f"The {model}'s accuracy {scores.accuracy:.4f} is not min_accuracy_margin={min_accuracy_margin} "
-                    f"above {majority_rate:.4f}, what always answering the commonest class scores on the test split.")
+                    f"The {model}'s {name} {getattr(scores, metric):.4f} is not min_accuracy_margin="
+                    f"{min_accuracy_margin} above {constant_score:.4f}, what {constant_answer} scores on the test "
+                    "split.")
+            if scores.multi_label:
+                continue  # a set of labels per row: no one class to be stuck on
             single_class_share = max(map(sum, zip(*scores.confusion_matrix))) / scores.rows
-            if single_class_share >= SINGLE_CLASS_SHARE > majority_rate:
+            if single_class_share >= SINGLE_CLASS_SHARE > constant_score:
                 reasons.append(f"The {model} answers one class for {single_class_share:.1%} of the test rows.")
-        return cls(teacher_accuracy=teacher.accuracy, retention=retention, min_retention=min_retention,
-                   passed=not reasons, majority_rate=majority_rate, min_accuracy_margin=min_accuracy_margin,
-                   reasons=tuple(reasons))
+        return replace(gate, retention=retention, passed=not reasons, majority_rate=constant_score,
+                       reasons=tuple(reasons))
 
     def to_dict(self) -> dict:
         return {"teacher_accuracy": self.teacher_accuracy, "retention": self.retention,
                 "min_retention": self.min_retention, "passed": self.passed, "majority_rate": self.majority_rate,
-                "min_accuracy_margin": self.min_accuracy_margin, "reasons": list(self.reasons)}
+                "min_accuracy_margin": self.min_accuracy_margin, "reasons": list(self.reasons), "metric": self.metric}
 
     @classmethod
     def from_dict(cls, values: dict) -> "Gate":
         return cls(teacher_accuracy=values["teacher_accuracy"], retention=values["retention"],
                    min_retention=values["min_retention"], passed=values["passed"],
                    majority_rate=values.get("majority_rate"), min_accuracy_margin=values.get("min_accuracy_margin"),
-                   reasons=tuple(values.get("reasons", ())))
+                   reasons=tuple(values.get("reasons", ())), metric=values.get("metric", ACCURACY))
 
 
 @dataclass(frozen=True)
@@ -366,7 +410,7 @@ class RunSummary(JsonRecord):
             "retention": self.gate.retention,
             "gate": {"passed": self.gate.passed, "min_retention": self.gate.min_retention,
                      "majority_rate": self.gate.majority_rate, "min_accuracy_margin": self.gate.min_accuracy_margin,
-                     "reasons": list(self.gate.reasons)},
+                     "reasons": list(self.gate.reasons), "metric": self.gate.metric},
             "onnx": self.onnx.to_dict(),
             "seed": self.seed,
         }
@@ -389,8 +433,8 @@ class RunSummary(JsonRecord):
         baseline, pretrained_baseline = values.get("baseline"), values.get("pretrained_baseline")
         return cls(
             teacher=teacher, student=Scores.from_dict(values["student"]),
-            gate=Gate.from_dict({**values["gate"], "teacher_accuracy": teacher.accuracy,
-                                 "retention": values["retention"]}),
+            gate=Gate.from_dict({"teacher_accuracy": getattr(teacher, values["gate"].get("metric", ACCURACY)),
+                                 **values["gate"], "retention": values["retention"]}),
             onnx=OnnxReport.from_dict(values["onnx"]), seed=values.get("seed"),
             baseline=Baseline.from_dict(baseline) if baseline else None,
             pretrained_baseline=Baseline.from_dict(pretrained_baseline) if pretrained_baseline else None,

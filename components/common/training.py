@@ -297,6 +297,13 @@ def loss_plot_img(log_history: list[dict], title: str) -> str:
     axes.set_ylabel("loss")
     axes.legend()
     axes.set_title(title)
+    return figure_img(figure, title)
+
+
+def figure_img(figure, title: str) -> str:
+    """A matplotlib figure as an HTML <img>, the PNG inlined as a data URI; the figure is closed."""
+    import matplotlib.pyplot as plt
+
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(figure)
@@ -319,5 +326,7 @@ def pad_batch(tokenizer, rows: list[dict], max_length: int) -> dict:
     length = max(longest, min(-(-longest // PAD_TO_MULTIPLE_OF) * PAD_TO_MULTIPLE_OF, max_length))
     batch = tokenizer.pad([{name: row[name] for name in MODEL_INPUTS} for row in rows], padding="max_length",
                           max_length=length, return_tensors="pt")
-    batch["labels"] = torch.tensor([row[LABEL] for row in rows], dtype=torch.long)
+    labels = [row[LABEL] for row in rows]
+    # Class ids, or a 0/1 float per label for multi-label data (Hugging Face's BCE takes floats).
+    batch["labels"] = torch.tensor(labels, dtype=torch.float32 if isinstance(labels[0], list) else torch.long)
     return dict(batch)

@@ -15,6 +15,8 @@ def data_prep(
     text_column: str,
     label_column: str,
     num_labels: int,
+    problem_type: str,
+    decision_threshold: float,
     tokenizer: str,
     teacher: str,
     max_length: int,

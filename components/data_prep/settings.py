@@ -6,9 +6,12 @@ before the pipeline starts.
 
 from dataclasses import dataclass
 
+from kdflow.components.common.data import MULTI_LABEL, PROBLEM_TYPES
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.models import is_config_spec
-from kdflow.components.common.settings import CheckedSettings, artifact, check_row_count, check_seed, setting
+from kdflow.components.common.settings import (
+    CheckedSettings, artifact, check_choice, check_row_count, check_seed, setting,
+)
 
 TRUNCATION_SIDES = ("right", "left")
 
@@ -19,8 +22,14 @@ class Settings(CheckedSettings):
                           "csv), or a hub dataset.")
     text_column: str = setting("Column holding the texts; renamed to text.")
     label_column: str = setting("Column holding the labels (names, or integer codes); renamed to label, its values "
-                                "made class ids.")
+                                "made class ids. For multi_label: a column of lists of names (or codes), or several "
+                                "0/1 columns, comma-separated, each named as its label.")
     num_labels: int = setting("Number of classes; 0 reads it from the data (the distinct labels of train).")
+    problem_type: str = setting("single_label (one class per text) or multi_label (any set of labels per text, a "
+                                "sigmoid per label).")
+    decision_threshold: float = setting("multi_label: the probability above which a label is predicted, in (0, 1), "
+                                        "for every label; 0 chooses each label's threshold on the validation split "
+                                        "(best F1), shipped with the model.")
     tokenizer: str = setting("Checkpoint whose tokenizer to use, or wordpiece to train one on the texts; empty: the "
                              "teacher's.")
     teacher: str = setting("Teacher checkpoint; only its tokenizer is used here, when tokenizer is empty.")
@@ -45,6 +54,13 @@ class Settings(CheckedSettings):
         if self.num_labels < 0 or self.num_labels == 1:
             raise KdflowInputError(f"num_labels={self.num_labels} must be 0 (read it from the data) or at least 2 for "
                                    "a classifier.")
+        check_choice("problem_type", self.problem_type, PROBLEM_TYPES)
+        if self.problem_type == MULTI_LABEL and not (self.decision_threshold == 0 or 0 < self.decision_threshold < 1):
+            raise KdflowInputError(f"decision_threshold={self.decision_threshold} must lie in (0, 1), e.g. 0.5, or be "
+                                   "0 to choose each label's threshold on the validation split.")
+        if self.problem_type != MULTI_LABEL and self.decision_threshold != 0:
+            raise KdflowInputError(f"decision_threshold={self.decision_threshold} is for problem_type=multi_label: a "
+                                   "single-label model predicts its most probable class; leave it 0.")
         if self.max_length < 1:
             raise KdflowInputError(f"max_length={self.max_length} must be a positive number of tokens, e.g. 512.")
         if self.truncation_side not in TRUNCATION_SIDES:

@@ -4,7 +4,8 @@ Run as a KFP component (component.py) or directly, with every setting of setting
 their defaults are the pipeline's parameters):
 
     python -m kdflow.components.data_prep.task --data DATA_DIR --report report.md --source synthetic \
-        --text-column text --label-column label --num-labels 2 --tokenizer wordpiece --teacher "" \
+        --text-column text --label-column label --num-labels 2 --problem-type single_label --decision-threshold 0 \
+        --tokenizer wordpiece --teacher "" \
         --max-length 512 --truncation-side right --max-train-samples 0 --max-eval-samples 0 \
         --validation-fraction 0.1 --unlabeled-source "" --max-unlabeled-samples 0 --seed 42 --data-version ""
 
@@ -36,7 +37,9 @@ import datasets
 import numpy as np
 
 from kdflow.components.common import models, step, storage
-from kdflow.components.common.data import LABEL, LENGTH, SPLITS, TEXT, UNLABELED, UNLABELED_SPLIT, save_prepared
+from kdflow.components.common.data import (
+    LABEL, LENGTH, MULTI_LABEL, SPLITS, TEXT, UNLABELED, UNLABELED_SPLIT, save_prepared,
+)
 from kdflow.components.common.errors import KdflowInputError, first_line
 from kdflow.components.common.settings import record
 
@@ -73,11 +76,14 @@ def run(settings: Settings, files: Files) -> dict:
     # A named tokenizer is loaded first, so a wrong name fails before a long download of data.
     text_tokenizer = None if tokenizer == WORDPIECE else load_named_tokenizer(tokenizer or teacher)
     with tempfile.TemporaryDirectory(prefix="kdflow-data-prep-") as scratch:
+        multi_label = settings.problem_type == MULTI_LABEL
         raw = load_source(settings.source, Path(scratch, "cache"), settings.max_train_samples,
-                          settings.max_eval_samples, settings.validation_fraction, settings.seed)
-        labels = check_columns(raw, settings.source, settings.text_column, settings.label_column,
-                               settings.num_labels)
-        raw = {name: standard_columns(split, settings.text_column, settings.label_column, labels)
+                          settings.max_eval_samples, settings.validation_fraction, settings.seed, multi_label)
+        label_column = check_columns(raw, settings.source, settings.text_column, settings.label_column, multi_label)
+        if multi_label:
+            raw = {name: with_label_lists(split, name, settings.label_column) for name, split in raw.items()}
+        labels = Labels.of(raw, label_column, settings.num_labels, settings.label_column, multi_label)
+        raw = {name: standard_columns(split, settings.text_column, label_column, labels)
                for name, split in raw.items()}
         raw, empty_texts = drop_empty_texts(raw, settings.source, settings.text_column)
         splits = limit_rows(raw, settings.max_train_samples, settings.max_eval_samples, settings.validation_fraction,
@@ -99,10 +105,10 @@ def run(settings: Settings, files: Files) -> dict:
                 "vocab_size": len(text_tokenizer), "empty_texts_dropped": empty_texts, "also_in_train": repeats,
                 **unlabeled_figures, **split_figures(splits, len(labels.names), max_length)}
         prepared = datasets.DatasetDict({name: split.remove_columns(FULL_LENGTH) for name, split in splits.items()})
-        # The same features in every split, the label a plain int64 (a ClassLabel refuses UNLABELED), so that distill
-        # concatenates train and unlabeled as they are.
+        # The same features in every split, the label a plain int64 (a ClassLabel refuses UNLABELED) or float32 vector,
+        # so that distill concatenates train and unlabeled as they are.
         features = prepared["train"].features.copy()
-        features[LABEL] = datasets.Value("int64")
+        features[LABEL] = labels.feature
         prepared = prepared.cast(features)
         save_prepared(str(Path(scratch, "prepared")), prepared, text_tokenizer, info)
         storage.move_into(Path(scratch, "prepared"), Path(files.data), last=INFO_FILE)
@@ -118,25 +124,33 @@ def check_empty_output(output_dir: str) -> None:
 
 
 def load_source(source: str, cache_dir: Path, max_train_samples: int, max_eval_samples: int,
-                validation_fraction: float, seed: int) -> dict:
+                validation_fraction: float, seed: int, multi_label: bool) -> dict:
     """The source's train and test splits, as they come."""
     if source == SYNTHETIC:
-        return synthetic_splits(max_train_samples, max_eval_samples, validation_fraction, seed)
+        return synthetic_splits(max_train_samples, max_eval_samples, validation_fraction, seed, multi_label)
     if storage.is_remote(source) or Path(source).exists():
         return load_folder(source, cache_dir)
     return load_hub(source)
 
 
-def synthetic_splits(max_train_samples: int, max_eval_samples: int, validation_fraction: float, seed: int) -> dict:
-    """Generated reviews: enough train rows that `max_train_samples` remain once validation is carved out."""
+def synthetic_splits(max_train_samples: int, max_eval_samples: int, validation_fraction: float, seed: int,
+                     multi_label: bool) -> dict:
+    """Generated reviews (their sentiment; for multi-label, the topics they judge): enough train rows that
+    `max_train_samples` remain once validation is carved out."""
     train_rows = SYNTHETIC_ROWS["train"]
     if max_train_samples:
         train_rows = math.ceil(max_train_samples / (1 - validation_fraction))
-    train = synthetic.generate(train_rows, seed)
-    test = synthetic.generate(max_eval_samples or SYNTHETIC_ROWS["test"], seed + 1, exclude=set(train[TEXT]))
-    features = datasets.Features({
-        TEXT: datasets.Value("string"), LABEL: datasets.ClassLabel(names=synthetic.LABEL_NAMES),
-    })
+    generate = synthetic.generate_topics if multi_label else synthetic.generate
+    train = generate(train_rows, seed)
+    test = generate(max_eval_samples or SYNTHETIC_ROWS["test"], seed + 1, exclude=set(train[TEXT]))
+    if multi_label:
+        features = datasets.Features({TEXT: datasets.Value("string"),
+                                      LABEL: datasets.List(datasets.Value("string"))})
+        train, test = ({TEXT: rows[TEXT], LABEL: rows["labels"]} for rows in (train, test))
+    else:
+        features = datasets.Features({
+            TEXT: datasets.Value("string"), LABEL: datasets.ClassLabel(names=synthetic.LABEL_NAMES),
+        })
     return {"train": datasets.Dataset.from_dict(train, features=features),
             "test": datasets.Dataset.from_dict(test, features=features)}
 
@@ -245,8 +259,10 @@ def load_hub(source: str) -> dict:
     return {name: loaded[name] for name in SOURCE_SPLITS}
 
 
-def check_columns(raw: dict, source: str, text_column: str, label_column: str, num_labels: int) -> "Labels":
-    """Checks every split's text and label columns; returns the classes the labels stand for."""
+def check_columns(raw: dict, source: str, text_column: str, label_column: str, multi_label: bool) -> str:
+    """Checks every split's text and label columns; returns the column the labels are read from (a multi-label task's
+    several 0/1 columns become one of lists, LABEL)."""
+    label_columns = zero_one_columns(label_column) if multi_label else [label_column]
     for name, split in raw.items():
         columns = ", ".join(split.column_names)
         if len(split) == 0:
@@ -256,11 +272,11 @@ def check_columns(raw: dict, source: str, text_column: str, label_column: str, n
                 f"text_column={text_column!r} is not a column of the {name} split (it has {columns}): "
                 "set text_column to the column that holds the texts."
             )
-        if label_column not in split.column_names:
-            raise KdflowInputError(
-                f"label_column={label_column!r} is not a column of the {name} split (it has {columns}): "
-                "set label_column to the column that holds the labels."
-            )
+        for column in label_columns:
+            if column not in split.column_names:
+                named = f"label_column={label_column!r}" + (f": {column!r}" if len(label_columns) > 1 else "")
+                raise KdflowInputError(f"{named} is not a column of the {name} split (it has {columns}): set "
+                                       "label_column to the column that holds the labels.")
         check_text_type(split, text_column, "")
         missing_texts = split.data.column(text_column).null_count
         if missing_texts:
@@ -268,7 +284,39 @@ def check_columns(raw: dict, source: str, text_column: str, label_column: str, n
                 f"text_column={text_column!r} has {missing_texts} null texts in the {name} split: "
                 "drop those rows from the source."
             )
-    return Labels.of(raw, label_column, num_labels)
+    return LABEL if len(label_columns) > 1 else label_column
+
+
+def zero_one_columns(label_column: str) -> list[str]:
+    """The columns a multi-label task's label_column names: several, comma-separated, each a label's 0/1 column; or
+    one, of lists."""
+    return [name.strip() for name in label_column.split(",")]
+
+
+def with_label_lists(split, split_name: str, label_column: str):
+    """A multi-label split whose labels are one column of lists: several 0/1 columns (comma-separated in
+    `label_column`) become LABEL, the names of the columns that are 1; a column of lists is kept. Anything else is
+    refused."""
+    columns = zero_one_columns(label_column)
+    if len(columns) == 1:
+        feature = split.features[label_column]
+        if not isinstance(feature, (datasets.List, datasets.LargeList)):
+            kind = getattr(feature, "dtype", type(feature).__name__)
+            raise KdflowInputError(
+                f"label_column={label_column!r} holds {kind} values in the {split_name} split, not lists of labels: "
+                "for problem_type=multi_label give a column of lists of names, or several 0/1 columns, "
+                "comma-separated."
+            )
+        return split
+    for column in columns:
+        odd = [value for value in split.unique(column) if value not in (0, 1)]  # True and False are 1 and 0
+        if odd:
+            raise KdflowInputError(
+                f"label_column={label_column!r}: column {column!r} holds {odd[0]!r} in the {split_name} split; "
+                "each of the 0/1 columns holds 1 where its label applies and 0 elsewhere."
+            )
+    return split.map(lambda row: {LABEL: [column for column in columns if row[column]]},
+                     remove_columns=[column for column in columns if column != LABEL])
 
 
 @dataclass(frozen=True)
@@ -277,13 +325,15 @@ class Labels:
 
     names: list[str]
     ids: dict  # label value (a name, a code, a ClassLabel's index) -> class id
+    multi_label: bool = False  # then a row's label is a list of such values
 
     @classmethod
-    def of(cls, raw: dict, label_column: str, num_labels: int) -> "Labels":
+    def of(cls, raw: dict, column: str, num_labels: int, label_column: str, multi_label: bool) -> "Labels":
         """A ClassLabel's names; integers in 0..num_labels-1 (or 0..k-1 when num_labels is 0, read from train) as
         themselves, named label_I; any other codes or names in sorted order, named as written. A value that test
-        or validation holds and train does not is refused: no model could learn it."""
-        feature = raw["train"].features[label_column]
+        or validation holds and train does not is refused: no model could learn it. `column` holds the labels,
+        `label_column` is the setting that named it (for messages)."""
+        feature = raw["train"].features[column]
         if isinstance(feature, datasets.ClassLabel):
             if num_labels and feature.num_classes != num_labels:
                 raise KdflowInputError(
@@ -291,7 +341,8 @@ class Labels:
                     f"but num_labels={num_labels}: set num_labels={feature.num_classes}, or 0 to read it from the data."
                 )
             return cls(list(feature.names), {index: index for index in range(feature.num_classes)})
-        values = {name: check_label_values(split, name, label_column) for name, split in raw.items()}
+        check_values = check_label_lists if multi_label else check_label_values
+        values = {name: check_values(split, name, column, label_column) for name, split in raw.items()}
         train = sorted(values["train"])  # one kind of value: a parquet, csv or jsonl column holds one type
         held_anywhere = set().union(*values.values())
         if num_labels:  # integers below it are class ids, whether or not train holds each
@@ -300,7 +351,8 @@ class Labels:
             class_ids = train == list(range(len(train)))
         if class_ids:
             count = num_labels or len(train)
-            labels = cls([f"label_{index}" for index in range(count)], {index: index for index in range(count)})
+            labels = cls([f"label_{index}" for index in range(count)], {index: index for index in range(count)},
+                         multi_label)
         else:
             if num_labels and num_labels != len(train):
                 shown = ", ".join(map(str, train[:12])) + (", ..." if len(train) > 12 else "")
@@ -308,7 +360,8 @@ class Labels:
                     f"label_column={label_column!r} holds {len(train)} classes in the train split ({shown}) but "
                     f"num_labels={num_labels}: set num_labels={len(train)}, or 0 to read it from the data."
                 )
-            labels = cls([str(value) for value in train], {value: index for index, value in enumerate(train)})
+            labels = cls([str(value) for value in train], {value: index for index, value in enumerate(train)},
+                         multi_label)
         for name, held in values.items():
             unknown = sorted(set(held) - set(labels.ids), key=str)
             if unknown:
@@ -322,25 +375,51 @@ class Labels:
     def renumbers(self) -> bool:
         return any(value != index for value, index in self.ids.items())
 
+    @property
+    def feature(self):
+        """The prepared label's type: a class id, or a 0/1 float per class (UNLABELED stands in either)."""
+        if self.multi_label:
+            return datasets.List(datasets.Value("float32"), length=len(self.names))
+        return datasets.Value("int64")
 
-def check_label_values(split, split_name: str, label_column: str) -> set:
+    def encoded(self, values: list) -> list:
+        """A multi-label row's values as a 0/1 float per class."""
+        ids = {self.ids[value] for value in values}
+        return [float(index in ids) for index in range(len(self.names))]
+
+
+def check_label_values(split, split_name: str, column: str, label_column: str) -> set:
     """The distinct labels of a split: whole numbers (as int) or names; anything else is refused."""
+    return {label_value(value, split_name, label_column) for value in split.unique(column)}
+
+
+def check_label_lists(split, split_name: str, column: str, label_column: str) -> set:
+    """The distinct labels in a multi-label split's lists; an empty list (or none) is refused."""
     values = set()
-    for value in split.unique(label_column):
-        if value is None:
+    for row, labels in enumerate(split[column]):
+        if not labels:
             raise KdflowInputError(
-                f"label_column={label_column!r} holds None in the {split_name} split: drop the rows without a label."
+                f"label_column={label_column!r} holds an empty label list in row {row} of the {split_name} split: "
+                "give every row at least one label (a label such as 'none' where nothing applies), or drop the row."
             )
-        if is_integer(value):
-            values.add(int(value))
-        elif isinstance(value, str) and value.strip():
-            values.add(value)
-        else:
-            raise KdflowInputError(
-                f"label_column={label_column!r} holds {value!r} in the {split_name} split, neither a whole number nor "
-                "a name: give each row one class, as an integer code or a name."
-            )
+        values.update(label_value(value, split_name, label_column) for value in labels)
     return values
+
+
+def label_value(value, split_name: str, label_column: str):
+    """A label as a class value: a whole number (as int) or a name; anything else is refused."""
+    if value is None:
+        raise KdflowInputError(
+            f"label_column={label_column!r} holds None in the {split_name} split: drop the rows without a label."
+        )
+    if is_integer(value):
+        return int(value)
+    if isinstance(value, str) and value.strip():
+        return value
+    raise KdflowInputError(
+        f"label_column={label_column!r} holds {value!r} in the {split_name} split, neither a whole number nor "
+        "a name: give each label as an integer code or a name."
+    )
 
 
 def check_text_type(split, text_column: str, of: str) -> None:
@@ -360,11 +439,15 @@ def is_integer(value) -> bool:
 
 def standard_columns(split, text_column: str, label_column: str, labels: Labels):
     """Only the text and the label, named `text` and `label`, the label its class id as a ClassLabel (needed to
-    stratify)."""
+    stratify), or for multi-label a 0/1 float per class."""
     split = split.select_columns([text_column, label_column])
     renames = {old: new for old, new in ((text_column, TEXT), (label_column, LABEL)) if old != new}
     if renames:
         split = split.rename_columns(renames)
+    if labels.multi_label:
+        encoded = split.map(lambda batch: {LABEL: [labels.encoded(values) for values in batch[LABEL]]}, batched=True,
+                            remove_columns=[LABEL])  # the new column replaces the lists, of another type
+        return encoded.cast_column(LABEL, labels.feature)
     if labels.renumbers:
         split = split.map(lambda batch: {LABEL: [labels.ids[value] for value in batch[LABEL]]}, batched=True)
     return split.cast_column(LABEL, datasets.ClassLabel(names=labels.names))
@@ -397,9 +480,11 @@ def limit_rows(raw: dict, max_train_samples: int, max_eval_samples: int, validat
             f"The train split has {len(train)} rows, too few to keep {validation_rows} for validation: "
             "give more rows or lower validation_fraction."
         )
-    counts = Counter(train[LABEL])
+    single_label = isinstance(train.features[LABEL], datasets.ClassLabel)  # a set of labels has no stratum
+    counts = Counter(train[LABEL]) if single_label else {}
     # Stratifying needs two rows of every class and room for one of each on both sides.
-    stratify = min(counts.values()) >= 2 and min(validation_rows, len(train) - validation_rows) >= len(counts)
+    stratify = (single_label and min(counts.values()) >= 2
+                and min(validation_rows, len(train) - validation_rows) >= len(counts))
     parts = train.train_test_split(test_size=validation_rows, stratify_by_column=LABEL if stratify else None, seed=seed)
     test = raw["test"]
     if max_eval_samples and max_eval_samples < len(test):
@@ -412,7 +497,7 @@ def first_rows(split, limit: int):
 
 
 def check_classes(train, label_names: list[str]) -> None:
-    present = sorted(set(train[LABEL]))
+    present = [index for index, count in enumerate(label_counts(train, len(label_names))) if count]
     if len(present) < 2:
         raise KdflowInputError(
             f"The train split holds only label {label_names[present[0]]!r}: a classifier needs two "
@@ -474,7 +559,12 @@ def unlabeled_split(settings: Settings, labeled: dict, cache_dir: Path) -> tuple
         )
     # Shuffled before the limit: sources are often sorted (by topic, by date).
     sample = first_rows(split.select(kept).shuffle(seed=settings.seed), settings.max_unlabeled_samples)
-    sample = sample.add_column(LABEL, [UNLABELED] * len(sample), feature=datasets.Value("int64"))
+    feature = labeled["train"].features[LABEL]
+    if isinstance(feature, datasets.ClassLabel):  # which refuses UNLABELED
+        feature, unlabeled = datasets.Value("int64"), UNLABELED
+    else:
+        unlabeled = [float(UNLABELED)] * feature.length
+    sample = sample.add_column(LABEL, [unlabeled] * len(sample), feature=feature)
     return sample, {"unlabeled_source_rows": len(split), "unlabeled_dropped": dropped}
 
 
@@ -593,6 +683,9 @@ def split_figures(splits: dict, num_labels: int, max_length: int) -> dict:
 
 
 def label_counts(split, num_labels: int) -> list[int]:
+    """Rows per class; for multi-label, the rows that have each label."""
+    if isinstance(split.features[LABEL], datasets.List):
+        return [int(count) for count in np.asarray(split[LABEL]).sum(axis=0)]
     counts = Counter(split[LABEL])
     return [counts.get(label, 0) for label in range(num_labels)]
 
@@ -622,6 +715,7 @@ def report_markdown(info: dict) -> str:
         f"{markdown_text(info['label_column'])})",
         f"- Tokenizer: {tokenizer_text} ({info['vocab_size']:,} tokens)",
         f"- Truncation: {info['max_length']} tokens, no padding; seed {info['seed']}",
+        *([multi_label_line(info)] if info["problem_type"] == MULTI_LABEL else []),
         *([f"- Data version: {markdown_text(info['data_version'])}"] if info["data_version"] else []),
         f"- Empty or whitespace-only texts, dropped before validation was carved out: {empty['train']:,} in train, "
         f"{empty['test']:,} in test",
@@ -651,6 +745,13 @@ def report_markdown(info: dict) -> str:
         percentiles = " | ".join(str(figures[f"p{p}"]) for p in PERCENTILES)
         lines.append(f"| {split} | {percentiles} | {figures['max']} | {figures['truncated_share']:.1%} |")
     return "\n".join(lines) + "\n"
+
+
+def multi_label_line(info: dict) -> str:
+    threshold = info["decision_threshold"]
+    decision = (f"a label is predicted above probability {threshold}" if threshold else
+                "each label's decision threshold is chosen on the validation split")
+    return f"- Multi-label: a row counts under each of its labels below; {decision}"
 
 
 def unlabeled_line(info: dict) -> str:

@@ -24,15 +24,41 @@ def hard_label_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch
     return F.cross_entropy(student_logits[labeled], labels[labeled])
 
 
+def multi_label_hard_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy per label (labels a 0/1 float each), the mean over the labels of the labeled rows; an
+    unlabeled row's labels are all UNLABELED."""
+    labeled = labels[:, 0] != UNLABELED
+    if not labeled.any():
+        return student_logits.sum() * 0.0  # as in hard_label_loss
+    return F.binary_cross_entropy_with_logits(student_logits[labeled], labels[labeled].float())
+
+
+def binary_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) of each label's two-outcome distribution (sigmoid(z), 1 - sigmoid(z)), averaged over
+    the rows and labels; log-sigmoids keep it finite where a probability rounds to 0 or 1."""
+    teacher_yes, teacher_no = F.logsigmoid(teacher_logits), F.logsigmoid(-teacher_logits)
+    student_yes, student_no = F.logsigmoid(student_logits), F.logsigmoid(-student_logits)
+    kl = teacher_yes.exp() * (teacher_yes - student_yes) + teacher_no.exp() * (teacher_no - student_no)
+    return kl.mean()
+
+
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                      temperature: float, alpha: float) -> DistillationLoss:
+                      temperature: float, alpha: float, multi_label: bool = False) -> DistillationLoss:
     """`alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(softmax(teacher/T) || softmax(student/T))`.
 
     Both terms are means over the batch's rows (KL with `batchmean`, its mathematical definition; the hard term over
     the labeled rows), so the loss does not depend on the batch size. T^2 keeps the soft term's gradients on the
     scale of the hard term's (Hinton et al., 2015). Computed in float32 whatever the autocast precision.
+
+    `multi_label`: each label is its own yes/no question: the hard term is binary cross-entropy, the soft term the
+    binary KL of sigmoid(teacher/T) and sigmoid(student/T), T^2-scaled; both means over rows and labels, so they do
+    not depend on the number of labels either.
     """
     student_logits, teacher_logits = student_logits.float(), teacher_logits.float()
+    if multi_label:
+        hard = multi_label_hard_loss(student_logits, labels)
+        soft = binary_kl(student_logits / temperature, teacher_logits / temperature) * temperature**2
+        return DistillationLoss(alpha * hard + (1 - alpha) * soft, hard, soft)
     hard = hard_label_loss(student_logits, labels)
     soft = F.kl_div(
         F.log_softmax(student_logits / temperature, dim=-1),

@@ -25,6 +25,7 @@ from pathlib import Path
 from kdflow.components.common import checkpoints, models, step, storage
 from kdflow.components.common.data import MODEL_INPUTS, UNLABELED_SPLIT, load_prepared, retokenize
 from kdflow.components.common.errors import KdflowInputError
+from kdflow.components.common.inference import fit_decision_thresholds
 from kdflow.components.common.settings import as_arguments, record
 from kdflow.components.common.training import (
     PROVENANCE, TRACKING_HELP, TRAINING_LOG, curves_html, tracked, trainer_settings,
@@ -77,7 +78,7 @@ def train(settings: Settings, files: Files) -> dict:
         if settings.distill_mode == "online" or from_teacher:
             teacher_model = models.load_classifier(settings.teacher, data.num_labels, fine_tuned=True)
         student_model, student_tokenizer = build_student(settings, data, teacher_model)
-        models.name_labels(student_model, data.label_names)
+        models.set_labels(student_model, data)
         models.check_max_length(student_model.config, data.max_length, "student")
 
         train_split, validation = data.splits["train"], data.splits["validation"]
@@ -129,6 +130,7 @@ def train(settings: Settings, files: Files) -> dict:
         if hasattr(student_model, MATCHER):
             delattr(student_model, MATCHER)  # its projections were for training only: never exported
             del student_model.config.tie_last_hidden_states  # set for the matcher only: not saved
+        fit_decision_thresholds(student_model, student_tokenizer, data)
         trainer.save_model(scratch + "/student")
         Path(scratch, "student", TRAINING_LOG).write_text(json.dumps(trainer.state.log_history, indent=1))
         # Where the student came from, for its model card.

@@ -6,6 +6,7 @@ import torch
 from transformers import TrainingArguments
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from kdflow.components.common.models import is_multi_label
 from kdflow.components.common.settings import help_of
 from kdflow.components.common.trainer import GuardedTrainer
 from kdflow.components.common.training import pad_batch
@@ -85,7 +86,9 @@ class DistillationTrainer(GuardedTrainer):
             with torch.no_grad():
                 teacher_outputs = self.teacher(**(teacher_inputs or inputs), **internals)
             teacher_logits = teacher_outputs.logits
-        loss = distillation_loss(outputs.logits, teacher_logits, labels, self.args.temperature, self.args.alpha)
+        multi_label = is_multi_label(self.accelerator.unwrap_model(model).config)
+        loss = distillation_loss(outputs.logits, teacher_logits, labels, self.args.temperature, self.args.alpha,
+                                 multi_label)
         total, terms = loss.total, {"hard_loss": loss.hard, "soft_loss": loss.soft}
         if matcher:
             intermediate = matcher(outputs, teacher_outputs, inputs["attention_mask"])

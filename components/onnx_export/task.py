@@ -29,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from kdflow.components.common import step
+from kdflow.components.common import models, step
 from kdflow.components.common.data import LABEL, MODEL_INPUTS, load_prepared, split_for_tokenizer
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.inference import (
     LATENCY_BATCH_SIZES, batches_in_order, latencies_ms, predict, torch_runner,
 )
-from kdflow.components.common.metrics import argmax, classification_metrics
+from kdflow.components.common.metrics import scores_of
 from kdflow.components.common.results import (
     EXPORT_KINDS, EXPORTS, ONNX_REPORT, ONNX_RUNTIME, OPENVINO, PARITY_KIND, PYTORCH_KEY, ExportScores, OnnxReport,
 )
@@ -116,11 +116,10 @@ def run(settings: Settings, files: Files) -> None:
 
         runners = {PYTORCH_KEY: pytorch, **{kind.key: fp32 if kind.name == PARITY_KIND else export_runner(kind, scratch)
                                             for kind in EXPORT_KINDS}}
-        scores = {
-            name: classification_metrics(test[LABEL], argmax(predict(runner, test, tokenizer, EVAL_BATCH_SIZE)),
-                                         data.num_labels)
-            for name, runner in runners.items()
-        }
+        thresholds = models.decision_thresholds(model.config)  # a multi-label student's, chosen when it trained
+        scores = {name: scores_of(predict(runner, test, tokenizer, EVAL_BATCH_SIZE), test[LABEL], data.num_labels,
+                                  thresholds)
+                  for name, runner in runners.items()}
         differences = {kind.name: max_abs_diff if kind.name == PARITY_KIND else largest_difference(
             parity_logits(runners[kind.key], parity, tokenizer), reference) for kind in EXPORT_KINDS}
         latencies = {name: latencies_ms(runner, test, tokenizer, LATENCY_BATCH_SIZES)

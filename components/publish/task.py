@@ -37,8 +37,9 @@ from kdflow.components.common import step, storage
 from kdflow.components.common.data import load_prepared
 from kdflow.components.common.errors import KdflowInputError, first_line
 from kdflow.components.common.inference import evaluate_on_test
+from kdflow.components.common.models import THRESHOLDS
 from kdflow.components.common.results import (
-    RunSummary, TrainingRows, read_run_summary, score_rows, training_settings,
+    ACCURACY, RunSummary, TrainingRows, read_run_summary, score_rows, training_settings,
 )
 
 from .settings import Files, Result, Settings, check_name
@@ -70,12 +71,13 @@ def decide_and_publish(settings: Settings, summary: RunSummary, student_dir: str
     rows = test_rows(data)
     champion = read_champion(model_uri, data, rows)
     challenger = {"version": version, **decision_figures(summary)}
+    metric = summary.gate.metric  # accuracy; macro F1 for multi-label, as the gate
     if champion is None or champion["version"] == version:
         promoted = True
     else:
-        promoted = champion["comparable"] and challenger["accuracy"] >= champion["accuracy"] - promotion_tolerance
+        promoted = champion["comparable"] and challenger[metric] >= champion[metric] - promotion_tolerance
     decision = {
-        "promoted": promoted, "model": model_name, "version": version, "version_uri": version_uri,
+        "promoted": promoted, "model": model_name, "version": version, "version_uri": version_uri, "metric": metric,
         "promotion_tolerance": promotion_tolerance, "test_rows": rows, "challenger": challenger, "champion": champion,
         "decided_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -185,8 +187,8 @@ int8 in standard operators) for OpenVINO, the tokenizer, and `pytorch/` (Hugging
 |---|---|---|
 {table}
 
-Retention (student / teacher accuracy): {summary.retention:.4f}; largest |PyTorch - ONNX fp32| logit
-difference: {summary.onnx.max_abs_diff:.2e}.
+Retention (student / teacher {summary.gate.metric_name}): {summary.retention:.4f}; largest |PyTorch - ONNX fp32|
+logit difference: {summary.onnx.max_abs_diff:.2e}.{thresholds_line(summary)}
 
 ## Data
 
@@ -205,6 +207,13 @@ Seed: {seed} (the same seed, data and settings give the same student).
 """
 
 
+def thresholds_line(summary: RunSummary) -> str:
+    if not summary.student.multi_label:
+        return ""
+    return ("\n\nMulti-label: accuracy is the share of rows with every label right; a label is predicted where its "
+            f"sigmoid probability is above its threshold, `{THRESHOLDS}` in `config.json`.")
+
+
 def training_rows_line(rows: TrainingRows | None) -> str:
     if rows is None:
         return "Training rows: not recorded (a student of an older kdflow)."
@@ -214,10 +223,11 @@ def training_rows_line(rows: TrainingRows | None) -> str:
 
 def decision_markdown(decision: dict) -> str:
     champion = decision["champion"]
+    metric = decision.get("metric", ACCURACY)  # decisions of older kdflows compared accuracy
     verdict = "promoted: latest.json now points at it" if decision["promoted"] else "not promoted: the champion stays"
     lines = [
         f"# Publish decision for {decision['model']}/{decision['version']}", "", f"**{verdict}**", "",
-        f"Rule: promote when challenger accuracy >= champion accuracy - {decision['promotion_tolerance']}.", "",
+        f"Rule: promote when challenger {metric} >= champion {metric} - {decision['promotion_tolerance']}.", "",
         "| model | version | accuracy | macro F1 | retention |", "|---|---|---|---|---|",
     ]
     for role, figures in (("challenger", decision["challenger"]), ("champion", champion)):

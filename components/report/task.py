@@ -16,12 +16,13 @@ from pathlib import Path
 
 from kdflow.components.common import step
 from kdflow.components.common.results import EXPORTS, Evaluation, RunSummary, Scores, read_run_summary
-from kdflow.components.common.training import TRAINING_LOG, Tracking, loss_plot_img
+from kdflow.components.common.training import TRAINING_LOG, Tracking, figure_img, loss_plot_img
 
 from .settings import Files, Result, Settings  # noqa: F401 (Settings: the step's interface)
 
 COLUMNS = ("model", "accuracy", "macro F1", "parameters", "size (MB)", "latency batch 1 (ms)",
            "latency batch 32 (ms)")
+SUBSET_ACCURACY = "subset accuracy"  # a multi-label model's accuracy column: every label of a row right
 
 
 def run(settings: None, files: Files) -> Result:
@@ -68,22 +69,50 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def confusion_table(matrix: list[list[int]], label_names: list[str]) -> str:
-    """Rows are the true labels, columns the predicted ones."""
-    return table(["true \\ predicted", *label_names], [[name, *counts] for name, counts in zip(label_names, matrix)])
+def confusion_img(matrix: list[list[int]], label_names: list[str], title: str) -> str:
+    """The confusion matrix as a picture: rows are the true labels, columns the predicted ones, each cell its count,
+    shaded by its share of the row, so that a rare class's errors show as plainly as a common one's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    counts = np.asarray(matrix)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = 1.6 + 0.55 * len(label_names)
+    figure, axes = plt.subplots(figsize=(size, size))
+    axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for (row, column), count in np.ndenumerate(counts):
+        axes.text(column, row, str(count), ha="center", va="center", fontsize=8,
+                  color="white" if shares[row, column] > 0.5 else "black")
+    axes.set_xticks(range(len(label_names)), label_names, rotation=45, ha="right")
+    axes.set_yticks(range(len(label_names)), label_names)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title, fontsize=9)
+    return figure_img(figure, title)
+
+
+def per_label_table(rows: list[tuple[str, Scores]], label_names: list[str]) -> str:
+    """A multi-label run's F1 of each label, per model that has them."""
+    return table(["model", *label_names, "micro F1"],
+                 [[model, *(f"{value:.4f}" for value in scores.per_label_f1), f"{scores.micro_f1:.4f}"]
+                  for model, scores in rows if scores.per_label_f1 is not None])
 
 
 def report_html(summary: RunSummary, label_names: list[str], log_history: list[dict]) -> str:
     rows = model_rows(summary)
     onnx, gate = summary.onnx, summary.gate
-    fp32_accuracy = onnx.exports["fp32"].accuracy
+    metric, name = gate.metric, gate.metric_name
+    fp32_score = getattr(onnx.exports["fp32"], metric)
     verdict = "passed" if gate.passed else "failed"
     findings = [
-        f"Retention (student / teacher accuracy): {gate.retention:.4f}; the gate at "
+        f"Retention (student / teacher {name}): {gate.retention:.4f}; the gate at "
         f"{gate.min_retention} {verdict}.",
         f"ONNX fp32 parity with PyTorch: max |logit difference| {onnx.max_abs_diff:.2e} on {onnx.parity_rows} "
-        f"rows; int8 accuracy {onnx.exports['int8'].accuracy - fp32_accuracy:+.4f} against fp32 (QDQ int8 on "
-        f"OpenVINO: {onnx.exports['int8_qdq'].accuracy - fp32_accuracy:+.4f}).",
+        f"rows; int8 {name} {getattr(onnx.exports['int8'], metric) - fp32_score:+.4f} against fp32 (QDQ int8 on "
+        f"OpenVINO: {getattr(onnx.exports['int8_qdq'], metric) - fp32_score:+.4f}).",
         f"Scores on {summary.student.rows} test rows; latency is the median of timed batches of test rows on "
         f"{onnx.threads} CPU threads (the teacher's on the device it was evaluated on).",
     ]
@@ -91,10 +120,19 @@ def report_html(summary: RunSummary, label_names: list[str], log_history: list[d
         findings.append(f"The student trained on {summary.training_rows.labeled} labeled rows and "
                         f"{summary.training_rows.unlabeled} unlabeled ones (those learn from the teacher's logits "
                         "alone).")
-    findings += [f"Distillation against the {kind.title}: {summary.student.accuracy - baseline.scores.accuracy:+.4f} "
-                 "accuracy." for kind, baseline in summary.baselines()]
-    matrices = "".join(f"<div class='matrix'><h3>{html.escape(model)}</h3>"
-                       f"{confusion_table(scores.confusion_matrix, label_names)}</div>" for model, scores in rows)
+    findings += [f"Distillation against the {kind.title}: "
+                 f"{getattr(summary.student, metric) - getattr(baseline.scores, metric):+.4f} {name}."
+                 for kind, baseline in summary.baselines()]
+    header = list(COLUMNS)
+    per_label = ""
+    if summary.student.multi_label:
+        header[1] = SUBSET_ACCURACY
+        findings.append("Multi-label: a label is predicted where its probability is above its threshold, chosen on "
+                        "the validation split and shipped with the model; each matrix counts the test rows with true "
+                        "label i that were given label j.")
+        per_label = f"<h2>F1 per label</h2>{per_label_table(rows, label_names)}"
+    matrices = "".join(f"<div class='matrix'>{confusion_img(scores.confusion_matrix, label_names, model)}</div>"
+                       for model, scores in rows)
     return (
         "<html><head><meta charset='utf-8'><title>kdflow quality report</title><style>"
         "body{font-family:sans-serif;margin:2em} table{border-collapse:collapse;margin:0.5em 0}"
@@ -102,12 +140,12 @@ def report_html(summary: RunSummary, label_names: list[str], log_history: list[d
         ".matrix{display:inline-block;margin-right:2em;vertical-align:top} .failed{color:#b00020;font-weight:bold}"
         "</style></head><body>"
         "<h1>kdflow quality report</h1>"
-        f"{table(list(COLUMNS), [cells(model, scores) for model, scores in rows])}"
+        f"{table(header, [cells(model, scores) for model, scores in rows])}"
         f"{''.join(f'<p class=failed>Gate failed: {html.escape(reason)}</p>' for reason in gate.reasons)}"
         f"<ul>{''.join(f'<li>{html.escape(line)}</li>' for line in findings)}</ul>"
         f"<h2>Distillation losses</h2>{loss_plot_img(log_history, 'Distillation losses')}"
         f"{tracking_html(summary.tracking)}"
-        f"<h2>Confusion matrices</h2>{matrices}</body></html>"
+        f"{per_label}<h2>Confusion matrices</h2>{matrices}</body></html>"
     )
 
 

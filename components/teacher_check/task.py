@@ -13,6 +13,7 @@ from pathlib import Path
 
 from kdflow.components.common import models, step
 from kdflow.components.common.data import load_prepared
+from kdflow.components.common.errors import KdflowInputError
 
 from .settings import Files, Result, Settings
 
@@ -23,9 +24,21 @@ def run(settings: Settings, files: Files) -> Result:
     data = load_prepared(files.data)
     model = models.load_classifier(settings.teacher, data.num_labels, fine_tuned=True)
     models.check_teacher_fits_data(settings.teacher, data, model.config)
+    check_problem_type(settings.teacher, data, model.config)
     Path(files.teacher_card).parent.mkdir(parents=True, exist_ok=True)
     Path(files.teacher_card).write_text(teacher_card(settings.teacher, model.config, data.max_length))
     return Result(teacher_uri=settings.teacher)
+
+
+def check_problem_type(teacher: str, data, config) -> None:
+    """A fine-tuned teacher answers the data's kind of question: one class per text, or a set of labels."""
+    if data.multi_label != models.is_multi_label(config):
+        kinds = ("a single-label classifier (softmax)", "a multi-label classifier (a sigmoid per label)")
+        raise KdflowInputError(
+            f"The teacher {teacher!r} is {kinds[models.is_multi_label(config)]} but the data is "
+            f"problem_type={'multi_label' if data.multi_label else 'single_label'}: give a teacher fine-tuned for "
+            "that problem type, or set train_teacher=true to fine-tune one."
+        )
 
 
 def teacher_card(teacher: str, config, max_length: int) -> str:

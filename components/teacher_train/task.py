@@ -22,6 +22,7 @@ from pathlib import Path
 
 from kdflow.components.common import checkpoints, models, step, storage
 from kdflow.components.common.data import load_prepared
+from kdflow.components.common.inference import fit_decision_thresholds
 from kdflow.components.common.settings import record
 from kdflow.components.common.training import TRACKING_HELP, curves_html, pad_batch, tracked, trainer_settings
 
@@ -55,7 +56,7 @@ def train(settings: Settings, files: Files) -> dict:
         set_seed(settings.seed)
         data = load_prepared(files.data)
         model = models.load_classifier(settings.teacher, data.num_labels, vocab_size=len(data.tokenizer))
-        models.name_labels(model, data.label_names)
+        models.set_labels(model, data)
         models.check_teacher_fits_data(settings.teacher, data, model.config)
         identity = {**record(settings, *NOT_IDENTITY), "data": data.info}
         checkpoint_dir = checkpoints.location(settings.checkpoint_uri or checkpoints.default_uri(files.teacher_model),
@@ -75,6 +76,7 @@ def train(settings: Settings, files: Files) -> dict:
             learning_rate_parameter="teacher_learning_rate",
         )
         figures = {**checkpoints.train(trainer, checkpoint_dir).metrics, **trainer.evaluate()}
+        fit_decision_thresholds(model, data.tokenizer, data)
         trainer.save_model(files.teacher_model)
     if tracking:
         tracking.write(files.teacher_model)

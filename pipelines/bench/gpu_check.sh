@@ -22,7 +22,8 @@ if [ -z "$teacher" ]; then
     teacher=$output/teacher
     # Every setting is given: a step's command line has no defaults (they are the pipeline's parameters).
     python -m kdflow.components.data_prep.task --source "$data" --text-column text --label-column label \
-        --num-labels 2 --tokenizer "" --teacher sentence-transformers/all-MiniLM-L6-v2 --max-length 512 \
+        --num-labels 2 --problem-type single_label --decision-threshold 0 --tokenizer "" \
+        --teacher sentence-transformers/all-MiniLM-L6-v2 --max-length 512 \
         --truncation-side right --max-train-samples 0 --max-eval-samples 0 --validation-fraction 0.02 \
         --unlabeled-source "" --max-unlabeled-samples 0 --seed 42 \
         --data-version "" --data "$output/teacher-data" --report "$output/teacher-data.md"
