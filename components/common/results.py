@@ -12,7 +12,7 @@ report), so older files read and newer ones compare with them. Light on purpose 
 """
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import KdflowInputError
@@ -97,6 +97,7 @@ class Scores(JsonRecord):
 
 
 ACCURACY, MACRO_F1 = "accuracy", "macro_f1"  # what a Gate compares
+METRIC_NAMES = {ACCURACY: "accuracy", MACRO_F1: "macro F1"}
 # A model that gives one class for this share of the test rows or more is not classifying (unless the test split
 # itself is that skewed, where the accuracy floor judges it): a teacher left at chance answers one class for all.
 SINGLE_CLASS_SHARE = 0.98
@@ -119,15 +120,13 @@ class Gate(JsonRecord):
 
     @property
     def metric_name(self) -> str:
-        return "macro F1" if self.metric == MACRO_F1 else "accuracy"
+        return METRIC_NAMES[self.metric]
 
     @classmethod
     def judge(cls, student: Scores, teacher: Scores, min_retention: float, min_accuracy_margin: float) -> "Gate":
         metric = student.gate_metric
-        gate = cls(teacher_accuracy=getattr(teacher, metric), retention=0.0, min_retention=min_retention,
-                   passed=False, min_accuracy_margin=min_accuracy_margin, metric=metric)
-        name, student_score = gate.metric_name, getattr(student, metric)
-        retention = student_score / gate.teacher_accuracy if gate.teacher_accuracy else 0.0
+        name, student_score, teacher_score = METRIC_NAMES[metric], getattr(student, metric), getattr(teacher, metric)
+        retention = student_score / teacher_score if teacher_score else 0.0
         if student.multi_label:
             constant_score, constant_answer = student.every_label_f1(), "answering every label"
         else:
@@ -148,8 +147,9 @@ class Gate(JsonRecord):
             single_class_share = max(map(sum, zip(*scores.confusion_matrix))) / scores.rows
             if single_class_share >= SINGLE_CLASS_SHARE > constant_score:
                 reasons.append(f"The {model} answers one class for {single_class_share:.1%} of the test rows.")
-        return replace(gate, retention=retention, passed=not reasons, majority_rate=constant_score,
-                       reasons=tuple(reasons))
+        return cls(teacher_accuracy=teacher_score, retention=retention, min_retention=min_retention,
+                   passed=not reasons, majority_rate=constant_score, min_accuracy_margin=min_accuracy_margin,
+                   reasons=tuple(reasons), metric=metric)
 
     def to_dict(self) -> dict:
         return {"teacher_accuracy": self.teacher_accuracy, "retention": self.retention,
