@@ -92,9 +92,10 @@ NEGATED_SHARE = 0.5  # of the other opinions
 INTENSIFIED_SHARE = 0.4  # of all opinions
 # Review lengths in words: a neutral sentence (up to 13 words) may take a review past its target.
 MIN_WORDS, MAX_TARGET_WORDS = 8, 105
-# A tiny BERT trained from scratch finds the topics one at a time, each after a plateau. What shortens the plateaus,
-# measured with config:tiny-bert at a constant learning rate of 1e-3, 400 steps of 32 rows: macro F1 0.61 with one
-# opinion per topic in reviews of up to 40 words, 0.84 with two (0.78 in reviews of up to 105 words, 800 steps of 16).
+# A tiny BERT trained from scratch finds the topics one at a time, each after a plateau. Two opinions per topic shorten
+# the plateaus; measured with config:tiny-bert at a constant learning rate of 1e-3, 400 steps of 32 rows, in reviews
+# of up to 40 words: macro F1 0.61 with one opinion per topic, 0.84 with two. The shorter reviews are for speed, not
+# learning: with one opinion per topic, reviews of up to 105 words gave 0.78 at the same budget.
 TOPIC_MAX_TARGET_WORDS = 40
 MENTIONS_PER_TOPIC = 2  # opinion sentences per topic of a review, each about one of its subjects
 
