@@ -11,6 +11,7 @@
     kdflow bench train --teacher DIR --data DIR            # kdflow's distill step against the recipe, side by side
     kdflow bench infer --teacher DIR --student DIR --data DIR   # serving speed: teacher, student, its ONNX files
     kdflow bench quality --data DIR                        # each loss addition against the honest baselines
+    kdflow serve PUBLISH_URI/MODEL_NAME [--http-port 8080] # the published champion on KServe's model server
 
 Every parser is here, and every command is a function of this module that calls the pipeline's modules: presets,
 targets (kfp, argo, local, images), cluster and bench. Library code raises KdflowInputError (exit status 2) or
@@ -19,6 +20,7 @@ KdflowFailure (1); only main turns them into exit statuses.
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import shutil
@@ -33,6 +35,7 @@ from kdflow.components.common import storage
 from kdflow.components.common.errors import KdflowFailure, KdflowInputError
 from kdflow.components.common.images import DEFAULT_REGISTRY, IMAGE_KINDS, check_registry
 from kdflow.components.common.results import RunSummary, score_rows
+from kdflow.components.serving.settings import ServeSettings
 
 from . import cluster, presets
 from .distillation import PIPELINE_NAME
@@ -122,6 +125,17 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--name", default="kdflow-retraining", help="recurring run to create or replace "
                                                                       "(default kdflow-retraining)")
     schedule.set_defaults(command=schedule_command)
+
+    serve = commands.add_parser(
+        "serve", help="serve a published student on KServe's model server: text in, labels out (v1 and v2 REST)")
+    serve.add_argument("model", metavar="MODEL",
+                       help="a model's folder holding latest.json (PUBLISH_URI/MODEL_NAME: the version it names, "
+                            "reloaded when it moves) or one published version (PUBLISH_URI/MODEL_NAME/VERSION); a "
+                            "folder, gs:// or s3://")
+    for item in dataclasses.fields(ServeSettings):
+        serve.add_argument(f"--{item.name.replace('_', '-')}", type=item.type, default=item.default,
+                           help=f"{item.metadata['help']} (default {item.default})")
+    serve.set_defaults(command=serve_command)
 
     image_commands = commands.add_parser("images", help="container images of the steps").add_subparsers(
         required=True, metavar="COMMAND")
@@ -517,6 +531,14 @@ def bench_train_command(args) -> int:
                       recipe_max_steps=args.recipe_max_steps, repeats=args.repeats, student_layers=args.student_layers,
                       seed=args.seed, distill_settings=train.parse_settings(args.settings),
                       peak_tflops=args.peak_tflops)
+    return 0
+
+
+def serve_command(args) -> int:
+    from kdflow.components.serving import server
+
+    settings = ServeSettings(**{item.name: getattr(args, item.name) for item in dataclasses.fields(ServeSettings)})
+    server.serve(args.model, settings)
     return 0
 
 

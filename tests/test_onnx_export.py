@@ -16,6 +16,7 @@ from kdflow.components.common.component import scalars
 from kdflow.components.common.data import MODEL_INPUTS, load_prepared
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.results import EXPORT_KINDS, OnnxReport
+from kdflow.components.common.text_model import TextClassifier
 from kdflow.components.onnx_export import task
 from kdflow.components.onnx_export.settings import Files, Settings
 
@@ -24,6 +25,7 @@ REPORT_KEYS = {"max_abs_diff", "parity_tolerance", "fp32_accuracy", "int8_accura
                "pytorch_accuracy", "int8_max_abs_diff", "int8_qdq_max_abs_diff", "latency_ms", "size_mb", "rows",
                "calibration_rows"}
 MODEL_FILES = ("model.onnx", "model.int8.onnx", "model.int8.qdq.onnx")
+TEXT_MODEL_FILES = ("model.text.int8.xml", "model.text.int8.bin")
 
 
 def save_classifier(model, folder: Path, tokenizer_dir) -> str:
@@ -75,7 +77,7 @@ def encode(tokenizer, texts) -> dict:
 
 def test_export_writes_the_models_tokenizer_config_and_report(exported, prepared_data_dir):
     output_dir, report = exported
-    assert {*MODEL_FILES, "config.json", "tokenizer_config.json", "onnx_report.json"} == {
+    assert {*MODEL_FILES, *TEXT_MODEL_FILES, "config.json", "tokenizer_config.json", "onnx_report.json"} == {
         path.name for path in output_dir.iterdir()} - {"tokenizer.json", "vocab.txt", "special_tokens_map.json"}
     saved = json.loads((output_dir / "onnx_report.json").read_text())
     assert REPORT_KEYS <= set(saved)
@@ -102,6 +104,32 @@ def test_export_writes_the_models_tokenizer_config_and_report(exported, prepared
     assert figures["int8_qdq_accuracy"] == exports["int8_qdq"].accuracy
     assert figures["latency_ms_onnx_int8_32"] == exports["int8"].latency_ms["32"]
     assert figures["size_mb_onnx_fp32"] == exports["fp32"].size_mb
+
+
+def test_the_text_model_takes_strings_and_answers_as_the_int8_model_on_the_tokenizers_ids(exported, student_dir,
+                                                                                          prepared_data_dir):
+    output_dir, report = exported
+    test = load_prepared(str(prepared_data_dir)).splits["test"]
+    check = report.text_model
+    assert report.text_model_error is None
+    assert (check.file, check.rows) == ("model.text.int8.xml", len(test))
+    assert check.token_ids_equal == 1.0 and check.differing_rows == []
+    classifier = TextClassifier(output_dir)
+    probabilities = classifier.probabilities(test["text"])
+    assert probabilities.shape == (len(test), 2) and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    # Against the static int8 file on OpenVINO, fed the Hugging Face tokenizer's ids of the same texts.
+    int8 = task.openvino_runner(output_dir / "model.int8.qdq.onnx")
+    tokenizer = AutoTokenizer.from_pretrained(student_dir)
+    texts = test["text"][:16]
+    expected = torch.softmax(torch.from_numpy(int8(encode(tokenizer, texts))), dim=-1).numpy()
+    assert np.abs(probabilities[:16] - expected).max() < 1e-4
+    decided = classifier.decisions(probabilities)
+    labels = np.asarray(test["label"])
+    assert check.accuracy == pytest.approx(float((decided == labels).mean()))
+    assert check.decisions_equal == 1.0 and check.accuracy == report.exports["int8_qdq"].accuracy
+    answers = classifier.answers(probabilities[:2])
+    assert [answer.labels for answer in answers] == [[classifier.label_names[index]] for index in decided[:2]]
+    assert set(answers[0].probabilities) == set(classifier.label_names)
 
 
 def test_both_models_run_onnx_runtime_fused_attention(exported):

@@ -10,7 +10,7 @@ import pytest
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.results import (
     EXPORT_KINDS, SCHEMA_VERSION, Baseline, Evaluation, ExportScores, Gate, OnnxReport, RunSummary, Scores,
-    TrainingRows, score_rows,
+    TextModelCheck, TrainingRows, score_rows,
 )
 
 
@@ -26,7 +26,9 @@ def onnx_report() -> OnnxReport:
                                          latency_ms={"1": 2.0 + index, "32": 30.0 + index}, size_mb=250.0 / (1 + index))
                  for index, kind in enumerate(EXPORT_KINDS)},
         pytorch_accuracy=0.9, pytorch_latency_ms={"1": 5.0, "32": 60.0}, parity_tolerance=1e-4, parity_rows=64,
-        rows=100, calibration_rows=64, threads=8, opset_version=17)
+        rows=100, calibration_rows=64, threads=8, opset_version=17,
+        text_model=TextModelCheck(file="model.text.int8.xml", rows=100, token_ids_equal=0.99, differing_rows=[17],
+                                  decisions_equal=1.0, accuracy=0.88, macro_f1=0.87))
 
 
 def student_evaluation(accuracy: float) -> Evaluation:
@@ -111,11 +113,12 @@ def test_the_onnx_report_keeps_its_keys_and_is_read_by_export_kind():
         "max_abs_diff", "parity_tolerance", "parity_rows", "int8_max_abs_diff", "int8_qdq_max_abs_diff",
         "pytorch_accuracy", "fp32_accuracy", "int8_accuracy", "int8_qdq_accuracy", "fp32_macro_f1", "int8_macro_f1",
         "int8_qdq_macro_f1", "confusion_matrix", "rows", "calibration_rows", "latency_ms", "size_mb", "threads",
-        "opset_version"]
+        "opset_version", "text_model", "text_model_error"]
     assert list(values["latency_ms"]) == ["pytorch_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_qdq"]
     assert list(values["size_mb"]) == list(values["confusion_matrix"]) == ["onnx_fp32", "onnx_int8", "onnx_int8_qdq"]
     assert values["max_abs_diff"] == report.max_abs_diff == report.exports["fp32"].max_abs_diff
     assert values["int8_qdq_accuracy"] == report.exports["int8_qdq"].accuracy
+    assert OnnxReport.from_dict(json.loads(json.dumps(values))) == report
 
 
 def test_an_older_onnx_report_without_macro_f1_or_the_qdq_file_still_reads():

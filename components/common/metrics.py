@@ -11,9 +11,19 @@ THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)
 def scores_of(logits, labels, num_labels: int, thresholds: list[float] | None = None) -> dict:
     """Accuracy, macro F1 and the confusion matrix (rows: true label, columns: predicted) of single-label logits;
     with `thresholds` (one per label), the multi-label scores (multi_label_metrics)."""
-    if thresholds is not None:
-        return multi_label_metrics(np.asarray(labels), multi_label_predictions(logits, thresholds))
-    return classification_metrics(labels, argmax(logits), num_labels)
+    return scores_of_decisions(decisions(logits, thresholds), labels, num_labels)
+
+
+def decisions(logits, thresholds: list[float] | None = None) -> np.ndarray:
+    """The class id per row; with `thresholds`, a 0/1 row of labels per row (multi-label)."""
+    return argmax(logits) if thresholds is None else multi_label_predictions(logits, thresholds)
+
+
+def scores_of_decisions(decided: np.ndarray, labels, num_labels: int) -> dict:
+    """scores_of for decisions already made (`decisions`): multi-label when they are rows of labels."""
+    if decided.ndim == 2:
+        return multi_label_metrics(np.asarray(labels), decided)
+    return classification_metrics(labels, decided, num_labels)
 
 
 def classification_metrics(labels, predictions, num_labels: int) -> dict:

@@ -12,7 +12,7 @@ report), so older files read and newer ones compare with them. Light on purpose 
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import KdflowInputError
@@ -231,6 +231,27 @@ class ExportScores:
 
 
 @dataclass(frozen=True)
+class TextModelCheck:
+    """The text model (tokenizer in the graph, over the static int8 student) against what it replaces on the test
+    rows: the Hugging Face tokenizer's ids, and the int8 student's decisions on those ids."""
+
+    file: str
+    rows: int
+    token_ids_equal: float  # share of rows whose ids equal Hugging Face's
+    differing_rows: list[int]  # test-row indices where they differ
+    decisions_equal: float  # share of rows whose decision equals the token-id model's
+    accuracy: float
+    macro_f1: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TextModelCheck":
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class OnnxReport(JsonRecord):
     """onnx_export's report: each export (by kind name, in EXPORT_KINDS' order) against PyTorch on the test rows."""
 
@@ -243,6 +264,8 @@ class OnnxReport(JsonRecord):
     calibration_rows: int | None
     threads: int | None
     opset_version: int | None
+    text_model: TextModelCheck | None = None  # None where the tokenizer could not be converted
+    text_model_error: str | None = None  # why not
 
     @property
     def max_abs_diff(self) -> float:
@@ -271,6 +294,8 @@ class OnnxReport(JsonRecord):
             "size_mb": {EXPORTS[name].key: export.size_mb for name, export in exports.items()},
             "threads": self.threads,
             "opset_version": self.opset_version,
+            "text_model": self.text_model.to_dict() if self.text_model else None,
+            "text_model_error": self.text_model_error,
         }
 
     @classmethod
@@ -291,7 +316,9 @@ class OnnxReport(JsonRecord):
                    pytorch_latency_ms=(values.get("latency_ms") or {}).get(PYTORCH_KEY),
                    parity_tolerance=values.get("parity_tolerance"), parity_rows=values.get("parity_rows"),
                    rows=values.get("rows"), calibration_rows=values.get("calibration_rows"),
-                   threads=values.get("threads"), opset_version=values.get("opset_version"))
+                   threads=values.get("threads"), opset_version=values.get("opset_version"),
+                   text_model=TextModelCheck.from_dict(values["text_model"]) if values.get("text_model") else None,
+                   text_model_error=values.get("text_model_error"))
 
     @classmethod
     def read_folder(cls, folder) -> "OnnxReport":

@@ -10,6 +10,10 @@ Three files, for two runtimes:
   their own kernels: it is measured with OpenVINO, which on Intel CPUs with AMX serves it several times faster
   than ONNX Runtime serves model.int8.onnx (README, Performance).
 
+A fourth model, model.text.int8.xml (.bin), is the static int8 student with its tokenizer in the graph, for
+serving: strings in, probabilities out (kdflow.components.common.text_model). The report records how its token ids
+and decisions compare with the Hugging Face tokenizer's and the int8 model's on the test rows.
+
 Run as a KFP component (component.py) or directly, with every setting of settings.py given (`--help` lists them;
 their defaults are the pipeline's parameters):
 
@@ -29,15 +33,16 @@ from pathlib import Path
 
 import numpy as np
 
-from kdflow.components.common import models, step
-from kdflow.components.common.data import LABEL, MODEL_INPUTS, load_prepared, split_for_tokenizer
-from kdflow.components.common.errors import KdflowInputError
+from kdflow.components.common import models, step, text_model
+from kdflow.components.common.data import LABEL, MODEL_INPUTS, TEXT, load_prepared, split_for_tokenizer
+from kdflow.components.common.errors import KdflowInputError, first_line
 from kdflow.components.common.inference import (
     LATENCY_BATCH_SIZES, batches_in_order, latencies_ms, predict, torch_runner,
 )
-from kdflow.components.common.metrics import scores_of
+from kdflow.components.common.metrics import decisions, scores_of, scores_of_decisions
 from kdflow.components.common.results import (
     EXPORT_KINDS, EXPORTS, ONNX_REPORT, ONNX_RUNTIME, OPENVINO, PARITY_KIND, PYTORCH_KEY, ExportScores, OnnxReport,
+    TextModelCheck,
 )
 from kdflow.components.common.storage import move_into
 
@@ -46,6 +51,7 @@ from .settings import Files, Result, Settings  # noqa: F401 (Result: the step's 
 FP32_FILE = EXPORTS["fp32"].file
 INT8_FILE = EXPORTS["int8"].file
 QDQ_INT8_FILE = EXPORTS["int8_qdq"].file
+TEXT_MODEL_KIND = "int8_qdq"  # the export the text model puts its tokenizer in front of: the fastest on OpenVINO
 OPSET_VERSION = 17
 OUTPUT_NAME = "logits"
 
@@ -117,13 +123,15 @@ def run(settings: Settings, files: Files) -> None:
         runners = {PYTORCH_KEY: pytorch, **{kind.key: fp32 if kind.name == PARITY_KIND else export_runner(kind, scratch)
                                             for kind in EXPORT_KINDS}}
         thresholds = models.decision_thresholds(model.config)  # a multi-label student's, chosen when it trained
-        scores = {name: scores_of(predict(runner, test, tokenizer, EVAL_BATCH_SIZE), test[LABEL], data.num_labels,
-                                  thresholds)
-                  for name, runner in runners.items()}
+        logits = {name: predict(runner, test, tokenizer, EVAL_BATCH_SIZE) for name, runner in runners.items()}
+        scores = {name: scores_of(logits[name], test[LABEL], data.num_labels, thresholds) for name in runners}
         differences = {kind.name: max_abs_diff if kind.name == PARITY_KIND else largest_difference(
             parity_logits(runners[kind.key], parity, tokenizer), reference) for kind in EXPORT_KINDS}
         latencies = {name: latencies_ms(runner, test, tokenizer, LATENCY_BATCH_SIZES)
                      for name, runner in runners.items()}
+        shutil.copy(Path(files.student, "config.json"), scratch / "config.json")  # the text model's labels
+        text_check, text_error = write_text_model(
+            scratch, tokenizer, data, test, decisions(logits[EXPORTS[TEXT_MODEL_KIND].key], thresholds))
         report = OnnxReport(
             exports={kind.name: ExportScores(
                 accuracy=scores[kind.key]["accuracy"], macro_f1=scores[kind.key]["macro_f1"],
@@ -133,12 +141,40 @@ def run(settings: Settings, files: Files) -> None:
             pytorch_accuracy=scores[PYTORCH_KEY]["accuracy"], pytorch_latency_ms=latencies[PYTORCH_KEY],
             parity_tolerance=settings.parity_tolerance, parity_rows=len(parity), rows=len(test),
             calibration_rows=len(calibration_split), threads=torch.get_num_threads(), opset_version=OPSET_VERSION,
+            text_model=text_check, text_model_error=text_error,
         )
         tokenizer.save_pretrained(str(scratch))
-        shutil.copy(Path(files.student, "config.json"), scratch / "config.json")
         report.write(scratch / ONNX_REPORT)
         move_into(scratch, output, last=ONNX_REPORT)
     report.write(files.onnx_metrics)  # the same report: the KFP UI shows its numbers, named by their path
+
+
+def write_text_model(folder: Path, tokenizer, data, test, reference: np.ndarray):
+    """Writes the text model (kdflow.components.common.text_model) over the static int8 file in `folder`, and checks
+    it on the test rows against the Hugging Face tokenizer and the int8 model's decisions on its ids (`reference`).
+
+    Returns its check, or None and why it could not be made: openvino-tokenizers converts the fast tokenizers of the
+    common families, not every tokenizer there is, and the ONNX files are of use without it.
+    """
+    import torch
+
+    try:
+        student = folder / EXPORTS[TEXT_MODEL_KIND].file
+        text_model.save(text_model.build(tokenizer, student, data.max_length, data.multi_label), folder)
+    except Exception as error:  # noqa: BLE001 (the converter's errors are of many kinds; each is reported)
+        warnings.warn(f"No text model was written: {first_line(error)}", stacklevel=2)
+        return None, f"openvino-tokenizers could not convert the tokenizer: {first_line(error)}"
+    classifier = text_model.TextClassifier(folder, threads=torch.get_num_threads())
+    texts = test[TEXT]
+    decided = classifier.decisions(np.concatenate([classifier.probabilities(texts[start:start + EVAL_BATCH_SIZE])
+                                                   for start in range(0, len(texts), EVAL_BATCH_SIZE)]))
+    scores = scores_of_decisions(decided, test[LABEL], data.num_labels)
+    agreement = text_model.token_agreement(tokenizer, texts, data.max_length)
+    same_decision = (decided == reference).reshape(len(texts), -1).all(axis=1)
+    return TextModelCheck(
+        file=text_model.TEXT_MODEL_FILE, rows=len(texts), token_ids_equal=agreement.share_equal,
+        differing_rows=agreement.differing_rows, decisions_equal=float(same_decision.mean()),
+        accuracy=scores["accuracy"], macro_f1=scores["macro_f1"]), None
 
 
 def check_folders(student_dir: str, output_dir: str) -> None:
