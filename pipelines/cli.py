@@ -11,6 +11,7 @@
     kdflow bench train --teacher DIR --data DIR            # kdflow's distill step against the recipe, side by side
     kdflow bench infer --teacher DIR --student DIR --data DIR   # serving speed: teacher, student, its ONNX files
     kdflow bench quality --data DIR                        # each loss addition against the honest baselines
+    kdflow bench tokenizer --tokenizer DIR --data DIR      # the served model's tokenizer against Hugging Face's
     kdflow serve PUBLISH_URI/MODEL_NAME [--http-port 8080] # the published champion on KServe's model server
 
 Every parser is here, and every command is a function of this module that calls the pipeline's modules: presets,
@@ -180,6 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--max-length", type=whole_number(1), default=512)
     infer.add_argument("--repeats", type=whole_number(1), default=3, help="passes; figures are medians (default 3)")
     infer.set_defaults(command=bench_infer_command)
+    tokenizer = benches.add_parser("tokenizer", help="the served model's tokenizer against Hugging Face's, on every "
+                                                    "test text")
+    tokenizer.add_argument("--tokenizer", type=existing_folder, required=True,
+                           help="a folder with a Hugging Face tokenizer (a student's, or a pretrained model's)")
+    tokenizer.add_argument("--data", type=existing_folder, required=True, help="a folder with test.parquet (text)")
+    tokenizer.add_argument("--max-length", type=whole_number(1), default=256, help="tokens kept (default 256)")
+    tokenizer.add_argument("--output", type=folder_to_write, default="bench/tokenizer",
+                           help="folder for bench_tokenizer.json")
+    tokenizer.set_defaults(command=bench_tokenizer_command)
     quality = benches.add_parser("quality", help="the baselines and each distillation configuration, over seeds")
     quality.add_argument("--data", type=existing_folder, required=True,
                          help="a folder with train, test and unsup parquet files (text, label), such as the IMDb splits")
@@ -547,6 +557,12 @@ def bench_infer_command(args) -> int:
 
     infer.bench_infer(teacher=args.teacher, student=args.student, data=args.data, output=args.output, rows=args.rows,
                       batch_1_rows=args.batch_1_rows, max_length=args.max_length, repeats=args.repeats)
+    return 0
+
+
+def bench_tokenizer_command(args) -> int:
+    bench_module("tokenizer").bench_tokenizer(tokenizer=args.tokenizer, data=args.data, output=args.output,
+                                              max_length=args.max_length)
     return 0
 
 

@@ -6,12 +6,13 @@ import datasets
 import pytest
 import torch
 from conftest import build_tokenizer, make_rows
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from kdflow.components.common import models
+from kdflow.components.common import models, text_model
 from kdflow.components.distill.losses import distillation_loss
 from kdflow.pipelines import cli
 from kdflow.pipelines.bench import recipe
+from kdflow.pipelines.bench import tokenizer as tokenizer_bench
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +93,21 @@ def test_recipe_loss_is_the_objective_kdflow_distills_with(teacher_dir):
                                      teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
                                      batch["labels"], 2.0, 0.5).total
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_bench_tokenizer_compares_every_test_text_and_says_where_they_part(tmp_path, capsys, teacher_dir, data_dir):
+    assert cli.main(["bench", "tokenizer", "--tokenizer", str(teacher_dir), "--data", str(data_dir), "--max-length",
+                     "16", "--output", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "bench_tokenizer.json").read_text())
+    assert (result["texts"], result["identical"], result["differences"]) == (60, 60, [])
+    assert "60 of 60 test texts have identical token ids (100.0000%) at max_length 16." in capsys.readouterr().out
+    # A difference is shown as tokens, from where the ids part: here a conversion that truncates at 8, not 16.
+    tokenizer = AutoTokenizer.from_pretrained(str(teacher_dir))
+    shorter = text_model.compile_model(text_model.convert_tokenizer(tokenizer, 8))
+    text = " ".join(["good"] * 20)
+    shown = tokenizer_bench.difference(tokenizer, shorter, text, 3, 16)
+    assert (shown["row"], shown["position"], shown["lengths"]) == (3, 7, [16, 8])
+    assert (shown["hugging_face"][0], shown["converted"]) == ("good", ["[SEP]"])
 
 
 def test_bench_infer_serves_teacher_student_and_onnx_on_the_same_rows(tmp_path, teacher_dir, data_dir):
