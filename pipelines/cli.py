@@ -12,6 +12,7 @@
     kdflow bench infer --teacher DIR --student DIR --data DIR   # serving speed: teacher, student, its ONNX files
     kdflow bench quality --data DIR                        # each loss addition against the honest baselines
     kdflow bench tokenizer --tokenizer DIR --data DIR      # the served model's tokenizer against Hugging Face's
+    kdflow bench serve --model URI --teacher DIR --data DIR  # kdflow serve against the teacher's HF pipeline
     kdflow serve PUBLISH_URI/MODEL_NAME [--http-port 8080] # the published champion on KServe's model server
 
 Every parser is here, and every command is a function of this module that calls the pipeline's modules: presets,
@@ -181,6 +182,21 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--max-length", type=whole_number(1), default=512)
     infer.add_argument("--repeats", type=whole_number(1), default=3, help="passes; figures are medians (default 3)")
     infer.set_defaults(command=bench_infer_command)
+    serving = benches.add_parser("serve", help="kdflow serve against a Hugging Face pipeline of the teacher, under "
+                                               "the same load at several concurrencies")
+    serving.add_argument("--model", required=True, help="what kdflow serve serves: PUBLISH_URI/MODEL_NAME or a version")
+    serving.add_argument("--teacher", type=existing_folder, required=True, help="the fine-tuned teacher's folder")
+    serving.add_argument("--data", type=existing_folder, required=True, help="a folder with test.parquet (text, label)")
+    serving.add_argument("--output", type=folder_to_write, default="bench/serve",
+                         help="folder for bench_serve.json, bench_serve.md and the servers' logs")
+    serving.add_argument("--requests", type=whole_number(1), default=1000,
+                         help="reviews drawn; each concurrency answers at most this many (default 1000)")
+    serving.add_argument("--duration-s", type=float, default=60.0, help="most seconds per concurrency (default 60)")
+    serving.add_argument("--concurrency", type=whole_number(1), nargs="+", default=[1, 8, 32],
+                         help="clients asking at once, one level after another (default 1 8 32)")
+    serving.add_argument("--max-length", type=whole_number(1), default=256,
+                         help="the teacher's truncation, in tokens (default 256, the minilm preset's)")
+    serving.set_defaults(command=bench_serve_command)
     tokenizer = benches.add_parser("tokenizer", help="the served model's tokenizer against Hugging Face's, on every "
                                                     "test text")
     tokenizer.add_argument("--tokenizer", type=existing_folder, required=True,
@@ -557,6 +573,13 @@ def bench_infer_command(args) -> int:
 
     infer.bench_infer(teacher=args.teacher, student=args.student, data=args.data, output=args.output, rows=args.rows,
                       batch_1_rows=args.batch_1_rows, max_length=args.max_length, repeats=args.repeats)
+    return 0
+
+
+def bench_serve_command(args) -> int:
+    bench_module("serve").bench_serve(model=args.model, teacher=args.teacher, data=args.data, output=args.output,
+                                      requests=args.requests, duration_s=args.duration_s,
+                                      concurrency=tuple(args.concurrency), max_length=args.max_length)
     return 0
 
 

@@ -1,7 +1,11 @@
 """manifests/: every file parses, every resource validates against the Kubernetes schemas (kubernetes-validate,
-offline), every path a kustomization names exists, and the CronJob runs a `kdflow submit` the CLI accepts."""
+offline), every path a kustomization names exists, and the CronJob runs a `kdflow submit` the CLI accepts. The
+InferenceService of manifests/serving validates against KServe's own schema (beside the repository, as in CI) and runs
+a `kdflow serve` the CLI accepts."""
 
+import copy
 import importlib.util
+import json
 import os
 import shlex
 import shutil
@@ -17,14 +21,17 @@ from kfp.client import KF_PIPELINES_SA_TOKEN_PATH
 from kdflow.components.common.images import KDFLOW_VERSION, RUNTIME_IMAGE, image_name
 from kdflow.components.common.settings import from_arguments, parser
 from kdflow.components.distill import task as distill_task
-from kdflow.pipelines.cli import build_parser, submit_command
+from kdflow.pipelines.cli import build_parser, serve_command, submit_command
 
-MANIFESTS = Path(__file__).parents[1] / "manifests"
+REPOSITORY = Path(__file__).parents[1]
+MANIFESTS = REPOSITORY / "manifests"
 KUBERNETES_VERSION = "1.30"  # the oldest minor GKE's regular channel still runs
 KUSTOMIZATIONS = sorted(MANIFESTS.rglob("kustomization.yaml"))
 OVERLAYS = {"dev": "kdflow-dev", "prod": "kdflow-prod"}
-CUSTOM_RESOURCE_GROUPS = {"trainer.kubeflow.org"}  # Kubeflow Trainer's TrainJob
+CUSTOM_RESOURCE_GROUPS = {"trainer.kubeflow.org", "serving.kserve.io"}  # Kubeflow Trainer's TrainJob, KServe's
 TRAINJOB = MANIFESTS / "components" / "multinode-distill" / "trainjob.yaml"
+SERVING = MANIFESTS / "serving"
+KSERVE_SCHEMA = REPOSITORY.parent / "shared" / "schemas" / "kserve-inferenceservice.v1beta1.schema.json"
 
 
 def documents(path: Path) -> list[dict]:
@@ -70,7 +77,7 @@ def test_resources_validate_against_the_kubernetes_schemas():
     for path in named_files("resources"):
         for document in documents(path):
             if document["apiVersion"].split("/")[0] in CUSTOM_RESOURCE_GROUPS:
-                continue  # no schema of these here: see test_the_trainjob_runs_the_distill_task_on_several_nodes
+                continue  # none here: see test_the_trainjob_runs_the_distill_task_on_several_nodes and the KServe tests
             kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
             kinds.add(document["kind"])
     assert kinds == {"Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "CronJob"}
@@ -189,3 +196,135 @@ def test_the_trainjob_runs_the_distill_task_on_several_nodes():
         assert path.startswith(mount["mountPath"] + "/"), path
     runner = documents(MANIFESTS / "base" / "service-account.yaml")[0]["metadata"]["name"]
     assert pod["spec"]["serviceAccountName"] == runner
+
+
+def inference_services() -> list[tuple[Path, dict]]:
+    return [(path, document) for path in sorted(MANIFESTS.rglob("*.yaml")) for document in documents(path)
+            if document.get("kind") == "InferenceService"]
+
+
+def closed(schema):
+    """The schema with every object that lists its properties refusing others, as the API server's strict field
+    validation (kubectl's default) does: a CRD's structural schema would otherwise let a misspelt field through."""
+    if isinstance(schema, dict):
+        schema = {key: closed(value) for key, value in schema.items()}
+        if "properties" in schema and "additionalProperties" not in schema \
+                and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            schema["additionalProperties"] = False
+        return schema
+    return [closed(item) for item in schema] if isinstance(schema, list) else schema
+
+
+@pytest.fixture(scope="module")
+def kserve_validator():
+    import jsonschema
+
+    if not KSERVE_SCHEMA.exists():
+        pytest.skip(f"the KServe InferenceService schema is not beside the repository ({KSERVE_SCHEMA})")
+    schema = closed(json.loads(KSERVE_SCHEMA.read_text()))
+    # A CRD's openAPIV3Schema is OpenAPI 3.0's schema object, JSON Schema draft 4 as OpenAPI extends it.
+    jsonschema.Draft4Validator.check_schema(schema)
+    return jsonschema.Draft4Validator(schema)
+
+
+def schema_errors(validator, document: dict) -> list[str]:
+    return [f"{'/'.join(map(str, error.absolute_path))}: {error.message}" for error in validator.iter_errors(document)]
+
+
+def test_every_inference_service_validates_against_the_kserve_schema(kserve_validator):
+    found = inference_services()
+    assert [path for path, _ in found] == [SERVING / "inferenceservice.yaml"]
+    for path, service in found:
+        assert service["apiVersion"] == "serving.kserve.io/v1beta1", path
+        errors = schema_errors(kserve_validator, service)
+        assert not errors, f"{path}:\n" + "\n".join(errors)
+
+
+@pytest.mark.parametrize("change, where", [
+    (lambda predictor: predictor.update(minReplicas="two"), "spec/predictor/minReplicas"),
+    (lambda predictor: predictor.update(minReplica=1), "spec/predictor"),  # misspelt: refused, not dropped
+    (lambda predictor: predictor.update(scaleMetric="latency"), "spec/predictor/scaleMetric"),
+    (lambda predictor: predictor["containers"][0]["ports"][0].update(containerPort="http"),
+     "spec/predictor/containers/0/ports/0/containerPort"),
+    (lambda predictor: predictor["containers"][0].pop("name"), "spec/predictor/containers/0"),
+])
+def test_the_kserve_schema_refuses_a_broken_inference_service(kserve_validator, change, where):
+    """The validation above can fail: each of these breaks the resource at `where`, and is caught there."""
+    [(_, service)] = inference_services()
+    broken = copy.deepcopy(service)
+    change(broken["spec"]["predictor"])
+    errors = schema_errors(kserve_validator, broken)
+    assert errors and all(error.startswith(f"{where}: ") for error in errors), errors
+
+
+def kserve_grace_period_s() -> int:
+    """How long uvicorn finishes the requests in flight after SIGTERM, as kserve.ModelServer runs it for kdflow serve
+    (its default: kdflow serve does not change it). Read in a fresh interpreter, as importing kserve parses argv."""
+    code = "import inspect, kserve; print(inspect.signature(kserve.ModelServer).parameters['grace_period'].default)"
+    return int(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout)
+
+
+def test_the_inference_service_runs_a_kdflow_serve_the_cli_accepts():
+    [(_, service)] = inference_services()
+    annotations = service["metadata"]["annotations"]
+    predictor = service["spec"]["predictor"]
+    # Standard mode with KServe's HPA: its webhook takes scaleMetric cpu only with an HPA, and this mode runs the pod
+    # spec written here as a plain Deployment, no Knative needed.
+    assert annotations["serving.kserve.io/deploymentMode"] == "Standard"
+    assert annotations["serving.kserve.io/autoscalerClass"] == "hpa"
+    assert predictor["scaleMetric"] == "cpu" and 1 <= predictor["scaleTarget"] <= 100
+    assert 1 <= predictor["minReplicas"] <= predictor["maxReplicas"]
+    assert "containerConcurrency" not in predictor  # the server batches concurrent requests itself
+    [container] = predictor["containers"]
+    assert container["name"] == "kserve-container"  # the name KServe gives a custom predictor's container
+    assert container["image"] == image_name("cpu", "registry.example.com/team")  # this version's CPU image
+    assert container["command"] == ["kdflow"]
+    args = build_parser().parse_args(container["args"])
+    assert args.command is serve_command
+    assert args.model.startswith("gs://")
+    assert Path(args.model).name == service["metadata"]["name"], \
+        "serve the model's folder (PUBLISH_URI/MODEL_NAME), so it follows latest.json"
+    # The one port: declared, and where every probe asks.
+    [port] = container["ports"]
+    assert port == {"name": "http1", "containerPort": args.http_port, "protocol": "TCP"}
+    probes = {kind: container[kind]["httpGet"] for kind in ("startupProbe", "readinessProbe", "livenessProbe")}
+    assert {probe["port"] for probe in probes.values()} <= {args.http_port, port["name"]}
+    assert probes["readinessProbe"]["path"] == "/v2/health/ready"
+    assert probes["livenessProbe"]["path"] == probes["startupProbe"]["path"] == "/v2/health/live"
+    # OpenVINO's threads are the CPUs the container may use.
+    assert args.threads == int(container["resources"]["limits"]["cpu"])
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(container["resources"][kind])
+    # Requests in flight finish before the kubelet kills the container: the preStop pause, then uvicorn's drain.
+    pause = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert pause[0] == "sleep"
+    assert predictor["terminationGracePeriodSeconds"] > int(pause[1]) + kserve_grace_period_s()
+    # The image's user, nothing gained, nothing written but the emptyDir at /tmp (the downloads and HF_HOME).
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] is True and security["runAsUser"] == 1000
+    assert security["allowPrivilegeEscalation"] is False
+    if security.get("readOnlyRootFilesystem"):
+        [mount] = container["volumeMounts"]
+        [volume] = [volume for volume in predictor["volumes"] if volume["name"] == mount["name"]]
+        assert mount["mountPath"] == "/tmp" and "emptyDir" in volume
+    # Its own account, mapped to a Google service account that can read the bucket.
+    accounts = {document["metadata"]["name"]: document for path in named_files("resources")
+                for document in documents(path) if document["kind"] == "ServiceAccount"}
+    serving = accounts[predictor["serviceAccountName"]]
+    assert serving["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].endswith(".iam.gserviceaccount.com")
+    runner = documents(MANIFESTS / "base" / "service-account.yaml")[0]["metadata"]["name"]
+    assert predictor["serviceAccountName"] != runner  # the runs' account may write; the server's only reads
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with its built-in kustomize) is not installed")
+def test_the_serving_folder_builds_into_valid_resources(kserve_validator):
+    built = subprocess.run(["kubectl", "kustomize", str(SERVING)], check=True, capture_output=True, text=True).stdout
+    resources = {resource["kind"]: resource for resource in yaml.safe_load_all(built) if resource}
+    assert set(resources) == {"ServiceAccount", "InferenceService"}
+    kubernetes_validate.validate(resources["ServiceAccount"], KUBERNETES_VERSION, strict=True)
+    service = resources["InferenceService"]
+    errors = schema_errors(kserve_validator, service)
+    assert not errors, "\n".join(errors)
+    assert service["spec"]["predictor"]["serviceAccountName"] == resources["ServiceAccount"]["metadata"]["name"]
+    for resource in resources.values():
+        assert resource["metadata"]["labels"]["app.kubernetes.io/part-of"] == "kdflow"

@@ -17,12 +17,15 @@ import pytest
 import torch
 from test_onnx_export import run_export, save_classifier
 from test_publish import write_metrics
-from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
+from transformers import (
+    AutoTokenizer, BertConfig, BertForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification,
+)
 
 from kdflow.components.common.data import load_prepared
 from kdflow.components.common.text_model import TextClassifier
 from kdflow.components.publish import task as publish_task
 from kdflow.components.publish.settings import Files, Settings
+from kdflow.pipelines import cli
 
 pytestmark = pytest.mark.slow
 MODEL = "sentiment"
@@ -258,14 +261,28 @@ def test_sigterm_finishes_the_requests_in_flight(tmp_path, published, texts):
     assert server.process.wait(timeout=60) == 0, server.output()
 
 
-def test_serving_a_gcs_version_downloads_only_what_the_text_model_needs(gcs, tmp_path, exports, prepared_data_dir):
+def test_a_gcs_model_is_served_from_downloads_of_its_text_model_alone(gcs, monkeypatch, tmp_path, exports,
+                                                                      prepared_data_dir):
     bucket = "kdflow-serve"
     gcs.create_bucket(bucket)
     publish(exports[0], f"gs://{bucket}/models", "v1", 0.90, prepared_data_dir)
-    server = Server(f"gs://{bucket}/models/{MODEL}", tmp_path / "serve.log").wait_ready()
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    monkeypatch.setenv("TMPDIR", str(downloads))  # the server's temporary folders
+    server = Server(f"gs://{bucket}/models/{MODEL}", tmp_path / "serve.log", "--reload-interval-s", "0.2").wait_ready()
     try:
         response = httpx.post(server.url + V1, json={"instances": ["a fine film"]}, timeout=30)
         assert response.status_code == 200 and response.headers["kdflow-model-version"] == "v1"
+        [first] = downloads.iterdir()
+        assert {path.name for path in first.iterdir()} == {"config.json", "model.text.int8.xml", "model.text.int8.bin"}
+        publish(exports[1], f"gs://{bucket}/models", "v2", 0.92, prepared_data_dir)
+        deadline = time.monotonic() + 60
+        while "Now serving version v2" not in server.output() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        response = httpx.post(server.url + V1, json={"instances": ["a fine film"]}, timeout=30)
+        assert response.headers["kdflow-model-version"] == "v2", server.output()
+        [second] = downloads.iterdir()  # the replaced version's download is gone
+        assert second != first
     finally:
         assert server.stop() == 0, server.output()
 
@@ -275,3 +292,33 @@ def test_a_folder_that_is_no_published_model_gets_one_sentence_before_serving(tm
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "holds neither latest.json nor manifest.json" in result.stderr
+
+
+def test_bench_serve_measures_student_and_teacher_servers_under_the_same_load(tmp_path, published, tokenizer_dir,
+                                                                              prepared_data_dir):
+    teacher = save_classifier(BertForSequenceClassification(BertConfig(
+        vocab_size=len(AutoTokenizer.from_pretrained(str(tokenizer_dir))), hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
+        id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})), tmp_path / "teacher",
+        tokenizer_dir)
+    data = tmp_path / "data"
+    data.mkdir()
+    load_prepared(str(prepared_data_dir)).splits["test"].select_columns(["text", "label"]).to_parquet(
+        str(data / "test.parquet"))
+    assert cli.main(["bench", "serve", "--model", f"{published}/{MODEL}", "--teacher", teacher, "--data", str(data),
+                     "--requests", "24", "--concurrency", "1", "4", "--max-length", "64",
+                     "--output", str(tmp_path / "bench")]) == 0
+    result = json.loads((tmp_path / "bench" / "bench_serve.json").read_text())
+    labels = load_prepared(str(prepared_data_dir)).splits["test"]["label"]
+    for server in ("student", "teacher"):
+        assert list(result["figures"][server]) == ["1", "4"]
+        for figures in result["figures"][server].values():
+            assert figures["requests"] == 24 and figures["per_second"] > 0
+            assert figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"]
+            assert 0 <= figures["accuracy"] <= 1
+    # The student's answers are the text model's: its accuracy on the drawn reviews is the one it has on them.
+    assert result["figures"]["student"]["1"]["accuracy"] == result["figures"]["student"]["4"]["accuracy"]
+    assert result["throughput_ratio"]["1"] == pytest.approx(
+        result["figures"]["student"]["1"]["per_second"] / result["figures"]["teacher"]["1"]["per_second"])
+    assert "| teacher | 4 | 24 |" in (tmp_path / "bench" / "bench_serve.md").read_text()
+    assert len(labels) >= 24

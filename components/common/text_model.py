@@ -114,7 +114,32 @@ class Answer:
     probabilities: dict[str, float]
 
 
-class TextClassifier:
+class Labelled:
+    """What turns one row of probabilities per text into answers: the label names (`label_names`) and, for a
+    multi-label model, the decision thresholds (`thresholds`, else None)."""
+
+    label_names: list[str]
+    thresholds: list[float] | None
+
+    @property
+    def multi_label(self) -> bool:
+        return self.thresholds is not None
+
+    def decisions(self, probabilities: np.ndarray) -> np.ndarray:
+        """The class id per row (single-label), or a 0/1 row per text at the decision thresholds (multi-label)."""
+        if self.multi_label:  # above the threshold, as metrics.multi_label_predictions decides
+            return (probabilities > np.asarray(self.thresholds)).astype(np.int64)
+        return probabilities.argmax(axis=1)
+
+    def answers(self, probabilities: np.ndarray) -> list[Answer]:
+        decisions = self.decisions(probabilities)
+        return [Answer(labels=[name for name, chosen in zip(self.label_names, decision) if chosen]
+                       if self.multi_label else [self.label_names[decision]],
+                       probabilities={name: float(value) for name, value in zip(self.label_names, row)})
+                for decision, row in zip(decisions, probabilities)]
+
+
+class TextClassifier(Labelled):
     """The text model of a folder (an onnx_export output or a published version) with its config.json: texts in,
     answers out."""
 
@@ -129,10 +154,6 @@ class TextClassifier:
         self.thresholds = models.decision_thresholds(config)
         self.compiled = compile_model(graph, threads)
 
-    @property
-    def multi_label(self) -> bool:
-        return self.thresholds is not None
-
     def probabilities(self, texts: list[str]) -> np.ndarray:
         """One row of probabilities per text (float32, one column per label)."""
         if not texts:
@@ -140,16 +161,3 @@ class TextClassifier:
         # One infer request per call: the compiled model's own call shares one request and is not thread-safe.
         request = self.compiled.create_infer_request()
         return request.infer({TEXT_INPUT: list(texts)})[PROBABILITIES].copy()
-
-    def decisions(self, probabilities: np.ndarray) -> np.ndarray:
-        """The class id per row (single-label), or a 0/1 row per text at the decision thresholds (multi-label)."""
-        if self.multi_label:  # above the threshold, as metrics.multi_label_predictions decides
-            return (probabilities > np.asarray(self.thresholds)).astype(np.int64)
-        return probabilities.argmax(axis=1)
-
-    def answers(self, probabilities: np.ndarray) -> list[Answer]:
-        decisions = self.decisions(probabilities)
-        return [Answer(labels=[name for name, chosen in zip(self.label_names, decision) if chosen]
-                       if self.multi_label else [self.label_names[decision]],
-                       probabilities={name: float(value) for name, value in zip(self.label_names, row)})
-                for decision, row in zip(decisions, probabilities)]

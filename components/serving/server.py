@@ -34,7 +34,7 @@ import numpy as np
 
 from kdflow.components.common import storage
 from kdflow.components.common.errors import KdflowInputError, first_line
-from kdflow.components.common.text_model import TEXT_INPUT, TEXT_MODEL_FILE, TextClassifier, text_model_files
+from kdflow.components.common.text_model import TEXT_INPUT, TEXT_MODEL_FILE, Labelled, TextClassifier, text_model_files
 
 from .settings import ServeSettings
 
@@ -62,7 +62,8 @@ class Version:
     model_name: str
     version: str
     uri: str
-    classifier: TextClassifier
+    folder: str  # where its files are read from: the version's own folder, or a download of a remote one
+    classifier: Labelled  # with probabilities(texts): a TextClassifier, or kdflow bench serve's teacher
 
 
 def read_json(uri: str) -> dict | None:
@@ -96,7 +97,7 @@ def load_version(uri: str, threads: int = 0) -> Version:
     decision = summary.get("publish") or {}
     folder = local_files(uri, ["config.json", *[path.name for path in text_model_files("")]])
     return Version(model_name=decision.get("model") or Path(uri.rstrip("/")).parent.name,
-                   version=decision.get("version") or Path(uri.rstrip("/")).name, uri=uri,
+                   version=decision.get("version") or Path(uri.rstrip("/")).name, uri=uri, folder=folder,
                    classifier=TextClassifier(folder, threads=threads or None))
 
 
@@ -106,7 +107,9 @@ def local_files(uri: str, names: list[str]) -> str:
         return uri
     folder = Path(tempfile.mkdtemp(prefix="kdflow-serve-"))
     for name in names:
-        shutil.move(storage.local_copy(storage.join(uri, name)), folder / name)
+        downloaded = Path(storage.local_copy(storage.join(uri, name)))  # alone in a folder of its own
+        shutil.move(downloaded, folder / name)
+        downloaded.parent.rmdir()
     return str(folder)
 
 
@@ -176,20 +179,19 @@ def serving_model_class():
     from kserve.utils.utils import generate_uuid
 
     class ServedStudent(kserve.Model):
-        """A published student: texts in, labels and probabilities out; the version swapped in as latest.json moves."""
+        """A loaded version: texts in, labels and probabilities out. Given the model's folder (`model_uri`), the
+        version latest.json names is swapped in as it moves."""
 
-        def __init__(self, model_uri: str, settings: ServeSettings):
-            self.model_uri, self.settings = model_uri, settings
-            self.latest_uri = latest_uri_of(model_uri)  # None: one fixed version
-            self.current = load_version(self.latest_uri or model_uri, settings.threads)
-            super().__init__(self.current.model_name, return_response_headers=True)
+        def __init__(self, version: Version, settings: ServeSettings, model_uri: str | None = None):
+            self.model_uri, self.settings, self.current = model_uri, settings, version
+            super().__init__(version.model_name, return_response_headers=True)
             self.ready = True
             self.batcher = Batcher(self.classify, settings.max_batch_size, settings.max_batch_wait_ms / 1000)
             self.stopping = threading.Event()
             self.failed_uri = None  # the last version a reload could not load: tried again once latest.json moves
 
         def start(self):
-            if self.latest_uri is not None:
+            if self.model_uri is not None:
                 threading.Thread(target=self.watch, name="kdflow-reload", daemon=True).start()
 
         def stop(self):
@@ -223,7 +225,9 @@ def serving_model_class():
                              self.current.version, storage.masked_uri(uri), LATEST, first_line(error))
                 return
             logger.info("Now serving version %s (was %s).", version.version, self.current.version)
-            self.current, self.failed_uri = version, None
+            replaced, self.current, self.failed_uri = self.current, version, None
+            if replaced.folder != replaced.uri:  # a download: its files are no longer read (the model is in memory)
+                shutil.rmtree(replaced.folder, ignore_errors=True)
 
         async def predict(self, payload, headers=None, response_headers=None):
             v2 = isinstance(payload, InferRequest)
@@ -314,8 +318,8 @@ class BodySizeLimit:
     async def refuse(self, send):
         message = json.dumps({"error": f"The request body is larger than {self.max_bytes} bytes: send fewer or "
                                        "shorter texts per request."}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(message)).encode())]})
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(message)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": message})
 
 
@@ -325,15 +329,22 @@ def serve(model_uri: str, settings: ServeSettings) -> None:
     Raises:
         KdflowInputError: `model_uri` is no published version or model folder, before the server starts.
     """
+    latest_uri = latest_uri_of(model_uri)  # None: one fixed version
+    version = load_version(latest_uri or model_uri, settings.threads)
+    serve_version(version, settings, model_uri if latest_uri else None)
+
+
+def serve_version(version: Version, settings: ServeSettings, model_uri: str | None = None) -> None:
+    """Serves a loaded version until SIGTERM or SIGINT; given the model's folder, the one latest.json names."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    model = serving_model_class()(model_uri, settings)
+    model = serving_model_class()(version, settings, model_uri)
     import kserve
     from kserve import model_server
 
     model_server.app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
-    logger.info("Serving %s version %s from %s on port %d.", model.name, model.current.version,
-                storage.masked_uri(model.current.uri), settings.http_port)
+    logger.info("Serving %s version %s from %s on port %d.", model.name, version.version,
+                storage.masked_uri(version.uri), settings.http_port)
     kserve.ModelServer(http_port=settings.http_port, workers=1, enable_grpc=False).start([model])

@@ -1,0 +1,195 @@
+"""`kdflow bench serve`: the served student against what a user would serve instead, under the same load.
+
+    kdflow bench serve --model PUBLISH_URI/MODEL_NAME --teacher TEACHER_DIR --data IMDB_FOLDER --output bench/serve
+
+Two servers, one after the other, on the loopback address, both KServe's model server with kdflow serve's request
+batching and limits:
+- student: `kdflow serve MODEL`, the published text model (tokenizer in the graph, static int8, OpenVINO);
+- teacher: a Hugging Face `pipeline("text-classification")` on the fine-tuned teacher (PyTorch fp32), truncating at
+  --max-length, served by the same code (`python -m kdflow.pipelines.bench.serve --teacher DIR --http-port PORT`).
+At each concurrency (--concurrency, default 1, 8, 32) a closed loop: that many clients each send one review per v1
+request and the next once answered, after a warm-up, until --requests are answered or --duration-s has passed.
+Figures per server and concurrency: answers per second, p50/p95/p99 latency, and accuracy of the answers on the
+reviews' labels. The reviews are the same for both, drawn (seeded) from the data's test split. The load generator
+shares the machine's CPU with the server: the figures are for serving and asking on one machine.
+Everything goes to OUTPUT/bench_serve.json and a table to OUTPUT/bench_serve.md and stdout.
+"""
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kdflow.components.common.errors import KdflowInputError
+from kdflow.components.common.text_model import Labelled
+
+from .train import machine
+
+CONCURRENCY = (1, 8, 32)
+WARM_UP_REQUESTS = 16
+
+
+def bench_serve(*, model: str, teacher: str, data: str, output: str, requests: int = 1000, duration_s: float = 60.0,
+                concurrency: tuple[int, ...] = CONCURRENCY, max_length: int = 256, seed: int = 42) -> dict:
+    import pandas
+
+    test = Path(data, "test.parquet")
+    if not test.exists():
+        raise KdflowInputError(f"{data} holds no test.parquet: give a folder with the test split (text, label).")
+    reviews = pandas.read_parquet(test, columns=["text", "label"])
+    reviews = reviews.sample(n=min(requests, len(reviews)), random_state=seed)
+    texts, labels = reviews["text"].tolist(), reviews["label"].tolist()
+    servers = {
+        "student": ["-m", "kdflow.pipelines.cli", "serve", model],
+        "teacher": ["-m", "kdflow.pipelines.bench.serve", "--teacher", teacher, "--max-length", str(max_length)],
+    }
+    figures = {}
+    for name, command in servers.items():
+        with Server(command, Path(output, f"{name}.log")) as server:
+            label_ids = server.label_ids()
+            figures[name] = {str(level): asyncio.run(load(server, texts, labels, label_ids, level, duration_s))
+                             for level in concurrency}
+    result = {"machine": machine(), "model": model, "teacher": teacher, "reviews": len(texts),
+              "max_length": max_length, "duration_s": duration_s, "figures": figures,
+              "throughput_ratio": {level: figures["student"][level]["per_second"] / figures["teacher"][level]["per_second"]
+                                   for level in figures["student"]}}
+    Path(output).mkdir(parents=True, exist_ok=True)
+    Path(output, "bench_serve.json").write_text(json.dumps(result, indent=2))
+    table = markdown(result)
+    Path(output, "bench_serve.md").write_text(table)
+    print(table)
+    return result
+
+
+class Server:
+    """A server process on a free loopback port, ready on entering, stopped (SIGTERM) on leaving."""
+
+    def __init__(self, arguments: list[str], log: Path):
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.arguments, self.log = arguments, log
+
+    def __enter__(self) -> "Server":
+        import httpx
+
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen([sys.executable, *self.arguments, "--http-port", str(self.port)],
+                                            stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.5)
+        self.process.kill()
+        raise KdflowInputError(f"The server {' '.join(self.arguments)} did not start: see {self.log}.")
+
+    def __exit__(self, *_):
+        self.process.terminate()
+        self.process.wait(timeout=120)
+
+    def label_ids(self) -> dict[str, int]:
+        """The served model's name and its label names' class ids (from /v2/models, then one answer)."""
+        import httpx
+
+        models = httpx.get(f"{self.url}/v2/models", timeout=10).json()["models"]
+        self.model_name = models[0]
+        answer = httpx.post(f"{self.url}/v1/models/{self.model_name}:predict", json={"instances": ["a film"]},
+                            timeout=60).json()["predictions"][0]
+        return {name: index for index, name in enumerate(answer["probabilities"])}
+
+
+async def load(server: Server, texts: list[str], labels: list[int], label_ids: dict[str, int], concurrency: int,
+               duration_s: float) -> dict:
+    """A closed loop of `concurrency` clients over `texts`, one per request, after a warm-up."""
+    import httpx
+
+    path = f"/v1/models/{server.model_name}:predict"
+    async with httpx.AsyncClient(base_url=server.url, timeout=300,
+                                 limits=httpx.Limits(max_connections=concurrency)) as client:
+        for text in texts[:WARM_UP_REQUESTS]:
+            (await client.post(path, json={"instances": [text]})).raise_for_status()
+        next_row = iter(range(len(texts)))
+        latencies, answers = [], {}
+        start = time.perf_counter()
+        deadline = start + duration_s
+
+        async def ask():
+            while time.perf_counter() < deadline and (row := next(next_row, None)) is not None:
+                sent = time.perf_counter()
+                response = await client.post(path, json={"instances": [texts[row]]})
+                latencies.append(time.perf_counter() - sent)
+                response.raise_for_status()
+                answers[row] = label_ids[response.json()["predictions"][0]["label"]]
+
+        await asyncio.gather(*[ask() for _ in range(concurrency)])
+        elapsed = time.perf_counter() - start
+    milliseconds = np.array(latencies) * 1000
+    return {"requests": len(answers), "seconds": round(elapsed, 2), "per_second": len(answers) / elapsed,
+            "p50_ms": float(np.percentile(milliseconds, 50)), "p95_ms": float(np.percentile(milliseconds, 95)),
+            "p99_ms": float(np.percentile(milliseconds, 99)),
+            "accuracy": statistics.fmean(answers[row] == labels[row] for row in answers)}
+
+
+def markdown(result: dict) -> str:
+    lines = ["| server | concurrency | answers | per second | p50 ms | p95 ms | p99 ms | accuracy |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, levels in result["figures"].items():
+        lines += [f"| {name} | {level} | {f['requests']} | {f['per_second']:.1f} | {f['p50_ms']:.1f} | "
+                  f"{f['p95_ms']:.1f} | {f['p99_ms']:.1f} | {f['accuracy']:.4f} |" for level, f in levels.items()]
+    ratios = ", ".join(f"{ratio:.2f}x at {level}" for level, ratio in result["throughput_ratio"].items())
+    first = result["figures"]["student"][min(result["figures"]["student"], key=int)]
+    lines += ["", f"Student over teacher, answers per second: {ratios}. Student p99/p50 at concurrency "
+              f"{min(result['figures']['student'], key=int)}: {first['p99_ms'] / first['p50_ms']:.2f}."]
+    return "\n".join(lines) + "\n"
+
+
+class PipelineClassifier(Labelled):
+    """The teacher as a user serves it without kdflow: transformers' text-classification pipeline, PyTorch fp32."""
+
+    thresholds = None
+
+    def __init__(self, folder: str, max_length: int):
+        from transformers import pipeline
+
+        self.pipeline = pipeline("text-classification", model=folder, device="cpu")
+        config = self.pipeline.model.config
+        self.label_names = [config.id2label[index] for index in range(config.num_labels)]
+        self.max_length = max_length
+
+    def probabilities(self, texts: list[str]) -> np.ndarray:
+        rows = self.pipeline(texts, top_k=None, batch_size=len(texts), truncation=True, max_length=self.max_length)
+        return np.array([[next(score["score"] for score in row if score["label"] == name) for name in self.label_names]
+                         for row in rows], dtype=np.float32)
+
+
+def serve_teacher(argv: list[str] | None = None) -> None:
+    """`python -m kdflow.pipelines.bench.serve --teacher DIR --http-port PORT`: the teacher's pipeline, served."""
+    from kdflow.components.serving.server import Version, serve_version
+    from kdflow.components.serving.settings import ServeSettings
+
+    parser = argparse.ArgumentParser(description=serve_teacher.__doc__)
+    parser.add_argument("--teacher", required=True)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--http-port", type=int, default=8080)
+    args = parser.parse_args(argv)
+    classifier = PipelineClassifier(args.teacher, args.max_length)
+    serve_version(Version(model_name="teacher", version="teacher", uri=args.teacher, folder=args.teacher,
+                          classifier=classifier),
+                  ServeSettings(http_port=args.http_port))
+
+
+if __name__ == "__main__":
+    serve_teacher()
