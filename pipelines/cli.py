@@ -361,9 +361,11 @@ def run_command(args) -> int:
         overrides["publish_uri"] = args.publish_uri
     platform = platform_of(args)
     parameters = presets.resolve(args.preset, overrides, args.data, platform)
+    # Here and not in presets.check: kdflow submit's machine need not reach the cluster's API or storage.
+    if parameters["deploy"]:
+        check_cluster_access(parameters, args.runner)
     for destination in ("publish_uri", "checkpoint_uri"):
         if parameters[destination]:
-            # Here and not in presets.check: kdflow submit's machine need not have the cluster's write access.
             storage.check_writable(parameters[destination], destination)
     if args.runner == "docker":
         parameters = local.with_absolute_local_paths(parameters)
@@ -373,6 +375,17 @@ def run_command(args) -> int:
     output = Path(args.output).resolve()
     with run_folder.held(output):
         return run_in_folder(output, parameters, args, platform)
+
+
+def check_cluster_access(parameters: dict, runner: str) -> None:
+    """A run that deploys needs the Kubernetes API at its very end: checked before it starts, as its destinations."""
+    if runner == "docker":
+        raise KdflowInputError("deploy=true cannot run with --runner docker: the deploy step's container sees neither "
+                               "KUBECONFIG nor a cluster's service account; use --runner subprocess or set "
+                               "deploy=false.")
+    from kdflow.components.deploy import task as deploy  # the Kubernetes client, only for a run that deploys
+
+    deploy.check_access(parameters["deploy_namespace"], parameters["model_name"])
 
 
 def run_in_folder(output: Path, parameters: dict, args, platform: Platform) -> int:

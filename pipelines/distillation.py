@@ -2,7 +2,9 @@
 
     data_prep -> teacher_train (or teacher_check) -> teacher_eval -> distill -> student_eval ─┬─> report
                                                                                  -> onnx_export ──┴─> publish
-      (baselines: compare_baseline set, the pretrained one also pretrained_teacher; publish: gate passed, publish_uri set)
+                                                                                                          └─> deploy
+      (baselines: compare_baseline set, the pretrained one also pretrained_teacher; publish: gate passed,
+       publish_uri set; deploy: deploy set and the student promoted: KServe serves PUBLISH_URI/MODEL_NAME)
 
 Compiled with `--teacher-shards N` (N > 1), the teacher's logits on the training data come from N teacher_shard
 tasks side by side (dsl.ParallelFor) merged in row order by merge_logits, and teacher_eval only evaluates; with
@@ -18,7 +20,9 @@ from kfp import dsl
 from kfp.dsl import HTML, Dataset, Markdown, Metrics, Model
 from kfp.dsl.graph_component import GraphComponent
 
+from kdflow.components.common.images import image_name
 from kdflow.components.data_prep.component import data_prep
+from kdflow.components.deploy.component import deploy as deploy_step  # `deploy` is the pipeline's switch
 from kdflow.components.distill.component import distill
 from kdflow.components.merge_logits.component import merge_logits
 from kdflow.components.onnx_export.component import onnx_export
@@ -126,6 +130,11 @@ def build_pipeline(platform: Platform = Platform()) -> GraphComponent:
         model_name: str = "kdflow-student",
         model_version: str = "",
         promotion_tolerance: float = 0.0,
+        deploy: bool = False,
+        deploy_namespace: str = "",
+        # The CPU steps' image, of the registry compiled for: the server is the kdflow that published the model.
+        serving_image: str = image_name("cpu", platform.image_registry),
+        serving_service_account: str = "kdflow-serving",
         seed: int = 42,
         checkpoint_steps: int = 500,
         checkpoint_uri: str = "",
@@ -218,7 +227,7 @@ def build_pipeline(platform: Platform = Platform()) -> GraphComponent:
         # The parameter's condition outside, the task output's inside: kfp.local resolves only this nesting.
         with dsl.If(publish_uri != ""):
             with dsl.If(evaluated_student.outputs["passed"] == True):  # noqa: E712
-                platform.on_cpu(publish(
+                published = platform.on_cpu(publish(
                     data=prepared.outputs["data"], student=distilled.outputs["student"],
                     onnx_model=exported.outputs["onnx_model"],
                     teacher_metrics=evaluated_teacher.outputs["teacher_metrics"],
@@ -226,6 +235,12 @@ def build_pipeline(platform: Platform = Platform()) -> GraphComponent:
                     model_name=model_name, model_version=model_version, promotion_tolerance=promotion_tolerance,
                     run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 ))
+                with dsl.If(deploy == True):  # noqa: E712
+                    with dsl.If(published.outputs["promoted"] == True):  # noqa: E712
+                        platform.on_cpu(deploy_step(
+                            publish_uri=publish_uri, model_name=model_name, deploy_namespace=deploy_namespace,
+                            serving_image=serving_image, serving_service_account=serving_service_account,
+                        ))
 
         return Outputs(
             data_report=prepared.outputs["report"],

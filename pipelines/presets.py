@@ -11,6 +11,9 @@ from kdflow.components.common.errors import KdflowInputError
 from .distillation import build_pipeline, distillation_pipeline
 from .platform import Platform
 
+# Steps that run only when a pipeline parameter is true, and so are checked only then: a run that does not deploy may
+# name its model in ways Kubernetes refuses.
+SWITCHED_ON_BY = {"deploy": "deploy"}
 PRESETS = {
     # The notebook recipe, for machines with hub access and a GPU; the compiled pipeline's defaults.
     "imdb": {},
@@ -132,6 +135,8 @@ def check(parameters: dict, preset: str, platform: Platform) -> None:
             "(or a base checkpoint with --set train_teacher=true)."
         )
     for step, values, names in step_settings(build_pipeline(platform), parameters):
+        if step in SWITCHED_ON_BY and not parameters[SWITCHED_ON_BY[step]]:
+            continue
         settings = import_module(f"kdflow.components.{step}.settings").Settings
         declared = dataclasses.fields(settings) if settings else ()
         if declared and all(item.name in values for item in declared):

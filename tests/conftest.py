@@ -1,6 +1,9 @@
-"""Shared fixtures: a tokenizer built here and a small prepared-data folder, no model hub involved."""
+"""Shared fixtures: a tokenizer built here and a small prepared-data folder, no model hub involved; storage servers;
+a private CA; KServe's InferenceService schema."""
 
+import json
 import os
+from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -188,3 +191,62 @@ def faulty_store(bucket_uri, request, monkeypatch):
     cached.cache_clear()
     yield proxy
     proxy.close()
+
+
+@pytest.fixture(scope="session")
+def private_ca(tmp_path_factory) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 signed by its own key, as an API behind a private CA has: (certificate, key)."""
+    import ipaddress
+    from datetime import datetime, timedelta, timezone
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kdflow test CA")])
+    now = datetime.now(timezone.utc)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256()))
+    folder = tmp_path_factory.mktemp("tls")
+    (folder / "ca.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    return str(folder / "ca.pem"), str(folder / "key.pem")
+
+
+# Beside the repository, as in CI (see ../shared/schemas/README.md).
+KSERVE_SCHEMA = Path(__file__).parents[2] / "shared" / "schemas" / "kserve-inferenceservice.v1beta1.schema.json"
+
+
+def closed(schema):
+    """The schema with every object that lists its properties refusing others, as the API server's strict field
+    validation (kubectl's default) does: a CRD's structural schema would otherwise let a misspelt field through."""
+    if isinstance(schema, dict):
+        schema = {key: closed(value) for key, value in schema.items()}
+        if "properties" in schema and "additionalProperties" not in schema \
+                and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            schema["additionalProperties"] = False
+        return schema
+    return [closed(item) for item in schema] if isinstance(schema, list) else schema
+
+
+@pytest.fixture(scope="session")
+def kserve_schema_errors():
+    """What KServe's InferenceService schema finds wrong in a resource, as `path: message` lines (none: valid)."""
+    import jsonschema
+
+    if not KSERVE_SCHEMA.exists():
+        pytest.skip(f"the KServe InferenceService schema is not beside the repository ({KSERVE_SCHEMA})")
+    schema = closed(json.loads(KSERVE_SCHEMA.read_text()))
+    # A CRD's openAPIV3Schema is OpenAPI 3.0's schema object, JSON Schema draft 4 as OpenAPI extends it.
+    jsonschema.Draft4Validator.check_schema(schema)
+    validator = jsonschema.Draft4Validator(schema)
+    return lambda document: [f"{'/'.join(map(str, error.absolute_path))}: {error.message}"
+                             for error in validator.iter_errors(document)]

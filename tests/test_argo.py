@@ -334,7 +334,7 @@ def test_the_templates_commands_run_the_smoke_preset_to_a_good_student(smoke_run
     assert smoke_run.status == {
         "data-prep": "Succeeded", "teacher-check": "Skipped", "teacher-train": "Succeeded",
         "teacher-eval": "Succeeded", "distill": "Succeeded", "onnx-export": "Succeeded", "student-eval": "Succeeded",
-        "publish": "Succeeded", "report": "Succeeded", **dict.fromkeys(baselines, "Skipped")}
+        "publish": "Succeeded", "deploy": "Skipped", "report": "Succeeded", **dict.fromkeys(baselines, "Skipped")}
     assert list(smoke_run.status) == list(smoke_run.tasks)  # in the template's order
     assert "<html" in Path(smoke_run.variables["tasks.report.outputs.artifacts.quality_report"]).read_text().lower()
     student = json.loads(Path(smoke_run.variables["tasks.student-eval.outputs.artifacts.student_metrics"]).read_text())
@@ -369,3 +369,17 @@ def test_publish_is_skipped_without_a_publish_uri_or_a_passed_gate(tmp_path):
     assert argo.substitute(publish, {}) == "true"
     argo.scope["tasks"]["student-eval"].outputs.parameters["passed"] = "false"
     assert argo.substitute(publish, {}) == "false"
+
+
+def test_deploy_runs_only_when_asked_after_a_promoted_publish(tmp_path):
+    argo = LocalArgo(load("template"), presets.resolve("smoke", {"publish_uri": "gs://bucket/models"}), tmp_path)
+    deploy = argo.tasks["deploy"]["when"]
+    argo.scope["tasks"]["student-eval"] = SimpleNamespace(outputs=SimpleNamespace(parameters={"passed": "true"}))
+    # Not asked: false without looking at publish's outputs, which a skipped publish does not have.
+    assert argo.substitute(deploy, {}) == "false"
+    argo.parameters["deploy"] = "true"
+    argo.scope["tasks"]["publish"] = SimpleNamespace(outputs=SimpleNamespace(parameters={"promoted": "true"}))
+    assert argo.substitute(deploy, {}) == "true"
+    argo.scope["tasks"]["publish"].outputs.parameters["promoted"] = "false"
+    assert argo.substitute(deploy, {}) == "false"
+    assert "publish" in argo.tasks["deploy"]["depends"].split(" && ")

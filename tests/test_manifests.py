@@ -5,7 +5,6 @@ a `kdflow serve` the CLI accepts."""
 
 import copy
 import importlib.util
-import json
 import os
 import shlex
 import shutil
@@ -20,6 +19,7 @@ from kfp.client import KF_PIPELINES_SA_TOKEN_PATH
 
 from kdflow.components.common.images import KDFLOW_VERSION, RUNTIME_IMAGE, image_name
 from kdflow.components.common.settings import from_arguments, parser
+from kdflow.components.deploy.inference_service import inference_service
 from kdflow.components.distill import task as distill_task
 from kdflow.pipelines.cli import build_parser, serve_command, submit_command
 
@@ -31,7 +31,6 @@ OVERLAYS = {"dev": "kdflow-dev", "prod": "kdflow-prod"}
 CUSTOM_RESOURCE_GROUPS = {"trainer.kubeflow.org", "serving.kserve.io"}  # Kubeflow Trainer's TrainJob, KServe's
 TRAINJOB = MANIFESTS / "components" / "multinode-distill" / "trainjob.yaml"
 SERVING = MANIFESTS / "serving"
-KSERVE_SCHEMA = REPOSITORY.parent / "shared" / "schemas" / "kserve-inferenceservice.v1beta1.schema.json"
 
 
 def documents(path: Path) -> list[dict]:
@@ -203,40 +202,12 @@ def inference_services() -> list[tuple[Path, dict]]:
             if document.get("kind") == "InferenceService"]
 
 
-def closed(schema):
-    """The schema with every object that lists its properties refusing others, as the API server's strict field
-    validation (kubectl's default) does: a CRD's structural schema would otherwise let a misspelt field through."""
-    if isinstance(schema, dict):
-        schema = {key: closed(value) for key, value in schema.items()}
-        if "properties" in schema and "additionalProperties" not in schema \
-                and not schema.get("x-kubernetes-preserve-unknown-fields"):
-            schema["additionalProperties"] = False
-        return schema
-    return [closed(item) for item in schema] if isinstance(schema, list) else schema
-
-
-@pytest.fixture(scope="module")
-def kserve_validator():
-    import jsonschema
-
-    if not KSERVE_SCHEMA.exists():
-        pytest.skip(f"the KServe InferenceService schema is not beside the repository ({KSERVE_SCHEMA})")
-    schema = closed(json.loads(KSERVE_SCHEMA.read_text()))
-    # A CRD's openAPIV3Schema is OpenAPI 3.0's schema object, JSON Schema draft 4 as OpenAPI extends it.
-    jsonschema.Draft4Validator.check_schema(schema)
-    return jsonschema.Draft4Validator(schema)
-
-
-def schema_errors(validator, document: dict) -> list[str]:
-    return [f"{'/'.join(map(str, error.absolute_path))}: {error.message}" for error in validator.iter_errors(document)]
-
-
-def test_every_inference_service_validates_against_the_kserve_schema(kserve_validator):
+def test_every_inference_service_validates_against_the_kserve_schema(kserve_schema_errors):
     found = inference_services()
     assert [path for path, _ in found] == [SERVING / "inferenceservice.yaml"]
     for path, service in found:
         assert service["apiVersion"] == "serving.kserve.io/v1beta1", path
-        errors = schema_errors(kserve_validator, service)
+        errors = kserve_schema_errors(service)
         assert not errors, f"{path}:\n" + "\n".join(errors)
 
 
@@ -248,12 +219,12 @@ def test_every_inference_service_validates_against_the_kserve_schema(kserve_vali
      "spec/predictor/containers/0/ports/0/containerPort"),
     (lambda predictor: predictor["containers"][0].pop("name"), "spec/predictor/containers/0"),
 ])
-def test_the_kserve_schema_refuses_a_broken_inference_service(kserve_validator, change, where):
+def test_the_kserve_schema_refuses_a_broken_inference_service(kserve_schema_errors, change, where):
     """The validation above can fail: each of these breaks the resource at `where`, and is caught there."""
     [(_, service)] = inference_services()
     broken = copy.deepcopy(service)
     change(broken["spec"]["predictor"])
-    errors = schema_errors(kserve_validator, broken)
+    errors = kserve_schema_errors(broken)
     assert errors and all(error.startswith(f"{where}: ") for error in errors), errors
 
 
@@ -316,14 +287,41 @@ def test_the_inference_service_runs_a_kdflow_serve_the_cli_accepts():
     assert predictor["serviceAccountName"] != runner  # the runs' account may write; the server's only reads
 
 
+def test_the_inference_service_is_the_one_the_deploy_step_writes():
+    """Declared once: the deploy step's function, which for the manifest's values gives the manifest."""
+    [(_, service)] = inference_services()
+    predictor = service["spec"]["predictor"]
+    [container] = predictor["containers"]
+    model = build_parser().parse_args(container["args"]).model
+    assert service == inference_service(service["metadata"]["name"], model, container["image"],
+                                         predictor["serviceAccountName"])
+
+
+def test_the_runs_may_get_create_and_update_inference_services_in_their_namespace_only():
+    """What the deploy step needs (tests/test_deploy.py proves it uses these verbs and no others), in a Role, so in
+    the runs' namespace alone, bound to their account."""
+    rbac = documents(MANIFESTS / "base" / "pipeline-runner-rbac.yaml")
+    assert {document["kind"] for document in rbac} == {"Role", "RoleBinding"}  # no ClusterRole: namespaced
+    [role] = [document for document in rbac if document["kind"] == "Role"]
+    rules = [rule for rule in role["rules"] if "serving.kserve.io" in rule["apiGroups"]]
+    assert rules == [{"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"],
+                      "verbs": ["get", "create", "update"]}]
+    [binding] = [document for document in rbac if document["kind"] == "RoleBinding"]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": role["metadata"]["name"]}
+    runner = documents(MANIFESTS / "base" / "service-account.yaml")[0]["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": runner}]
+    assert "pipeline-runner-rbac.yaml" in documents(MANIFESTS / "base" / "kustomization.yaml")[0]["resources"]
+
+
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with its built-in kustomize) is not installed")
-def test_the_serving_folder_builds_into_valid_resources(kserve_validator):
+def test_the_serving_folder_builds_into_valid_resources(kserve_schema_errors):
     built = subprocess.run(["kubectl", "kustomize", str(SERVING)], check=True, capture_output=True, text=True).stdout
     resources = {resource["kind"]: resource for resource in yaml.safe_load_all(built) if resource}
     assert set(resources) == {"ServiceAccount", "InferenceService"}
     kubernetes_validate.validate(resources["ServiceAccount"], KUBERNETES_VERSION, strict=True)
     service = resources["InferenceService"]
-    errors = schema_errors(kserve_validator, service)
+    errors = kserve_schema_errors(service)
     assert not errors, "\n".join(errors)
     assert service["spec"]["predictor"]["serviceAccountName"] == resources["ServiceAccount"]["metadata"]["name"]
     for resource in resources.values():

@@ -17,7 +17,7 @@ from kdflow.pipelines import presets
 from kdflow.pipelines.distillation import distillation_pipeline
 
 STEPS = ("data_prep", "teacher_train", "teacher_check", "teacher_eval", "teacher_shard", "merge_logits", "distill",
-         "student_eval", "onnx_export", "report", "publish")
+         "student_eval", "onnx_export", "report", "publish", "deploy")
 
 
 def declarations(step: str):
@@ -172,7 +172,7 @@ def test_nested_metrics_are_logged_by_their_path():
 def test_every_task_of_a_preset_is_checked_before_the_run_with_the_values_the_pipeline_gives_it():
     steps = {step for step, _, _ in presets.step_settings(distillation_pipeline, presets.resolve("smoke", {}))}
     assert steps >= {"data_prep", "teacher_train", "teacher_check", "teacher_eval", "distill", "student_eval",
-                     "onnx_export", "publish"}
+                     "onnx_export", "publish", "deploy"}
     # The processes are the platform's, so a batch it does not split stops the run before it starts.
     from kdflow.pipelines.platform import Platform
 

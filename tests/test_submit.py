@@ -4,7 +4,6 @@ receive: the uploaded YAML, the run's parameters, pipeline root and service acco
 cron and limits, and the credentials on every request; and that refusals, a failed TLS check and bad options come
 back at once as one sentence."""
 
-import ipaddress
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -37,31 +36,6 @@ def kfp_api(kfp_environment):
     server = KfpApiStandIn().start()
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def private_ca(tmp_path_factory) -> tuple[str, str]:
-    """A certificate for 127.0.0.1 signed by its own key, as an API behind a private CA has: (certificate, key)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kdflow test CA")])
-    now = datetime.now(timezone.utc)
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256()))
-    folder = tmp_path_factory.mktemp("tls")
-    (folder / "ca.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                       serialization.NoEncryption()))
-    return str(folder / "ca.pem"), str(folder / "key.pem")
 
 
 def error_lines(capsys) -> list[str]:
