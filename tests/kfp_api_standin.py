@@ -11,39 +11,15 @@ certificate and its key, it serves HTTPS.
 
 import itertools
 import json
-import ssl
-import threading
 from dataclasses import dataclass, field
-from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+
+from api_standin import ApiStandIn, Request
 
 API = "/apis/v2beta1"
 
 
 @dataclass
-class Request:
-    method: str
-    path: str
-    query: dict
-    headers: Message  # case-insensitive, as HTTP headers are
-    body: bytes
-
-    def json(self) -> dict:
-        return json.loads(self.body)
-
-    def uploaded_file(self) -> bytes:
-        """The `uploadfile` part of a multipart/form-data body, byte for byte."""
-        boundary = self.headers["Content-Type"].split("boundary=")[1].strip('"').encode()
-        for part in self.body.split(b"--" + boundary):
-            head, _, content = part.partition(b"\r\n\r\n")
-            if b'name="uploadfile"' in head:
-                return content[:-2]  # the CRLF before the next boundary
-        raise AssertionError("no uploadfile part in the request")
-
-
-@dataclass
-class KfpApiStandIn:
+class KfpApiStandIn(ApiStandIn):
     token: str | None = None
     refusal: int | None = None  # an HTTP status for every request, e.g. 403
     certificate: tuple[str, str] | None = None  # PEM files of the certificate and its key: serve HTTPS
@@ -55,24 +31,8 @@ class KfpApiStandIn:
     recurring_runs: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        super().__post_init__()
         self._ids = itertools.count(1)
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
-        if self.certificate:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(*self.certificate)
-            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-            self.url = f"https://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def start(self) -> "KfpApiStandIn":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
     def calls(self, method: str, path: str) -> list[Request]:
         return [request for request in self.requests if request.method == method and request.path == API + path]
@@ -146,29 +106,3 @@ class KfpApiStandIn:
         return self.stored(self.versions, "pipeline_version_id", {
             "pipeline_id": pipeline_id, "display_name": name,
             "created_at": f"2026-01-01T00:00:{len(self.versions):02d}Z"})
-
-    def _handler(self):
-        standin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def handle_any(self):
-                url = urlsplit(self.path)
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                request = Request(self.command, url.path, {k: v[0] for k, v in parse_qs(url.query).items()},
-                                  self.headers, body)
-                with standin._lock:
-                    standin.requests.append(request)
-                    status, answer = standin.answer(request)
-                payload = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            do_GET = do_POST = do_DELETE = handle_any
-
-            def log_message(self, *args):  # keep test output clean
-                pass
-
-        return Handler

@@ -21,13 +21,9 @@ serves HTTPS, as an API server in a pod's cluster does.
 
 import copy
 import itertools
-import json
-import ssl
-import threading
 from dataclasses import dataclass, field
-from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+
+from api_standin import ApiStandIn, Request
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 PREFIX = f"/apis/{GROUP}/{VERSION}/namespaces/"
@@ -35,19 +31,7 @@ VERBS = {"GET": "get", "POST": "create", "PUT": "update"}
 
 
 @dataclass
-class Request:
-    method: str
-    path: str
-    query: dict
-    headers: Message  # case-insensitive, as HTTP headers are
-    body: bytes
-
-    def json(self) -> dict:
-        return json.loads(self.body)
-
-
-@dataclass
-class KubernetesApiStandIn:
+class KubernetesApiStandIn(ApiStandIn):
     token: str = "service-account-token"
     user: str = "system:serviceaccount:kdflow:kdflow-pipeline-runner"  # whom the token names, in RBAC's answers
     forbidden: set[str] = field(default_factory=set)  # verbs RBAC refuses: get, create, update
@@ -59,25 +43,8 @@ class KubernetesApiStandIn:
     objects: dict[tuple[str, str], dict] = field(default_factory=dict)  # (namespace, name) -> stored resource
 
     def __post_init__(self):
+        super().__post_init__()
         self._versions = itertools.count(1000)
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
-        if self.certificate:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(*self.certificate)
-            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-            self.url = f"https://127.0.0.1:{self._server.server_port}"
-        self.port = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def start(self) -> "KubernetesApiStandIn":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
     def stored(self, namespace: str, name: str) -> dict | None:
         return self.objects.get((namespace, name))
@@ -154,33 +121,6 @@ class KubernetesApiStandIn:
             updated["metadata"]["generation"] += updated.get("spec") != stored.get("spec")
         self.objects[namespace, name] = updated
         return 200, updated
-
-    def _handler(self):
-        standin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def handle_any(self):
-                url = urlsplit(self.path)
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                request = Request(self.command, url.path, {k: v[0] for k, v in parse_qs(url.query).items()},
-                                  self.headers, body)
-                with standin._lock:
-                    standin.requests.append(request)
-                    code, answer = standin.answer(request)
-                text = isinstance(answer, str)
-                payload = (answer if text else json.dumps(answer)).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "text/plain; charset=utf-8" if text else "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = handle_any
-
-            def log_message(self, *args):  # keep test output clean
-                pass
-
-        return Handler
 
 
 def status(code: int, reason: str, message: str, details: dict | None = None) -> tuple[int, dict]:

@@ -4,8 +4,10 @@ Skipped where no engine answers or the CPU image is not built (`kdflow images bu
 KDFLOW_CONTAINER_TESTS=required, which turns those skips into failures.
 """
 
+import contextlib
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -76,3 +78,37 @@ def test_the_image_has_no_benchmarks():
                                                          "/tmp"], remove=True)
     assert failed.value.exit_status == 2
     assert b"the benchmarks are not installed in this image" in failed.value.stderr
+
+
+def test_kdflow_serve_runs_in_the_image_as_its_non_root_user_and_stops_gracefully(tmp_path, tokenizer_dir,
+                                                                                  prepared_data_dir):
+    import docker
+    import httpx
+    from test_serve import MODEL, export_student, free_port, publish
+
+    destination = tmp_path / "published"
+    publish(export_student(tmp_path / "export", tokenizer_dir, prepared_data_dir, seed=0), str(destination), "v1",
+            0.90, prepared_data_dir)
+    destination.chmod(0o755)  # readable by the image's user
+    port = free_port()
+    container = docker.from_env().containers.run(
+        RUNTIME_IMAGE, ["kdflow", "serve", f"/models/{MODEL}", "--http-port", "8080"], detach=True,
+        volumes={str(destination): {"bind": "/models", "mode": "ro"}}, ports={"8080/tcp": ("127.0.0.1", port)})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                    break
+            container.reload()
+            assert container.status != "exited", container.logs().decode()
+            time.sleep(0.5)
+        response = httpx.post(f"{url}/v1/models/{MODEL}:predict", json={"instances": ["a fine film"]}, timeout=30)
+        assert response.status_code == 200, container.logs().decode()
+        assert response.json()["predictions"][0]["label"] in {"negative", "positive"}
+        assert container.exec_run(["id", "-u"]).output.decode().strip() == "1000"
+        container.stop(timeout=30)  # SIGTERM, then uvicorn's graceful shutdown
+        assert container.wait(timeout=60)["StatusCode"] == 0, container.logs().decode()
+    finally:
+        container.remove(force=True)

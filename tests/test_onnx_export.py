@@ -16,6 +16,7 @@ from kdflow.components.common.component import scalars
 from kdflow.components.common.data import MODEL_INPUTS, load_prepared
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.results import EXPORT_KINDS, OnnxReport
+from kdflow.components.common import text_model
 from kdflow.components.common.text_model import TextClassifier
 from kdflow.components.onnx_export import task
 from kdflow.components.onnx_export.settings import Files, Settings
@@ -130,6 +131,23 @@ def test_the_text_model_takes_strings_and_answers_as_the_int8_model_on_the_token
     answers = classifier.answers(probabilities[:2])
     assert [answer.labels for answer in answers] == [[classifier.label_names[index]] for index in decided[:2]]
     assert set(answers[0].probabilities) == set(classifier.label_names)
+
+
+def test_a_tokenizer_openvino_cannot_convert_leaves_the_onnx_files_and_says_why(tmp_path, monkeypatch, student_dir,
+                                                                                prepared_data_dir):
+    def refuse(tokenizer, max_length):  # what openvino-tokenizers raises for a tokenizer it has no converter for
+        raise OVTypeError("Tokenizer type is not supported: <class 'SomeTokenizer'>")
+
+    class OVTypeError(TypeError):
+        pass
+
+    monkeypatch.setattr(text_model, "convert_tokenizer", refuse)
+    with pytest.warns(UserWarning, match="No text model was written"):
+        run_export(student_dir, prepared_data_dir, tmp_path, max_eval_samples=16)
+    report = OnnxReport.read_folder(tmp_path / "onnx")
+    assert report.text_model is None and "Tokenizer type is not supported" in report.text_model_error
+    written = {path.name for path in (tmp_path / "onnx").iterdir()}
+    assert set(MODEL_FILES) <= written and not set(TEXT_MODEL_FILES) & written
 
 
 def test_both_models_run_onnx_runtime_fused_attention(exported):

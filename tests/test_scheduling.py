@@ -25,8 +25,8 @@ GKE_SPOT_A100 = (
 )
 # What every GPU step has, with or without options: the run's name from its pod's label (experiment tracking).
 # The pipeline's step tasks: the 9 of a run without baselines, the report in the two other branches of
-# compare_baseline and pretrained_teacher, and 3 baseline trainings with their evaluations.
-STEP_TASKS = 9 + 2 + 3 * 2
+# compare_baseline and pretrained_teacher, 3 baseline trainings with their evaluations, and deploy.
+STEP_TASKS = 9 + 2 + 3 * 2 + 1
 RUN_NAME = {"fieldPathAsEnv": [{"fieldPath": "metadata.labels['workflows.argoproj.io/workflow']",
                                 "name": "KDFLOW_RUN_NAME"}]}
 GPU_PLACEMENT = {

@@ -322,3 +322,15 @@ def test_bench_serve_measures_student_and_teacher_servers_under_the_same_load(tm
         result["figures"]["student"]["1"]["per_second"] / result["figures"]["teacher"]["1"]["per_second"])
     assert "| teacher | 4 | 24 |" in (tmp_path / "bench" / "bench_serve.md").read_text()
     assert len(labels) >= 24
+
+
+def test_a_version_without_a_text_model_gets_one_sentence_before_serving(tmp_path, exports, prepared_data_dir):
+    older = tmp_path / "older"  # as a kdflow before the text model published it
+    shutil.copytree(exports[0], older)
+    for name in ("model.text.int8.xml", "model.text.int8.bin"):
+        (older / "onnx" / name).unlink()
+    publish(older, str(tmp_path / "published"), "v1", 0.90, prepared_data_dir)
+    result = subprocess.run([sys.executable, "-m", "kdflow.pipelines.cli", "serve",
+                             str(tmp_path / "published" / MODEL)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "has no text model (model.text.int8.xml)" in result.stderr.strip().splitlines()[-1]

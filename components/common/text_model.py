@@ -19,16 +19,11 @@ import numpy as np
 
 from . import models
 
-TEXT_MODEL_FILE = "model.text.int8.xml"  # an OpenVINO IR; its weights are the .bin file of the same name
+TEXT_MODEL_FILE = "model.text.int8.xml"  # an OpenVINO IR
+TEXT_MODEL_WEIGHTS = "model.text.int8.bin"  # its weights, which openvino.save_model writes beside it
 TEXT_INPUT = "text"
 PROBABILITIES = "probabilities"
 TOKENIZER_INPUTS = ("input_ids", "attention_mask")
-
-
-def text_model_files(folder) -> list[Path]:
-    """The files of the text model in `folder`: the graph and its weights."""
-    graph = Path(folder, TEXT_MODEL_FILE)
-    return [graph, graph.with_suffix(".bin")]
 
 
 def convert_tokenizer(tokenizer, max_length: int):

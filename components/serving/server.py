@@ -34,7 +34,9 @@ import numpy as np
 
 from kdflow.components.common import storage
 from kdflow.components.common.errors import KdflowInputError, first_line
-from kdflow.components.common.text_model import TEXT_INPUT, TEXT_MODEL_FILE, Labelled, TextClassifier, text_model_files
+from kdflow.components.common.text_model import (
+    TEXT_INPUT, TEXT_MODEL_FILE, TEXT_MODEL_WEIGHTS, Labelled, TextClassifier,
+)
 
 from .settings import ServeSettings
 
@@ -72,9 +74,13 @@ def read_json(uri: str) -> dict | None:
 
 
 def latest_uri_of(model_uri: str) -> str | None:
-    """The version URI latest.json names, when `model_uri` is a model's folder; None when it is not one."""
+    """The URI of the version latest.json names, when `model_uri` is a model's folder; None when it is not one.
+
+    The version's folder is found beside latest.json, as publish lays them out, not at the URI latest.json records:
+    a model's folder mounted into a container, or copied, is read where it is.
+    """
     latest = read_json(storage.join(model_uri, LATEST))
-    return None if latest is None else latest["uri"]
+    return None if latest is None else storage.join(model_uri, latest["version"])
 
 
 def load_version(uri: str, threads: int = 0) -> Version:
@@ -93,11 +99,9 @@ def load_version(uri: str, threads: int = 0) -> Version:
         raise KdflowInputError(
             f"The version {storage.masked_uri(uri)} has no text model ({TEXT_MODEL_FILE}): publish it with a kdflow "
             "whose onnx_export writes one, or see its onnx_report.json for why it was not written.")
-    summary = read_json(storage.join(uri, SUMMARY)) or {}
-    decision = summary.get("publish") or {}
-    folder = local_files(uri, ["config.json", *[path.name for path in text_model_files("")]])
-    return Version(model_name=decision.get("model") or Path(uri.rstrip("/")).parent.name,
-                   version=decision.get("version") or Path(uri.rstrip("/")).name, uri=uri, folder=folder,
+    decision = read_json(storage.join(uri, SUMMARY))["publish"]  # the model's name and the version's
+    folder = local_files(uri, ["config.json", TEXT_MODEL_FILE, TEXT_MODEL_WEIGHTS])
+    return Version(model_name=decision["model"], version=decision["version"], uri=uri, folder=folder,
                    classifier=TextClassifier(folder, threads=threads or None))
 
 
