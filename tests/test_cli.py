@@ -171,6 +171,7 @@ def test_a_multi_label_smoke_run_passes_its_gate_on_macro_f1_and_publishes_its_t
     step, the gate on macro F1 above what answering every topic scores, the ONNX files scored on the same metrics,
     and each topic's threshold, chosen on validation, published in the model's config."""
     from kdflow.components.common.models import MULTI_LABEL_PROBLEM, THRESHOLDS
+    from kdflow.components.common.text_model import TextClassifier
     from kdflow.components.data_prep.synthetic import TOPIC_NAMES
 
     output, published = tmp_path / "run", tmp_path / "published"
@@ -190,6 +191,15 @@ def test_a_multi_label_smoke_run_passes_its_gate_on_macro_f1_and_publishes_its_t
     assert config["problem_type"] == MULTI_LABEL_PROBLEM
     assert sorted(config["id2label"].values()) == sorted(TOPIC_NAMES)
     assert len(config[THRESHOLDS]) == len(TOPIC_NAMES) and all(0 < value < 1 for value in config[THRESHOLDS])
+    # The published text model: sigmoid outputs, decided at those thresholds as the int8 model on its ids.
+    text = onnx["text_model"]
+    assert text["token_ids_equal"] == 1.0 and text["decisions_equal"] == 1.0
+    assert text["macro_f1"] == onnx["int8_qdq_macro_f1"]
+    classifier = TextClassifier(version)
+    probabilities = classifier.probabilities(["the acting was superb", "a dull plot"])
+    assert classifier.multi_label and all(len(answer.labels) <= len(TOPIC_NAMES)
+                                          for answer in classifier.answers(probabilities))
+    assert ((probabilities > 0) & (probabilities < 1)).all() and probabilities.shape == (2, len(TOPIC_NAMES))
     report = (output / "quality_report.html").read_text()
     assert "<h2>F1 per label</h2>" in report and "subset accuracy" in report
     assert "Retention (student / teacher macro F1)" in report
