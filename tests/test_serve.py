@@ -321,6 +321,7 @@ def test_bench_serve_measures_student_and_teacher_servers_under_the_same_load(tm
     assert result["throughput_ratio"]["1"] == pytest.approx(
         result["figures"]["student"]["1"]["per_second"] / result["figures"]["teacher"]["1"]["per_second"])
     assert "| teacher | 4 | 24 |" in (tmp_path / "bench" / "bench_serve.md").read_text()
+    assert 0 <= result["fp32_student_accuracy"] <= 1
     assert len(labels) >= 24
 
 

@@ -254,7 +254,8 @@ def serving_model_class():
 
         def texts_of_v1(self, payload) -> list[str]:
             if not isinstance(payload, dict) or not isinstance(payload.get("instances"), list):
-                raise InvalidInput('The v1 request must be {"instances": ["text", ...]}.')
+                raise InvalidInput('The v1 request must be JSON, {"instances": ["text", ...]}, sent with '
+                                   "Content-Type: application/json.")
             return self.checked(payload["instances"])
 
         def texts_of_v2(self, payload) -> list[str]:
