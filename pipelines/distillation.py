@@ -126,6 +126,7 @@ def build_pipeline(platform: Platform = Platform()) -> GraphComponent:
         # A model at chance on balanced binary data scores 0.5: the gate asks for 0.55 there.
         min_accuracy_margin: float = 0.05,
         parity_tolerance: float = 1e-4,
+        max_int8_drop: float = 0.01,
         publish_uri: str = "",
         model_name: str = "kdflow-student",
         model_version: str = "",
@@ -193,7 +194,8 @@ def build_pipeline(platform: Platform = Platform()) -> GraphComponent:
         ))
 
         exported = platform.on_cpu(onnx_export(data=data, student=distilled.outputs["student"],
-                                               parity_tolerance=parity_tolerance, max_eval_samples=max_eval_samples))
+                                               parity_tolerance=parity_tolerance, max_eval_samples=max_eval_samples,
+                                               max_int8_drop=max_int8_drop))
 
         scores = dict(
             teacher_metrics=evaluated_teacher.outputs["teacher_metrics"],

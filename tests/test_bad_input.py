@@ -170,6 +170,8 @@ CASES = {
                                             "min_accuracy_margin=0.5 cannot be passed with num_labels=2"),
     "parity_tolerance -1": (setting("parity_tolerance=-1"), "parity_tolerance=-1.0 must be above 0"),
     "parity_tolerance 0": (setting("parity_tolerance=0"), "parity_tolerance=0.0 must be above 0"),
+    "max_int8_drop 1": (setting("max_int8_drop=1"), "max_int8_drop=1.0 must lie in [0, 1)"),
+    "max_int8_drop -0.01": (setting("max_int8_drop=-0.01"), "max_int8_drop=-0.01 must lie in [0, 1)"),
     "publish_uri by --set without write access": (lambda t, k: setting(f"publish_uri={blocked_folder(t)}")(t, k),
                                                   "publish_uri='{tmp}/a-file/models' cannot be written"),
     "model_name climbing out": (setting("model_name=../x"), "model_name='../x' must be letters, digits"),

@@ -44,9 +44,11 @@ def student_dir(tmp_path_factory, tokenizer_dir):
     return save_classifier(model, tmp_path_factory.mktemp("student"), tokenizer_dir)
 
 
-def run_export(student_dir, data_dir, folder: Path, parity_tolerance=1e-4, max_eval_samples=0) -> None:
+def run_export(student_dir, data_dir, folder: Path, parity_tolerance=1e-4, max_eval_samples=0,
+               max_int8_drop=0.01) -> None:
     """onnx_export into folder/onnx, its UI figures to folder/onnx_metrics.json."""
-    task.run(Settings(parity_tolerance=parity_tolerance, max_eval_samples=max_eval_samples),
+    task.run(Settings(parity_tolerance=parity_tolerance, max_eval_samples=max_eval_samples,
+                      max_int8_drop=max_int8_drop),
              Files(data=str(data_dir), student=str(student_dir), onnx_model=str(folder / "onnx"),
                    onnx_metrics=str(folder / "onnx_metrics.json")))
 
@@ -55,7 +57,9 @@ def run_export(student_dir, data_dir, folder: Path, parity_tolerance=1e-4, max_e
 def exported(tmp_path_factory, student_dir, prepared_data_dir):
     """The output folder and report of one export of the DistilBERT student, shared by the tests that read it."""
     folder = tmp_path_factory.mktemp("export")
-    run_export(student_dir, prepared_data_dir, folder)
+    # A bound the random student cannot miss, so the int8 file holds every layer the quantizer takes (the bound's own
+    # test makes it bind).
+    run_export(student_dir, prepared_data_dir, folder, max_int8_drop=0.99)
     return folder / "onnx", OnnxReport.read_folder(folder / "onnx")
 
 
@@ -91,6 +95,10 @@ def test_export_writes_the_models_tokenizer_config_and_report(exported, prepared
     assert report.max_abs_diff == exports["fp32"].max_abs_diff <= 1e-4
     assert exports["fp32"].accuracy == report.pytorch_accuracy
     assert 0.0 <= exports["int8"].accuracy <= 1.0 and 0.0 <= exports["int8_qdq"].accuracy <= 1.0
+    bound = report.int8_bound
+    assert (bound.max_drop, bound.rows, bound.float_layers) == (0.99, len(data.splits["validation"]), [])
+    assert bound.precisions[0] == "f32" and list(bound.test_accuracy) == bound.precisions
+    assert bound.int8_layers == 12 + 4  # the linear layers (below), the classifier's two and two embedding tables
     for runtime, by_batch_size in report.latency_ms().items():
         assert set(by_batch_size) == {"1", "32"}, runtime
         assert all(milliseconds > 0 for milliseconds in by_batch_size.values())
@@ -168,16 +176,17 @@ def test_the_qdq_model_has_standard_operators_int8_embeddings_and_linear_layers(
     for node in (node for node in graph.node if node.op_type == "MatMul"):
         producers = [made_by.get(name) for name in node.input]
         has_weight = any(producer and producer.input[0] in weights for producer in producers)
-        dequantized = all(producer and producer.op_type == "DequantizeLinear" for producer in producers)
-        (linear if has_weight else attention).append(dequantized)
+        dequantized = [producer is not None and producer.op_type == "DequantizeLinear" for producer in producers]
+        (linear if has_weight else attention).append(dequantized[1] if has_weight else any(dequantized))
     # the tiny student: 2 layers of q, k, v, output, and two feed-forward products; QK^T and attention x V
     assert linear == [True] * 12
     assert attention == [False] * 4
-    [word_embeddings] = [node for node in graph.node if node.op_type == "Gather"
-                         and made_by.get(node.input[0]) is not None
-                         and made_by[node.input[0]].input[0].endswith("word_embeddings.weight_quantized")]
-    assert made_by[word_embeddings.input[0]].op_type == "DequantizeLinear"
-    # linear weights int8, embedding tables uint8 (the quantizer gives Gather's data the activations' type)
+    # The word embeddings (the table of vocabulary rows) are read through a DequantizeLinear of an 8-bit table.
+    shapes = {initializer.name: list(initializer.dims) for initializer in graph.initializer}
+    tables = [made_by[node.input[0]] for node in graph.node
+              if node.op_type == "Gather" and node.input[0] in made_by]
+    assert [shapes.get(table.input[0], [0])[0] for table in tables if table.op_type == "DequantizeLinear"].count(
+        len(AutoTokenizer.from_pretrained(str(output_dir)))) == 1
     eight_bit = {initializer.name for initializer in graph.initializer
                  if initializer.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)}
     assert all(node.input[0] in eight_bit for node in graph.node
@@ -250,7 +259,7 @@ def test_bert_classifier_exports_from_the_command_line(tmp_path, monkeypatch, to
     bert_dir = save_classifier(BertForSequenceClassification(config), tmp_path / "bert", tokenizer_dir)
     task.main(["--data", str(prepared_data_dir), "--student", bert_dir, "--onnx-model", str(tmp_path / "onnx"),
                "--onnx-metrics", str(tmp_path / "onnx_metrics.json"), "--parity-tolerance", "1e-4",
-               "--max-eval-samples", "10"])
+               "--max-eval-samples", "10", "--max-int8-drop", "0.01"])
     report = json.loads((tmp_path / "onnx" / "onnx_report.json").read_text())
     assert report["rows"] == 10
     assert report["max_abs_diff"] <= 1e-4
@@ -268,7 +277,8 @@ def test_component_runs_under_kfp_local(tmp_path, student_dir, prepared_data_dir
     def export_only(data_uri: str, student_uri: str):
         data = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset)
         student = dsl.importer(artifact_uri=student_uri, artifact_class=Model)
-        onnx_export(data=data.output, student=student.output, parity_tolerance=1e-4, max_eval_samples=16)
+        onnx_export(data=data.output, student=student.output, parity_tolerance=1e-4, max_eval_samples=16,
+                    max_int8_drop=0.01)
 
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path))
     export_only(data_uri=str(prepared_data_dir), student_uri=student_dir)
@@ -295,3 +305,36 @@ def test_a_student_with_its_own_vocabulary_is_measured_on_its_own_token_ids(prep
     for row in test:
         assert row["input_ids"] == own(row["text"])["input_ids"] != data.tokenizer(row["text"])["input_ids"]
         assert row["length"] == len(row["input_ids"])
+
+
+def test_the_int8_bound_returns_layers_to_float_until_the_drop_is_within_it(tmp_path, student_dir, prepared_data_dir):
+    """Labels that are the fp32 model's own decisions make its accuracy 1, and a bias that puts the decision boundary
+    amid the rows' logits lets int8 flip some: unbounded (a drop of up to 1 allowed) the int8 file is below 1; with no
+    drop allowed NNCF must keep layers in float until it scores 1 again, and the written file does."""
+    from kdflow.components.onnx_export import int8
+
+    data = load_prepared(str(prepared_data_dir))
+    calibration = task.batches_in_order(data.splits["train"].select(range(32)), data.tokenizer, 8)
+    rows = data.splits["train"].select(range(32, 96))
+    batches = task.labelled_batches(rows, data.tokenizer, None).batches
+    model = task.load_for_export(student_dir)
+    logits = np.concatenate([task.torch_runner(model)(batch) for batch in batches])
+    with torch.no_grad():
+        model.classifier.bias[1] -= float(np.median(logits[:, 1] - logits[:, 0]))
+    plain = tmp_path / "plain.onnx"
+    task.export_onnx(model, plain)
+    own_decisions = task.openvino_runner(plain)  # OpenVINO at f32 on this CPU: the bound's reference
+    validation = int8.LabelledBatches(batches=batches, labels=[own_decisions(batch).argmax(1) for batch in batches],
+                                      thresholds=None)
+    assert int8.accuracy(plain, validation, "f32") == 1.0
+
+    unbounded = int8.quantize_bounded(plain, tmp_path / "unbounded.onnx", calibration, validation, max_drop=0.99)
+    assert unbounded.fp32_accuracy == 1.0 and unbounded.int8_accuracy < 1.0 and unbounded.float_layers == []
+    bounded = int8.quantize_bounded(plain, tmp_path / "bounded.onnx", calibration, validation, max_drop=0.0)
+    assert bounded.int8_accuracy == 1.0 and bounded.float_layers
+    assert bounded.int8_layers + len(bounded.float_layers) == unbounded.int8_layers
+    assert int8.accuracy(tmp_path / "bounded.onnx", validation, "f32") == 1.0
+    graph = onnx.load(str(tmp_path / "bounded.onnx")).graph
+    made_by = {output: node for node in graph.node for output in node.output}
+    for node in (node for node in graph.node if node.name in bounded.float_layers):
+        assert not any(made_by.get(name) and made_by[name].op_type == "DequantizeLinear" for name in node.input)

@@ -9,7 +9,7 @@ import pytest
 
 from kdflow.components.common.errors import KdflowInputError
 from kdflow.components.common.results import (
-    EXPORT_KINDS, SCHEMA_VERSION, Baseline, Evaluation, ExportScores, Gate, OnnxReport, RunSummary, Scores,
+    EXPORT_KINDS, SCHEMA_VERSION, Baseline, Evaluation, ExportScores, Gate, Int8Bound, OnnxReport, RunSummary, Scores,
     TextModelCheck, TrainingRows, score_rows,
 )
 
@@ -28,7 +28,10 @@ def onnx_report() -> OnnxReport:
         pytorch_accuracy=0.9, pytorch_latency_ms={"1": 5.0, "32": 60.0}, parity_tolerance=1e-4, parity_rows=64,
         rows=100, calibration_rows=64, threads=8, opset_version=17,
         text_model=TextModelCheck(file="model.text.int8.xml", rows=100, token_ids_equal=0.99, differing_rows=[17],
-                                  decisions_equal=1.0, accuracy=0.88, macro_f1=0.87))
+                                  decisions_equal=1.0, accuracy=0.88, macro_f1=0.87),
+        int8_bound=Int8Bound(max_drop=0.01, rows=500, precisions=["f32", "bf16"], fp32_accuracy=0.9,
+                             int8_accuracy=0.894, int8_layers=40, float_layers=["/classifier/Gemm"],
+                             test_accuracy={"f32": 0.88, "bf16": 0.875}))
 
 
 def student_evaluation(accuracy: float) -> Evaluation:
@@ -113,7 +116,7 @@ def test_the_onnx_report_keeps_its_keys_and_is_read_by_export_kind():
         "max_abs_diff", "parity_tolerance", "parity_rows", "int8_max_abs_diff", "int8_qdq_max_abs_diff",
         "pytorch_accuracy", "fp32_accuracy", "int8_accuracy", "int8_qdq_accuracy", "fp32_macro_f1", "int8_macro_f1",
         "int8_qdq_macro_f1", "confusion_matrix", "rows", "calibration_rows", "latency_ms", "size_mb", "threads",
-        "opset_version", "text_model", "text_model_error"]
+        "opset_version", "text_model", "text_model_error", "int8_bound"]
     assert list(values["latency_ms"]) == ["pytorch_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_qdq"]
     assert list(values["size_mb"]) == list(values["confusion_matrix"]) == ["onnx_fp32", "onnx_int8", "onnx_int8_qdq"]
     assert values["max_abs_diff"] == report.max_abs_diff == report.exports["fp32"].max_abs_diff

@@ -252,6 +252,28 @@ class TextModelCheck:
 
 
 @dataclass(frozen=True)
+class Int8Bound:
+    """How the static int8 file was held within `max_drop` of the fp32 model (onnx_export.int8): validation accuracy
+    on OpenVINO, the worst over the inference precisions this CPU offers, and the layers left in float for it."""
+
+    max_drop: float
+    rows: int  # validation rows
+    precisions: list[str]  # OpenVINO inference precisions measured: f32, and bf16 or f16 where the CPU has them
+    fp32_accuracy: float
+    int8_accuracy: float
+    int8_layers: int  # embedding tables and linear layers in int8
+    float_layers: list[str]  # those kept in float (ONNX node names)
+    test_accuracy: dict[str, float] | None = None  # the int8 file on the test rows, by precision
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Int8Bound":
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class OnnxReport(JsonRecord):
     """onnx_export's report: each export (by kind name, in EXPORT_KINDS' order) against PyTorch on the test rows."""
 
@@ -266,6 +288,7 @@ class OnnxReport(JsonRecord):
     opset_version: int | None
     text_model: TextModelCheck | None = None  # None where the tokenizer could not be converted
     text_model_error: str | None = None  # why not
+    int8_bound: Int8Bound | None = None  # None in reports of kdflow versions that did not bound it
 
     @property
     def max_abs_diff(self) -> float:
@@ -296,6 +319,7 @@ class OnnxReport(JsonRecord):
             "opset_version": self.opset_version,
             "text_model": self.text_model.to_dict() if self.text_model else None,
             "text_model_error": self.text_model_error,
+            "int8_bound": self.int8_bound.to_dict() if self.int8_bound else None,
         }
 
     @classmethod
@@ -318,7 +342,8 @@ class OnnxReport(JsonRecord):
                    rows=values.get("rows"), calibration_rows=values.get("calibration_rows"),
                    threads=values.get("threads"), opset_version=values.get("opset_version"),
                    text_model=TextModelCheck.from_dict(values["text_model"]) if values.get("text_model") else None,
-                   text_model_error=values.get("text_model_error"))
+                   text_model_error=values.get("text_model_error"),
+                   int8_bound=Int8Bound.from_dict(values["int8_bound"]) if values.get("int8_bound") else None)
 
     @classmethod
     def read_folder(cls, folder) -> "OnnxReport":

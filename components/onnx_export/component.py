@@ -15,6 +15,7 @@ def onnx_export(
     onnx_metrics: Output[Metrics],
     parity_tolerance: float,
     max_eval_samples: int,
+    max_int8_drop: float,
 ):
     """Exports the student to ONNX in fp32 and int8, checks it against PyTorch and measures accuracy and latency."""
     from kdflow.components.common.component import run_step

@@ -14,12 +14,18 @@ class Settings(CheckedSettings):
     parity_tolerance: float = setting("Largest logit difference allowed between ONNX Runtime fp32 and PyTorch; more "
                                       "fails the step.")
     max_eval_samples: int = setting("Test rows to measure accuracy on; 0 takes them all.")
+    max_int8_drop: float = setting("Largest drop in validation accuracy allowed for the static int8 model against fp32, "
+                                   "at every OpenVINO inference precision of the CPU (0.01 is 1 point); NNCF keeps "
+                                   "layers in float until it holds.")
 
     def check(self):
         if not self.parity_tolerance > 0:
             raise KdflowInputError(f"parity_tolerance={self.parity_tolerance} must be above 0: it is the largest "
                                    "logit difference allowed, e.g. 1e-4.")
         check_row_count("max_eval_samples", self.max_eval_samples)
+        if not 0 <= self.max_int8_drop < 1:
+            raise KdflowInputError(f"max_int8_drop={self.max_int8_drop} must lie in [0, 1): it is the largest drop in "
+                                   "validation accuracy allowed for the int8 model, e.g. 0.01 for 1 point.")
 
 
 @dataclass(frozen=True)

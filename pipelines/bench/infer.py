@@ -5,7 +5,8 @@
 Five servings, on the same rows drawn (seeded) from the test split, each read by the model's own tokenizer at
 --max-length: the teacher in PyTorch fp32, the student in PyTorch fp32, and the student's three ONNX files as
 onnx_export writes them: fp32 and dynamic int8 on ONNX Runtime, static QDQ int8 on OpenVINO (calibrated on up
-to 64 further test rows of the draw, which are not measured). Throughput is rows per second with the rows in their
+to 64 further test rows of the draw, its drop bounded by the pipeline's max_int8_drop on up to 500 of them, none of
+which are measured). Throughput is rows per second with the rows in their
 drawn order, as requests arrive, so each batch pads to its longest row: at batch 32 over all rows, at batch 1 over
 the first --batch-1-rows. Every pass gives each serving its turn, and a figure is the median over --repeats passes.
 Accuracy is over all rows. The table goes to stdout and everything to OUTPUT/bench_infer.json.
@@ -35,8 +36,10 @@ def bench_infer(*, teacher: str, student: str, data: str, output: str, rows: int
     from kdflow.components.common.inference import batches_in_order, footprint, torch_runner
     from kdflow.components.common.results import EXPORT_KINDS
     from kdflow.components.onnx_export.task import (
-        CALIBRATION_BATCH_SIZE, CALIBRATION_ROWS, export_runner, load_for_export, write_onnx_models,
+        CALIBRATION_BATCH_SIZE, CALIBRATION_ROWS, VALIDATION_ROWS, export_runner, labelled_batches, load_for_export,
+        write_onnx_models,
     )
+    from kdflow.pipelines.presets import pipeline_parameters
 
     for role, folder in (("--teacher", teacher), ("--student", student)):
         if not Path(folder, "config.json").is_file():
@@ -51,7 +54,7 @@ def bench_infer(*, teacher: str, student: str, data: str, output: str, rows: int
     test = datasets.Dataset.from_parquet(str(Path(data, "test.parquet")))
     if rows >= len(test):
         raise KdflowInputError(f"--rows {rows} leaves none of the {len(test)} rows of {data}/test.parquet to calibrate "
-                               "the static int8 model on: lower it.")
+                               "and validate the static int8 model on: lower it.")
     drawn = test.shuffle(seed=seed).select_columns(["text", "label"])
     texts = drawn.select(range(rows))
 
@@ -60,10 +63,12 @@ def bench_infer(*, teacher: str, student: str, data: str, output: str, rows: int
     teacher_model = AutoModelForSequenceClassification.from_pretrained(teacher)
     student_model = AutoModelForSequenceClassification.from_pretrained(student)
     tokenizers = {"teacher": models.load_tokenizer(teacher), "student": models.load_tokenizer(student)}
-    calibration = retokenize(drawn.select(range(rows, min(rows + CALIBRATION_ROWS, len(test)))), tokenizers["student"],
-                             max_length)
-    write_onnx_models(load_for_export(student), out,
-                      batches_in_order(calibration, tokenizers["student"], CALIBRATION_BATCH_SIZE))
+    further = retokenize(drawn.select(range(rows, min(rows + VALIDATION_ROWS, len(test)))), tokenizers["student"],
+                         max_length)
+    calibration = batches_in_order(further.select(range(min(CALIBRATION_ROWS, len(further)))), tokenizers["student"],
+                                   CALIBRATION_BATCH_SIZE)
+    validation = labelled_batches(further, tokenizers["student"], None)
+    write_onnx_models(load_for_export(student), out, calibration, validation, pipeline_parameters()["max_int8_drop"])
     splits = {name: retokenize(texts, tokenizer, max_length) for name, tokenizer in tokenizers.items()}
     servings = {  # name -> (runner, what runs it, whose tokenizer, size on disk in MB)
         "teacher_pytorch": (torch_runner(teacher_model), "PyTorch", "teacher",
