@@ -115,6 +115,19 @@ def test_export_writes_the_models_tokenizer_config_and_report(exported, prepared
     assert figures["size_mb_onnx_fp32"] == exports["fp32"].size_mb
 
 
+def test_the_text_model_knows_its_truncation_length_and_warms_up_on_every_length(exported, student_dir,
+                                                                                 prepared_data_dir):
+    output_dir, _ = exported
+    max_length = load_prepared(str(prepared_data_dir)).max_length
+    classifier = TextClassifier(output_dir)
+    assert classifier.max_length == max_length
+    tokenizer = AutoTokenizer.from_pretrained(student_dir)
+    lengths = {len(ids) for ids in tokenizer(text_model.warm_up_texts(max_length), truncation=True,
+                                             max_length=max_length)["input_ids"]}
+    assert set(range(2, max_length + 1)) <= lengths
+    assert classifier.warm_up() == max_length
+
+
 def test_the_text_model_takes_strings_and_answers_as_the_int8_model_on_the_tokenizers_ids(exported, student_dir,
                                                                                           prepared_data_dir):
     output_dir, report = exported

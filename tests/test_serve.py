@@ -134,6 +134,8 @@ def test_v1_answers_labels_and_probabilities_of_the_published_text_model(server,
     served = np.array([[prediction["probabilities"][name] for name in expected.label_names]
                        for prediction in predictions])
     assert np.abs(served - probabilities).max() < 1e-5
+    # It answered a text of every length before it was ready.
+    assert f"Version v1 answered a text of every length up to {expected.max_length} tokens" in server.output()
 
 
 def test_v2_answers_the_open_inference_protocol(server, texts):

@@ -27,6 +27,7 @@ import logging
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,8 +102,13 @@ def load_version(uri: str, threads: int = 0) -> Version:
             "whose onnx_export writes one, or see its onnx_report.json for why it was not written.")
     decision = read_json(storage.join(uri, SUMMARY))["publish"]  # the model's name and the version's
     folder = local_files(uri, ["config.json", TEXT_MODEL_FILE, TEXT_MODEL_WEIGHTS])
+    classifier = TextClassifier(folder, threads=threads or None)
+    started = time.monotonic()
+    if classifier.warm_up():  # before it answers anyone: the server is not ready yet, or the old version serves
+        logger.info("Version %s answered a text of every length up to %d tokens in %.1f s before serving.",
+                    decision["version"], classifier.max_length, time.monotonic() - started)
     return Version(model_name=decision["model"], version=decision["version"], uri=uri, folder=folder,
-                   classifier=TextClassifier(folder, threads=threads or None))
+                   classifier=classifier)
 
 
 def local_files(uri: str, names: list[str]) -> str:
@@ -334,17 +340,24 @@ def serve(model_uri: str, settings: ServeSettings) -> None:
     Raises:
         KdflowInputError: `model_uri` is no published version or model folder, before the server starts.
     """
+    log_to_stderr()  # from the first load on: it says how long the warm-up took
     latest_uri = latest_uri_of(model_uri)  # None: one fixed version
     version = load_version(latest_uri or model_uri, settings.threads)
     serve_version(version, settings, model_uri if latest_uri else None)
 
 
+def log_to_stderr() -> None:
+    """kdflow's serving messages on stderr, once, beside KServe's own."""
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def serve_version(version: Version, settings: ServeSettings, model_uri: str | None = None) -> None:
     """Serves a loaded version until SIGTERM or SIGINT; given the model's folder, the one latest.json names."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    log_to_stderr()
     model = serving_model_class()(version, settings, model_uri)
     import kserve
     from kserve import model_server
