@@ -12,6 +12,7 @@
     kdflow bench infer --teacher DIR --student DIR --data DIR   # serving speed: teacher, student, its ONNX files
     kdflow bench quality --data DIR                        # each loss addition against the honest baselines
     kdflow bench tokenizer --tokenizer DIR --data DIR      # the served model's tokenizer against Hugging Face's
+    kdflow bench int8 --export DIR --data DIR              # the int8 file's accuracy on several kinds of CPU
     kdflow bench serve --model URI --teacher DIR --data DIR  # kdflow serve against the teacher's HF pipeline
     kdflow serve PUBLISH_URI/MODEL_NAME [--http-port 8080] # the published champion on KServe's model server
 
@@ -206,6 +207,19 @@ def build_parser() -> argparse.ArgumentParser:
     tokenizer.add_argument("--output", type=folder_to_write, default="bench/tokenizer",
                            help="folder for bench_tokenizer.json")
     tokenizer.set_defaults(command=bench_tokenizer_command)
+    int8 = benches.add_parser("int8", help="the int8 file's accuracy against fp32 on OpenVINO, for several kinds of "
+                                           "CPU imitated on this one")
+    int8.add_argument("--export", type=existing_folder, required=True,
+                      help="an onnx_export output folder or a published version (model.onnx, model.int8.qdq.onnx)")
+    int8.add_argument("--data", type=existing_folder, required=True,
+                      help="the data_prep output it was exported from (its test split is scored)")
+    int8.add_argument("--also", nargs="+", default=[], metavar="ONNX_FILE",
+                      help="other int8 files of the same model to score beside it")
+    int8.add_argument("--max-eval-samples", type=whole_number(0), default=0,
+                      help="test rows to score; 0 scores them all (default)")
+    int8.add_argument("--output", type=folder_to_write, default="bench/int8",
+                      help="folder for bench_int8.json and bench_int8.md")
+    int8.set_defaults(command=bench_int8_command)
     quality = benches.add_parser("quality", help="the baselines and each distillation configuration, over seeds")
     quality.add_argument("--data", type=existing_folder, required=True,
                          help="a folder with train, test and unsup parquet files (text, label), such as the IMDb splits")
@@ -599,6 +613,12 @@ def bench_serve_command(args) -> int:
 def bench_tokenizer_command(args) -> int:
     bench_module("tokenizer").bench_tokenizer(tokenizer=args.tokenizer, data=args.data, output=args.output,
                                               max_length=args.max_length)
+    return 0
+
+
+def bench_int8_command(args) -> int:
+    bench_module("int8").bench_int8(export=args.export, data=args.data, output=args.output, also=tuple(args.also),
+                                    max_eval_samples=args.max_eval_samples)
     return 0
 
 

@@ -351,3 +351,35 @@ def test_the_int8_bound_returns_layers_to_float_until_the_drop_is_within_it(tmp_
     made_by = {output: node for node in graph.node for output in node.output}
     for node in (node for node in graph.node if node.name in bounded.float_layers):
         assert not any(made_by.get(name) and made_by[name].op_type == "DequantizeLinear" for name in node.input)
+
+
+@pytest.mark.slow
+def test_bench_int8_scores_the_export_for_each_cpu_kind_on_the_test_rows(tmp_path, exported, prepared_data_dir):
+    from kdflow.pipelines import cli
+    from kdflow.pipelines.bench import int8 as bench
+
+    output_dir, report = exported
+    copy = tmp_path / "copy.int8.qdq.onnx"  # another file of the same model: it must score the same
+    copy.write_bytes((output_dir / "model.int8.qdq.onnx").read_bytes())
+    assert cli.main(["bench", "int8", "--export", str(output_dir), "--data", str(prepared_data_dir), "--also",
+                     str(copy), "--output", str(tmp_path / "int8")]) == 0
+    result = json.loads((tmp_path / "int8" / "bench_int8.json").read_text())
+    files = [str(output_dir / "model.onnx"), str(output_dir / "model.int8.qdq.onnx"), str(copy)]
+    assert result["files"] == files and list(result["accuracy"]) == list(bench.CPU_KINDS)
+    for kind, scores in result["accuracy"].items():
+        assert result["drop_points"][kind] == {
+            name: pytest.approx(100 * (scores[files[0]] - scores[name]), abs=0.01) for name in files[1:]}
+        assert scores[files[2]] == scores[files[1]]
+    if report.int8_bound.precisions == ["f32"]:  # OpenVINO's default here: the report scored the same rows so
+        assert result["accuracy"]["this CPU"][files[1]] == report.int8_bound.test_accuracy["f32"]
+    assert (tmp_path / "int8" / "bench_int8.md").read_text().startswith("| file | this CPU | AVX512, no VNNI |")
+
+
+def test_bench_int8_refuses_a_folder_without_the_export_in_one_sentence(tmp_path, capsys, prepared_data_dir):
+    from kdflow.pipelines import cli
+
+    assert cli.main(["bench", "int8", "--export", str(tmp_path), "--data", str(prepared_data_dir), "--output",
+                     str(tmp_path / "int8")]) == 2
+    error = capsys.readouterr().err
+    assert "model.onnx" in error and "give an onnx_export output folder as --export" in error
+    assert error.count("\n") == 1 and not (tmp_path / "int8").exists()

@@ -3,13 +3,14 @@
 NNCF's accuracy-controlled quantization (`nncf.quantize_with_accuracy_control`, on its ONNX backend) quantizes the
 embedding tables and the linear layers (QuantizeLinear and DequantizeLinear, calibrated on training rows), measures
 the fp32 and the int8 graph on the validation rows, and while the int8 one is more than `max_drop` below, returns the
-layer whose quantization moves the outputs most to float, and measures again.
+layer whose quantization costs the most accuracy (ranked on a few validation batches) to float, and measures again.
 
 Accuracy is measured on OpenVINO, the runtime the file is made for, at every inference precision this CPU offers it:
-f32, and bf16 or f16 where the CPU computes them. The worst of them counts, as a CPU with bf16 kernels runs what is
-not int8 in bf16 unless told otherwise: on an AMD EPYC with AVX512-BF16, ONNX Runtime's static QDQ quantization of
-the minilm student measured 1.5 points below fp32 on OpenVINO, against 0.25 on this project's AVX512 CPU without
-bf16 (issue 22). The same CPU kinds are what the step's report measures the file on (`Int8Bound.test_accuracy`).
+f32, and bf16 or f16 where the CPU computes them. The worst of them counts, as OpenVINO may run what is not int8 in
+bf16 on a CPU with bf16 kernels (its default on AMX): on an AMD EPYC with AVX512-BF16, ONNX Runtime's static QDQ
+quantization of the minilm student measured 1.5 points below fp32 on OpenVINO, against 0.25 on this project's AVX512
+CPU without bf16 (issue 22). The step's report measures the file on the test rows at the same precisions
+(`Int8Bound.test_accuracy`); `kdflow bench int8` on CPUs without VNNI.
 """
 
 import io
@@ -50,20 +51,22 @@ def inference_precisions() -> list[str]:
     return [precision for capability, precision in PRECISIONS.items() if capability in capabilities]
 
 
-def accuracy(model, validation: LabelledBatches, precision: str) -> float:
-    """The accuracy of an ONNX model (a ModelProto or a file) on `validation`, run by OpenVINO at `precision`."""
+def accuracy(model, validation: LabelledBatches, precision: str | None) -> float:
+    """The accuracy of an ONNX model (a ModelProto or a file) on `validation`, run by OpenVINO at `precision`
+    (None: its default on this CPU)."""
     return scored(model, list(zip(validation.batches, validation.labels)), validation, precision)[0]
 
 
 def scored(model, items: list[tuple[dict, np.ndarray]], validation: LabelledBatches,
-           precision: str) -> tuple[float, list[float]]:
+           precision: str | None) -> tuple[float, list[float]]:
     """The accuracy of an ONNX model on (batch, labels) items, and each item's, run by OpenVINO at `precision`."""
     import onnx
     import openvino
 
     core = openvino.Core()
     source = io.BytesIO(model.SerializeToString()) if isinstance(model, onnx.ModelProto) else str(model)
-    compiled = core.compile_model(core.read_model(source), "CPU", {"INFERENCE_PRECISION_HINT": precision})
+    config = {"INFERENCE_PRECISION_HINT": precision} if precision else {}
+    compiled = core.compile_model(core.read_model(source), "CPU", config)
     request = compiled.create_infer_request()
     decided = [decisions(request.infer(batch)[compiled.output(0)], validation.thresholds) for batch, _ in items]
     right = [(batch_decisions == labels).reshape(len(labels), -1).all(axis=1)  # every label of a row right
