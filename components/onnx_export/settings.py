@@ -14,9 +14,9 @@ class Settings(CheckedSettings):
     parity_tolerance: float = setting("Largest logit difference allowed between ONNX Runtime fp32 and PyTorch; more "
                                       "fails the step.")
     max_eval_samples: int = setting("Test rows to measure accuracy on; 0 takes them all.")
-    max_int8_drop: float = setting("Largest drop in validation accuracy allowed for the static int8 model against fp32, "
-                                   "at every OpenVINO inference precision of the CPU (0.01 is 1 point); NNCF keeps "
-                                   "layers in float until it holds.")
+    max_int8_drop: float = setting("Largest drop in validation accuracy allowed for the static int8 model against "
+                                   "fp32, at every OpenVINO inference precision of the CPU (0.01 is 1 point); NNCF "
+                                   "keeps layers in float until it holds.")
 
     def check(self):
         if not self.parity_tolerance > 0:

@@ -28,9 +28,9 @@ tolerance: a failed check leaves it as it was.
 
 import shutil
 import sys
-from dataclasses import replace
 import tempfile
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -87,8 +87,9 @@ def run(settings: Settings, files: Files) -> None:
 
     The student is a `save_pretrained` folder of a sequence classifier with its tokenizer. The data's test split is
     what parity, accuracy and latency (at LATENCY_BATCH_SIZES) are measured on, its first training rows calibrate
-    the static int8 model and its first validation rows bound that model's accuracy drop. The ONNX files, tokenizer, config.json and onnx_report.json go to the onnx_model folder
-    (absent or empty); the report also to onnx_metrics, whose numbers the KFP UI shows.
+    the static int8 model and its first validation rows bound that model's accuracy drop. The ONNX files,
+    tokenizer, config.json and onnx_report.json go to the onnx_model folder (absent or empty); the report also to
+    onnx_metrics, whose numbers the KFP UI shows.
 
     Raises:
         KdflowInputError: A bad folder, or no test or validation rows, before any export.
@@ -141,8 +142,9 @@ def run(settings: Settings, files: Files) -> None:
         latencies = {name: latencies_ms(runner, test, tokenizer, LATENCY_BATCH_SIZES)
                      for name, runner in runners.items()}
         test_batches = labelled_batches(test, tokenizer, thresholds)
-        int8_bound = replace(int8_bound, test_accuracy={
-            precision: accuracy(scratch / QDQ_INT8_FILE, test_batches, precision) for precision in int8_bound.precisions})
+        int8_test_accuracy = {precision: accuracy(scratch / QDQ_INT8_FILE, test_batches, precision)
+                              for precision in int8_bound.precisions}
+        int8_bound = replace(int8_bound, test_accuracy=int8_test_accuracy)
         shutil.copy(Path(files.student, "config.json"), scratch / "config.json")  # the text model's labels
         text_check, text_error = write_text_model(
             scratch, tokenizer, data, test, decisions(logits[EXPORTS[TEXT_MODEL_KIND].key], thresholds))
@@ -231,9 +233,9 @@ def write_onnx_models(model, folder: Path, calibration: list[dict], validation: 
 def labelled_batches(split, tokenizer, thresholds: list[float] | None) -> LabelledBatches:
     """The rows of a tokenized split in order, in batches of EVAL_BATCH_SIZE, with their labels."""
     labels = np.asarray(split[LABEL])
+    starts = range(0, len(split), EVAL_BATCH_SIZE)
     return LabelledBatches(batches=batches_in_order(split, tokenizer, EVAL_BATCH_SIZE),
-                           labels=[labels[start:start + EVAL_BATCH_SIZE] for start in range(0, len(split), EVAL_BATCH_SIZE)],
-                           thresholds=thresholds)
+                           labels=[labels[start:start + EVAL_BATCH_SIZE] for start in starts], thresholds=thresholds)
 
 
 def export_onnx(model, path: Path) -> None:
