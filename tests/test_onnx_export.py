@@ -145,6 +145,10 @@ def test_the_text_model_takes_strings_and_answers_as_the_int8_model_on_the_token
     texts = test["text"][:16]
     expected = torch.softmax(torch.from_numpy(int8(encode(tokenizer, texts))), dim=-1).numpy()
     assert np.abs(probabilities[:16] - expected).max() < 1e-4
+    # A call runs its texts in chunks sorted by length; each row still answers its own text.
+    assert len({len(text) for text in texts}) > text_model.CHUNK_TEXTS
+    one_by_one = np.concatenate([classifier.probabilities([text]) for text in texts])
+    assert np.abs(probabilities[:16] - one_by_one).max() < 1e-6  # the random student's rows differ by up to 1e-4
     decided = classifier.decisions(probabilities)
     labels = np.asarray(test["label"])
     assert check.accuracy == pytest.approx(float((decided == labels).mean()))

@@ -24,6 +24,7 @@ TEXT_MODEL_WEIGHTS = "model.text.int8.bin"  # its weights, which openvino.save_m
 TEXT_INPUT = "text"
 PROBABILITIES = "probabilities"
 TOKENIZER_INPUTS = ("input_ids", "attention_mask")
+CHUNK_TEXTS = 8  # texts per model call (see TextClassifier.probabilities)
 MAX_LENGTH_INFO = ["kdflow", "max_length"]  # where the text model keeps its truncation length (runtime info)
 
 
@@ -182,9 +183,16 @@ class TextClassifier(Labelled):
         """One row of probabilities per text (float32, one column per label)."""
         if not texts:
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
+        # Texts of like length share a model call, which pads them to its longest. Served minilm student, 1,000 IMDb
+        # reviews at concurrency 32: 97 answers/s in calls as they came, 107 in sorted chunks of 8.
+        order = sorted(range(len(texts)), key=lambda index: len(texts[index]))
+        rows = np.zeros((len(texts), len(self.label_names)), dtype=np.float32)
         # One infer request per call: the compiled model's own call shares one request and is not thread-safe.
         request = self.compiled.create_infer_request()
-        return request.infer({TEXT_INPUT: list(texts)})[PROBABILITIES].copy()
+        for start in range(0, len(order), CHUNK_TEXTS):
+            chunk = order[start:start + CHUNK_TEXTS]
+            rows[chunk] = request.infer({TEXT_INPUT: [texts[index] for index in chunk]})[PROBABILITIES]
+        return rows
 
 
 def warm_up_texts(max_length: int) -> list[str]:

@@ -135,14 +135,19 @@ class Server:
 
 async def load(server: Server, texts: list[str], labels: list[int], label_ids: dict[str, int], concurrency: int,
                duration_s: float) -> dict:
-    """A closed loop of `concurrency` clients over `texts`, one per request, after a warm-up."""
-    import httpx
+    """A closed loop of `concurrency` clients over `texts`, one per request, after a warm-up.
 
-    path = f"/v1/models/{server.model_name}:predict"
-    async with httpx.AsyncClient(base_url=server.url, timeout=300,
-                                 limits=httpx.Limits(max_connections=concurrency)) as client:
+    aiohttp, as it costs the shared CPU least: at concurrency 32 on the minilm student, 0.4 s of CPU per 1,000 requests,
+    where httpx's AsyncClient took 2.7 s and the served student 107 answers/s against 128.
+    """
+    import aiohttp
+
+    url = f"{server.url}/v1/models/{server.model_name}:predict"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency),
+                                     timeout=aiohttp.ClientTimeout(total=300)) as client:
         for text in texts[:WARM_UP_REQUESTS]:
-            (await client.post(path, json={"instances": [text]})).raise_for_status()
+            async with client.post(url, json={"instances": [text]}) as response:
+                response.raise_for_status()
         next_row = iter(range(len(texts)))
         latencies, answers = [], {}
         start = time.perf_counter()
@@ -151,10 +156,11 @@ async def load(server: Server, texts: list[str], labels: list[int], label_ids: d
         async def ask():
             while time.perf_counter() < deadline and (row := next(next_row, None)) is not None:
                 sent = time.perf_counter()
-                response = await client.post(path, json={"instances": [texts[row]]})
+                async with client.post(url, json={"instances": [texts[row]]}) as response:
+                    response.raise_for_status()
+                    answer = await response.json()
                 latencies.append(time.perf_counter() - sent)
-                response.raise_for_status()
-                answers[row] = label_ids[response.json()["predictions"][0]["label"]]
+                answers[row] = label_ids[answer["predictions"][0]["label"]]
 
         await asyncio.gather(*[ask() for _ in range(concurrency)])
         elapsed = time.perf_counter() - start
