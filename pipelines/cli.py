@@ -195,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     serving.add_argument("--duration-s", type=float, default=60.0, help="most seconds per concurrency (default 60)")
     serving.add_argument("--concurrency", type=whole_number(1), nargs="+", default=[1, 8, 32],
                          help="clients asking at once, one level after another (default 1 8 32)")
+    serving.add_argument("--passes", type=whole_number(1), default=3,
+                         help="passes over the levels, each on reviews of its own; figures are medians (default 3)")
     serving.add_argument("--max-length", type=whole_number(1), default=256,
                          help="the teacher's truncation, in tokens (default 256, the minilm preset's)")
     serving.set_defaults(command=bench_serve_command)
@@ -606,7 +608,8 @@ def bench_infer_command(args) -> int:
 def bench_serve_command(args) -> int:
     bench_module("serve").bench_serve(model=args.model, teacher=args.teacher, data=args.data, output=args.output,
                                       requests=args.requests, duration_s=args.duration_s,
-                                      concurrency=tuple(args.concurrency), max_length=args.max_length)
+                                      concurrency=tuple(args.concurrency), passes=args.passes,
+                                      max_length=args.max_length)
     return 0
 
 
