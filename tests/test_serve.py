@@ -322,6 +322,7 @@ def test_bench_serve_measures_student_and_teacher_servers_under_the_same_load(tm
             assert figures["requests"] == 48 and len(figures["per_second_passes"]) == 2
             assert figures["per_second"] == pytest.approx(statistics.median(figures["per_second_passes"]))
             assert figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"]
+            assert len(figures["p99_over_p50_passes"]) == 2 and min(figures["p99_over_p50_passes"]) >= 1
             assert 0 <= figures["accuracy"] <= 1
     # The student's answers are the text model's: its accuracy on the drawn reviews is the one it has on them.
     assert result["figures"]["student"]["1"]["accuracy"] == result["figures"]["student"]["4"]["accuracy"]
