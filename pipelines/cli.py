@@ -191,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     serving.add_argument("--output", type=folder_to_write, default="bench/serve",
                          help="folder for bench_serve.json, bench_serve.md and the servers' logs")
     serving.add_argument("--requests", type=whole_number(1), default=1000,
-                         help="reviews drawn; each concurrency answers at most this many (default 1000)")
+                         help="reviews per pass, each pass its own; each concurrency answers at most this many "
+                              "(default 1000)")
     serving.add_argument("--duration-s", type=float, default=60.0, help="most seconds per concurrency (default 60)")
     serving.add_argument("--concurrency", type=whole_number(1), nargs="+", default=[1, 8, 32],
                          help="clients asking at once, one level after another (default 1 8 32)")

@@ -100,7 +100,7 @@ def bench_serve(*, model: str, teacher: str, data: str, output: str, requests: i
             for level in concurrency:
                 for name, server in servers.items():
                     answers[name][level].append(asyncio.run(load(server, texts, rows, level, duration_s)))
-    figures = {name: {str(level): LevelFigures.of(passes_, labels) for level, passes_ in levels.items()}
+    figures = {name: {str(level): LevelFigures.of(level_passes, labels) for level, level_passes in levels.items()}
                for name, levels in answers.items()}
     result = {"machine": machine(), "model": model, "teacher": teacher, "reviews": len(texts), "passes": passes,
               "max_length": max_length, "duration_s": duration_s,
