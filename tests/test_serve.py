@@ -319,7 +319,7 @@ def test_bench_serve_measures_student_and_teacher_servers_under_the_same_load(tm
     for server in ("student", "teacher"):
         assert list(result["figures"][server]) == ["1", "4"]
         for figures in result["figures"][server].values():
-            assert figures["requests"] == 48 and len(figures["per_second_passes"]) == 2
+            assert figures["requests"] == 48 and figures["per_second"] > 0 and len(figures["per_second_passes"]) == 2
             assert figures["per_second"] == pytest.approx(statistics.median(figures["per_second_passes"]))
             assert figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"]
             assert len(figures["p99_over_p50_passes"]) == 2 and min(figures["p99_over_p50_passes"]) >= 1
