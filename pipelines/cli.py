@@ -14,6 +14,7 @@
     kdflow bench tokenizer --tokenizer DIR --data DIR      # the served model's tokenizer against Hugging Face's
     kdflow bench int8 --export DIR --data DIR              # the int8 file's accuracy on several kinds of CPU
     kdflow bench serve --model URI --teacher DIR --data DIR  # kdflow serve against the teacher's HF pipeline
+    kdflow bench shapes --data DIR                         # a teacher and a published student of the recipe's shapes
     kdflow serve PUBLISH_URI/MODEL_NAME [--http-port 8080] # the published champion on KServe's model server
 
 Every parser is here, and every command is a function of this module that calls the pipeline's modules: presets,
@@ -201,6 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
     serving.add_argument("--max-length", type=whole_number(1), default=256,
                          help="the teacher's truncation, in tokens (default 256, the minilm preset's)")
     serving.set_defaults(command=bench_serve_command)
+    shapes = benches.add_parser("shapes", help="a teacher and a published student of the recipe's shapes (random "
+                                               "weights), for bench serve")
+    shapes.add_argument("--data", type=existing_folder, required=True,
+                        help="a folder with train.parquet and test.parquet (text, label)")
+    shapes.add_argument("--output", type=folder_to_write, default="bench/shapes",
+                        help="a new or empty folder for the models, the published version and the steps' files")
+    shapes.add_argument("--rows", type=whole_number(1), default=2000,
+                        help="training rows: they calibrate the int8 file, 2%% of them bound its drop (default 2000)")
+    shapes.add_argument("--eval-rows", type=whole_number(1), default=500,
+                        help="test rows onnx_export measures the exports on (default 500)")
+    shapes.set_defaults(command=bench_shapes_command)
     tokenizer = benches.add_parser("tokenizer", help="the served model's tokenizer against Hugging Face's, on every "
                                                     "test text")
     tokenizer.add_argument("--tokenizer", type=existing_folder, required=True,
@@ -611,6 +623,11 @@ def bench_serve_command(args) -> int:
                                       requests=args.requests, duration_s=args.duration_s,
                                       concurrency=tuple(args.concurrency), passes=args.passes,
                                       max_length=args.max_length)
+    return 0
+
+
+def bench_shapes_command(args) -> int:
+    bench_module("shapes").bench_shapes(data=args.data, output=args.output, rows=args.rows, eval_rows=args.eval_rows)
     return 0
 
 

@@ -270,3 +270,39 @@ def test_bench_quality_needs_unlabeled_texts_beside_the_data(tmp_path, capsys):
         shutil.copy(__file__, folder / f"{split}.parquet")  # only their names are looked at before any work
     assert cli.main(["bench", "quality", "--data", str(folder), "--output", str(tmp_path / "b")]) == 2
     assert "has no unsup.* or unlabeled.* file" in capsys.readouterr().err
+
+
+def test_bench_shapes_recipe_configs_are_bert_base_and_distilbert_base():
+    from transformers import AutoConfig
+
+    from kdflow.pipelines.bench.shapes import RECIPE_CONFIGS
+
+    teacher, student = (AutoConfig.for_model(**RECIPE_CONFIGS[role]) for role in ("teacher", "student"))
+    assert (teacher.num_hidden_layers, teacher.hidden_size, teacher.intermediate_size) == (12, 768, 3072)
+    assert (student.n_layers, student.dim, student.hidden_dim) == (6, 768, 3072)
+
+
+@pytest.mark.slow
+def test_bench_shapes_publishes_a_servable_student_beside_its_teacher(tmp_path, quality_data, capsys):
+    from transformers import AutoConfig
+
+    from kdflow.components.common.text_model import TextClassifier
+    from kdflow.pipelines.bench.shapes import MODEL_NAME, MODEL_VERSION, bench_shapes
+
+    output = tmp_path / "shapes"
+    # Tiny models of the two families stand for BERT-base and DistilBERT-base: the steps are the same.
+    configs = {"teacher": models.TINY_CONFIGS["tiny-bert"], "student": models.TINY_CONFIGS["tiny-distilbert"]}
+    model = bench_shapes(data=str(quality_data), output=str(output), rows=200, eval_rows=60, configs=configs)
+    assert model == output / "published" / MODEL_NAME
+    assert json.loads((model / "latest.json").read_text())["version"] == MODEL_VERSION
+    texts = ["A gripping, beautifully acted film.", "Two hours I will never get back."]
+    classifier = TextClassifier(model / MODEL_VERSION)
+    assert classifier.probabilities(texts).sum(axis=1) == pytest.approx([1, 1], abs=1e-5)
+    teacher = AutoConfig.from_pretrained(str(output / "teacher"))
+    assert (teacher.model_type, teacher.num_hidden_layers, teacher.num_labels) == ("bert", 4, 2)
+    assert AutoTokenizer.from_pretrained(str(output / "teacher")).vocab_size == teacher.vocab_size == 30522
+    printed = capsys.readouterr().out
+    assert f"Next: kdflow bench serve --model {model} --teacher {output / 'teacher'} --data {quality_data}" in printed
+    # A second bench into the same folder is refused before any work.
+    assert cli.main(["bench", "shapes", "--data", str(quality_data), "--output", str(output)]) == 2
+    assert f"--output {output} is not empty: give a new or empty folder." in capsys.readouterr().err
