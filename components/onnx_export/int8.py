@@ -82,9 +82,10 @@ def worst_scored(model, items, validation: LabelledBatches, precisions: list[str
 
 
 def quantize_bounded(source: Path, destination: Path, calibration: list[dict], validation: LabelledBatches,
-                     max_drop: float) -> Int8Bound:
+                     max_drop: float, precisions: list[str] | None = None) -> Int8Bound:
     """Writes the static int8 QDQ model of the fp32 ONNX file `source` to `destination`, at most `max_drop` below it
-    in validation accuracy on every inference precision of this CPU (the module's docstring), and says how it held.
+    in validation accuracy on every inference precision of this CPU (the module's docstring; `precisions` measures
+    those named instead), and says how it held.
 
     The attention's own matrix products (of two activations) stay in float: OpenVINO runs them in its fused
     attention kernel. `calibration` is a list of input batches.
@@ -93,7 +94,7 @@ def quantize_bounded(source: Path, destination: Path, calibration: list[dict], v
     import onnx
 
     model = onnx.load(str(source))
-    precisions = inference_precisions()
+    precisions = precisions or inference_precisions()
     weights = {initializer.name for initializer in model.graph.initializer}
     products_of_activations = [node.name for node in model.graph.node
                                if node.op_type == "MatMul" and node.input[1] not in weights]
